@@ -1,0 +1,109 @@
+"""Safe checkpoint I/O shared by every resdet command.
+
+Two rules: nothing a user trained is ever lost half-written (every file is written to a
+temporary sibling, fsynced, then renamed over the target), and loading a checkpoint never
+executes code from it (``torch.load(weights_only=True)``; pickles go through an
+unpickler that only rebuilds numpy arrays, numbers, strings and plain containers).
+"""
+import io
+import os
+import pickle
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+__all__ = ["CheckpointError", "atomic_write", "atomic_save", "safe_torch_load", "safe_pickle_load",
+           "load_checkpoint_file"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, truncated, unsafe or of an unknown format."""
+
+
+@contextmanager
+def atomic_write(path, mode="wb"):
+    """Open a temporary file beside ``path``; on success fsync and rename it to ``path``.
+
+    On any exception the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    # make the rename itself durable
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_save(obj, path) -> None:
+    """``torch.save`` that never leaves a half-written file at ``path``."""
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def safe_torch_load(path, map_location="cpu"):
+    """``torch.load(weights_only=True)`` with one-line errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: refused to load: the file holds objects other than "
+                              f"tensors and plain data ({first})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {first}") from None
+
+
+_SAFE_GLOBALS = {
+    ("collections", "OrderedDict"),
+    ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"), ("builtins", "set"),
+    ("builtins", "frozenset"), ("builtins", "int"), ("builtins", "float"), ("builtins", "str"),
+    ("builtins", "bytes"), ("builtins", "bool"), ("builtins", "complex"), ("builtins", "slice"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"),  # how py2/py3 pickles of numpy arrays spell their raw bytes
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) in _SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global '{module}.{name}' is forbidden")
+
+
+def safe_pickle_load(path):
+    """Load a .pkl (Detectron2/MSRA weights) accepting only numpy arrays and plain data."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    data = path.read_bytes()
+    try:
+        return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: refused to load: {e} (only numpy arrays and plain data are allowed)") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+        raise CheckpointError(f"{path}: not a readable pickle (truncated or corrupt?): {e}") from None
+
+
+def load_checkpoint_file(path):
+    """Load .pkl through the restricted unpickler, anything else through torch.load."""
+    return safe_pickle_load(path) if str(path).endswith(".pkl") else safe_torch_load(path)

@@ -1,0 +1,25 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="resdet",
+    version="0.1.0",
+    description="Residual networks (He et al. 2015) for Detectron2: backbones, pretraining, "
+    "weight conversion, detection fine-tuning and evaluation",
+    packages=find_packages(include=["resdet", "resdet.*"]),
+    python_requires=">=3.9",
+    # Detectron2 is deliberately absent: it has no PyPI package; see README.md, "Install".
+    install_requires=[
+        "torch>=2.0",
+        "torchvision>=0.15",
+        "numpy",
+        "fvcore",
+        "iopath",
+        "pycocotools",
+        "faster-coco-eval",
+        "opencv-python-headless",
+        "tqdm",
+        "tensorboard",
+        "matplotlib",
+        "pillow",
+    ],
+)

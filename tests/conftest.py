@@ -1,0 +1,27 @@
+"""Shared fixtures. Real data comes from ../shared/data (or $RESDET_SHARED_DATA); a test
+that needs it fails, never skips, when it is missing."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_root() -> Path:
+    return Path(os.environ.get("RESDET_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = shared_data_root()
+    if not root.is_dir():
+        pytest.fail(f"real test data not found at {root}; set RESDET_SHARED_DATA")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
