@@ -17,6 +17,30 @@ def add_resdet_config(cfg):
     cfg.MODEL.RESDET.RESIDUAL = True
     # Zero-init the last norm of each residual branch (helps training from scratch).
     cfg.MODEL.RESDET.ZERO_INIT_RESIDUAL = False
+
+    cfg.RESDET = CN()
+    # User datasets with no code: a COCO JSON file or a VOC-style folder (JPEGImages/,
+    # Annotations/, optional ImageSets/Main/). Registered as "resdet_train"/"resdet_test"
+    # and used when DATASETS.TRAIN/TEST name them. Class names come from the data.
+    cfg.RESDET.DATA = CN()
+    cfg.RESDET.DATA.TRAIN = ""
+    cfg.RESDET.DATA.TRAIN_IMAGES = ""   # COCO JSON only: its image folder
+    cfg.RESDET.DATA.TRAIN_SPLIT = ""    # VOC only: ImageSets/Main/<split>.txt; "" = all annotated
+    cfg.RESDET.DATA.TEST = ""
+    cfg.RESDET.DATA.TEST_IMAGES = ""
+    cfg.RESDET.DATA.TEST_SPLIT = ""
+    # VOC folder without ImageSets: hold out this fraction (deterministic) as the test split.
+    cfg.RESDET.DATA.HOLDOUT_FRACTION = 0.0
+
+    cfg.RESDET.EVAL = CN()
+    # "coco" (AP@[.5:.95]), "voc07" (11-point AP50), "voc" (area AP50); "auto": voc07 for
+    # VOC-layout data, coco otherwise.
+    cfg.RESDET.EVAL.METRIC = "auto"
+    # Checkpoint kept as model_best.pth, by this metric of metrics.json ("auto": bbox/AP
+    # for coco, bbox/AP50 for VOC metrics).
+    cfg.RESDET.EVAL.BEST_METRIC = "auto"
+    # Test images drawn with their predictions into OUTPUT_DIR/predictions/.
+    cfg.RESDET.EVAL.NUM_VIS = 8
     return cfg
 
 
