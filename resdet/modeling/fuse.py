@@ -1,0 +1,40 @@
+"""Inference-time folding of frozen normalisation into the preceding convolution.
+
+A FrozenBN (or an eval-mode BN) after a conv is an affine map per channel, so it can be
+merged into the conv's weight and bias: one op instead of two and one less pass over
+memory, which is most of FrozenBN's cost on a CPU. Outputs match the unfolded model up
+to float rounding (tests check < 1e-4 relative).
+"""
+import torch
+from torch import nn
+
+from detectron2.layers import Conv2d, FrozenBatchNorm2d
+
+__all__ = ["fold_frozen_batchnorm"]
+
+
+@torch.no_grad()
+def fold_frozen_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every ``Conv2d.norm`` that is FrozenBN (or BN in eval mode) into its conv.
+
+    In place; returns ``model``. Trainable BN in train mode is left alone, since its
+    statistics still change.
+    """
+    for m in model.modules():
+        if not isinstance(m, Conv2d) or m.norm is None:
+            continue
+        norm = m.norm
+        if isinstance(norm, FrozenBatchNorm2d):
+            pass
+        elif isinstance(norm, nn.modules.batchnorm._BatchNorm) and not norm.training:
+            pass
+        else:
+            continue
+        weight = norm.weight if norm.weight is not None else torch.ones_like(norm.running_var)
+        bias = norm.bias if norm.bias is not None else torch.zeros_like(norm.running_mean)
+        scale = weight * (norm.running_var + norm.eps).rsqrt()
+        conv_bias = m.bias if m.bias is not None else torch.zeros_like(norm.running_mean)
+        m.weight.copy_(m.weight * scale.reshape(-1, 1, 1, 1))
+        m.bias = nn.Parameter((conv_bias - norm.running_mean) * scale + bias, requires_grad=False)
+        m.norm = None
+    return model

@@ -1,0 +1,34 @@
+"""Folding frozen BN into convs changes speed, not results."""
+import copy
+
+import pytest
+import torch
+
+from resdet.modeling import build_resnet, fold_frozen_batchnorm
+
+
+def _randomize_norms(model):
+    g = torch.Generator().manual_seed(3)
+    for name, t in model.state_dict().items():
+        if ".norm." in name:
+            t.copy_(torch.rand(t.shape, generator=g) + 0.5 if ("var" in name or name.endswith("weight"))
+                    else torch.randn(t.shape, generator=g) * 0.2)
+
+
+@pytest.mark.parametrize("depth,norm", [(50, "FrozenBN"), (18, "BN")])
+def test_folded_model_matches_unfolded(depth, norm):
+    model = build_resnet(depth, num_classes=None, norm=norm, out_features=["res2", "res5"]).eval()
+    _randomize_norms(model)
+    folded = fold_frozen_batchnorm(copy.deepcopy(model))
+    assert not any(getattr(m, "norm", None) is not None for m in folded.modules() if hasattr(m, "norm"))
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        a, b = model(x), folded(x.contiguous(memory_format=torch.channels_last))
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-4 * a[k].abs().max().item()), k
+
+
+def test_trainable_bn_in_train_mode_is_not_folded():
+    model = build_resnet(18, num_classes=None, norm="BN").train()
+    fold_frozen_batchnorm(model)
+    assert model.res2[0].conv1.norm is not None
