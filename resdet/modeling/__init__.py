@@ -12,4 +12,4 @@ from .resnet import (  # noqa: F401
 )
 from .backbone import build_resdet_backbone, build_resdet_fpn_backbone  # noqa: F401
 from .roi_heads import ResdetRes5ROIHeads  # noqa: F401
-from .fuse import fold_frozen_batchnorm  # noqa: F401
+from .fuse import fold_frozen_batchnorm, prepare_for_inference  # noqa: F401

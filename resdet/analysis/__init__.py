@@ -1,0 +1,1 @@
+"""The paper's evidence as code: degradation study and layer responses."""
