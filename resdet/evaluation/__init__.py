@@ -1,0 +1,15 @@
+"""Detection evaluation: COCO AP@[.5:.95] (faster-coco-eval) and PASCAL VOC AP50 (devkit
+11-point and area), in Detectron2's result shape and scale (percent, under "bbox")."""
+from .coco import evaluate_coco, records_to_coco  # noqa: F401
+from .evaluator import (  # noqa: F401
+    METRICS,
+    DetectionEvaluator,
+    GroundTruth,
+    build_evaluator,
+    evaluate_files,
+    evaluate_predictions,
+    format_results,
+    load_predictions,
+    write_metrics,
+)
+from .voc import evaluate_voc, voc_ap, voc_eval  # noqa: F401
