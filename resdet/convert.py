@@ -1,0 +1,476 @@
+"""ResNet weights from resdet, torchvision, timm or Detectron2 -> a Detectron2 checkpoint.
+
+The usual ways to get a Detectron2 backbone wrong are silent: the stride in the wrong
+conv of the bottleneck, BGR weights fed RGB images, the wrong pixel statistics. So the
+converter writes, beside the checkpoint, a YAML fragment with every setting the weights
+require (the detection trainer merges it), and ``verify`` runs the source network and
+the Detectron2 backbone on the same input and demands equal features per stage.
+
+All weights are first brought to resdet's names (which are Detectron2's): torchvision and
+plain timm ResNets through one mapping table, Caffe2/MSRA names through Detectron2's own
+``convert_basic_c2_names``; depth and shortcut option are read off the weights and the
+result is checked key by key, shape by shape, against the resdet layout before anything
+is written.
+"""
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+from tabulate import tabulate
+
+from detectron2.config import CfgNode as CN
+
+from .config import get_resdet_cfg
+from .io import CheckpointError, atomic_save, atomic_write, load_checkpoint_file
+from .modeling.resnet import IMAGENET_DEPTHS, build_resnet
+
+__all__ = ["FORMATS", "LAYOUTS", "TOLERANCE", "Source", "Conversion", "detect_format",
+           "load_source", "to_detectron2", "fragment", "fragment_path", "verify", "convert"]
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("auto", "resdet", "torchvision", "timm", "detectron2")
+LAYOUTS = ("c4", "fpn")
+STAGES = ("res2", "res3", "res4", "res5")
+TOLERANCE = 1e-4  # max abs feature difference per stage that --verify accepts
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+# What torchvision and timm weights were trained on: RGB in [0, 255] normalised by the
+# ImageNet mean/std, stride in the 3x3 conv.
+TORCHVISION_INPUT = dict(input_format="RGB", pixel_mean=[123.675, 116.28, 103.53],
+                         pixel_std=[58.395, 57.12, 57.375], stride_in_1x1=False)
+
+# torchvision / plain timm ResNet names -> resdet names: the one mapping table.
+_TORCHVISION_TO_RESDET = [
+    (r"conv1\.weight", lambda m: "stem.conv1.weight"),
+    (r"bn1\.(\w+)", lambda m: f"stem.conv1.norm.{m[1]}"),
+    (r"layer(\d)\.(\d+)\.conv(\d)\.weight", lambda m: f"res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.weight"),
+    (r"layer(\d)\.(\d+)\.bn(\d)\.(\w+)", lambda m: f"res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.norm.{m[4]}"),
+    (r"layer(\d)\.(\d+)\.downsample\.0\.weight", lambda m: f"res{int(m[1]) + 1}.{m[2]}.shortcut.weight"),
+    (r"layer(\d)\.(\d+)\.downsample\.1\.(\w+)", lambda m: f"res{int(m[1]) + 1}.{m[2]}.shortcut.norm.{m[3]}"),
+    (r"fc\.(weight|bias)", lambda m: f"linear.{m[1]}"),
+]
+
+# timm ResNet variants whose extra layers have no place in the paper's network.
+_TIMM_VARIANTS = [
+    (r"conv1\.\d+\.", "deep stem (three 3x3 convs, timm resnet*c/d/s/t)"),
+    (r"layer\d\.\d+\.downsample\.2\.", "avg-down shortcut (avg pool + 1x1 conv, timm resnet*d)"),
+    (r"layer\d\.\d+\.se\.", "squeeze-and-excitation (timm seresnet*)"),
+    (r"stages\.\d+\.", "ByobNet layout (timm resnet*ts, resnext*ts)"),
+]
+_TRUNK = re.compile(r"(stem|res[2-5])\.")
+
+
+@dataclass
+class Source:
+    """Weights in resdet names (stem, res2..res5 only) and the settings they need."""
+
+    path: Path
+    kind: str
+    weights: Dict[str, torch.Tensor]
+    depth: int
+    shortcut: str = "B"
+    residual: bool = True
+    stride_in_1x1: bool = False
+    input_format: str = "RGB"
+    pixel_mean: list = field(default_factory=lambda: list(TORCHVISION_INPUT["pixel_mean"]))
+    pixel_std: list = field(default_factory=lambda: list(TORCHVISION_INPUT["pixel_std"]))
+    # The original torchvision/timm state dict, run by its own library in ``verify``.
+    reference: Optional[Dict[str, torch.Tensor]] = None
+
+
+@dataclass
+class Conversion:
+    """What ``convert`` did: the detected source, the files, the per-stage differences."""
+
+    source: Source
+    out: Path
+    fragment: Path
+    diffs: Dict[str, Dict[str, float]] = field(default_factory=dict)  # stage -> reference -> diff
+
+
+def _fail(path, msg):
+    raise CheckpointError(f"{path}: {msg}")
+
+
+def _shape(t) -> str:
+    return "absent" if t is None else str(tuple(t.shape))
+
+
+def _unwrap(obj, path):
+    """The name -> tensor dict inside a checkpoint (``model``, ``state_dict``, ``blobs``)."""
+    if not isinstance(obj, dict):
+        _fail(path, f"unknown checkpoint format: a {type(obj).__name__}, not a dict of weights")
+    for key in ("model", "state_dict", "blobs"):
+        if isinstance(obj.get(key), dict):
+            return obj[key]
+    return obj
+
+
+def _is_c2_name(key: str) -> bool:
+    return bool(re.match(r"(conv1_|res_conv1_|res\d_\d+_branch|pred_[wb]$)", key))
+
+
+def detect_format(obj, path="<checkpoint>") -> str:
+    """Which source a loaded checkpoint is: resdet, torchvision, timm or detectron2.
+
+    A plain timm ``resnet*`` state dict has exactly torchvision's names and meaning, so it
+    is reported (and converted) as torchvision; "timm" means timm-only layers are present.
+    """
+    meta = obj.get("meta") if isinstance(obj, dict) else None
+    if isinstance(meta, dict) and meta.get("format") == "resdet-classifier":
+        return "resdet"
+    keys = list(_unwrap(obj, path))
+    if any(re.match(p, k) for k in keys for p, _ in _TIMM_VARIANTS):
+        return "timm"
+    if any(re.match(r"(conv1\.weight|layer\d\.)", k) for k in keys):
+        return "torchvision"
+    if any(re.match(r"(backbone\.|roi_heads\.res5\.|stem\.|res[2-5]\.)", k) or _is_c2_name(k) for k in keys):
+        return "detectron2"
+    first = keys[0] if keys else "none"
+    _fail(path, f"unknown checkpoint format (first key {first!r}); expected resdet, "
+                "torchvision/timm or Detectron2 ResNet weights")
+
+
+def _as_tensor(value, path, key):
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    _fail(path, f"{key}: expected a tensor or array, found {type(value).__name__}")
+
+
+def _from_torchvision(state, path, kind):
+    """Map torchvision/timm names; refuse timm variants by name."""
+    variants = [f"{variant} (key {hit!r})" for pattern, variant in _TIMM_VARIANTS
+                for hit in [next((k for k in state if re.match(pattern, k)), None)] if hit]
+    if variants:
+        _fail(path, f"timm variant with {' and '.join(variants)} cannot be mapped onto the "
+                    "paper's ResNet; only plain resnet18..200 weights convert")
+    out = {}
+    for key, value in state.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        for pattern, name in _TORCHVISION_TO_RESDET:
+            m = re.fullmatch(pattern, key)
+            if m:
+                out[name(m)] = _as_tensor(value, path, key)
+                break
+        else:
+            _fail(path, f"key {key!r} is not part of a {kind} ResNet")
+    return out
+
+
+def _from_detectron2(state, path):
+    """Strip Detectron2 prefixes (C4 or FPN) and Caffe2 names down to the trunk."""
+    from detectron2.checkpoint.c2_model_loading import convert_basic_c2_names
+
+    state = {k: v for k, v in state.items() if not k.endswith(("_momentum", "num_batches_tracked"))}
+    keys = list(state)
+    if any(_is_c2_name(k) for k in keys):
+        keys = convert_basic_c2_names(keys)
+    out = {}
+    for old, key in zip(state, keys):
+        key = re.sub(r"^backbone\.(bottom_up\.)?", "", key)
+        key = re.sub(r"^roi_heads\.(?=res5\.)", "", key)
+        if _TRUNK.match(key):
+            out[key] = _as_tensor(state[old], path, old)
+    if not out:
+        _fail(path, "no ResNet trunk weights (stem.*, res2..res5.*) found in this Detectron2 checkpoint")
+    # Caffe2 BN is an affine channel (scale, bias): give it the identity statistics that
+    # Detectron2's FrozenBatchNorm2d starts from, so x * scale + bias is exact.
+    for key in [k for k in out if k.endswith(".norm.weight")]:
+        stem = key[: -len("weight")]
+        out.setdefault(stem + "running_mean", torch.zeros_like(out[key]))
+        out.setdefault(stem + "running_var", torch.ones_like(out[key]) - 1e-5)
+    return out
+
+
+def _block_counts(weights, path):
+    counts = []
+    for stage in STAGES:
+        idx = {int(k.split(".")[1]) for k in weights if k.startswith(stage + ".")}
+        if not idx or idx != set(range(len(idx))):
+            _fail(path, f"stage {stage}: blocks {sorted(idx) or 'none'} do not form a ResNet stage")
+        counts.append(len(idx))
+    return tuple(counts)
+
+
+def _infer_depth(weights, path) -> int:
+    counts, bottleneck = _block_counts(weights, path), any(".conv3." in k for k in weights)
+    for depth, table in IMAGENET_DEPTHS.items():
+        if table == counts and (depth >= 50) == bottleneck:
+            return depth
+    known = ", ".join(f"R{d} {t}" for d, t in IMAGENET_DEPTHS.items())
+    _fail(path, f"{'bottleneck' if bottleneck else 'basic'} blocks per stage {counts} match no "
+                f"ResNet depth ({known})")
+
+
+def _infer_shortcut(weights, path) -> str:
+    """B: projections exactly where the shape changes; C: on every block; A: none."""
+    blocks = sorted({k.split(".")[0] + "." + k.split(".")[1] for k in weights if k.startswith("res")})
+    projected = {b for b in blocks if f"{b}.shortcut.weight" in weights}
+    bottleneck = any(".conv3." in k for k in weights)
+    reshaping = {b for b in blocks if b.endswith(".0") and (bottleneck or not b.startswith("res2."))}
+    if not projected:
+        return "A"
+    if projected == reshaping:
+        return "B"
+    if projected == set(blocks):
+        return "C"
+    odd = sorted(projected ^ reshaping)[0]
+    _fail(path, f"{odd}: shortcut projections fit none of the options A/B/C")
+
+
+def _check_layout(source: Source) -> None:
+    """Every key and shape of the weights must be those of the resdet network they need."""
+    with torch.device("meta"):
+        net = build_resnet(source.depth, shortcut=source.shortcut, residual=source.residual,
+                           stride_in_1x1=source.stride_in_1x1, num_classes=None)
+    expected = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    name = f"ResNet-{source.depth} ({source.shortcut} shortcuts{'' if source.residual else ', plain'})"
+    for key, want in expected.items():
+        have = source.weights.get(key)
+        if have is None or have.shape != want.shape:
+            _fail(source.path, f"weights do not fit {name}: first mismatch {key}: checkpoint "
+                               f"{_shape(have)}, {name} expects {_shape(want)}")
+    for key, have in source.weights.items():
+        if key not in expected:
+            _fail(source.path, f"weights do not fit {name}: first mismatch {key}: checkpoint "
+                               f"{_shape(have)}, {name} expects absent")
+
+
+def fragment_path(weights) -> Path:
+    """The YAML fragment that belongs to a converted checkpoint: same stem, ``.yaml``."""
+    return Path(weights).with_suffix(".yaml")
+
+
+def _settings_from_d2(obj, path, c2_names):
+    """Input settings of a Detectron2 checkpoint: its resdet fragment if it has one; the
+    torchvision ones for Detectron2's torchvision conversions; otherwise Detectron2's
+    defaults (BGR, Caffe2 means, std 1, stride in the 1x1), which its model zoo and the
+    MSRA weights use."""
+    author = obj.get("__author__") if isinstance(obj, dict) else None
+    if not c2_names and author == "resdet" and fragment_path(path).is_file():
+        cfg = get_resdet_cfg()
+        cfg.merge_from_file(str(fragment_path(path)))
+        return dict(input_format=cfg.INPUT.FORMAT, pixel_mean=list(cfg.MODEL.PIXEL_MEAN),
+                    pixel_std=list(cfg.MODEL.PIXEL_STD), stride_in_1x1=cfg.MODEL.RESNETS.STRIDE_IN_1X1,
+                    shortcut=cfg.MODEL.RESDET.SHORTCUT, residual=cfg.MODEL.RESDET.RESIDUAL)
+    if not c2_names and author == "torchvision":
+        return dict(TORCHVISION_INPUT)
+    d2 = get_resdet_cfg()
+    return dict(input_format=d2.INPUT.FORMAT, pixel_mean=list(d2.MODEL.PIXEL_MEAN),
+                pixel_std=list(d2.MODEL.PIXEL_STD), stride_in_1x1=d2.MODEL.RESNETS.STRIDE_IN_1X1)
+
+
+def load_source(path, kind: str = "auto", depth: Optional[int] = None) -> Source:
+    """Load any supported checkpoint into resdet names, with the settings it requires.
+
+    ``depth`` forces a layout instead of reading it off the weights; weights that do not
+    fit it are refused with the first mismatching key and both shapes.
+    """
+    path = Path(path)
+    if kind not in FORMATS:
+        _fail(path, f"format {kind!r} is not supported; allowed: {', '.join(FORMATS)}")
+    obj = load_checkpoint_file(path)
+    found = detect_format(obj, path)
+    # plain timm weights carry torchvision's names; either flag reads either
+    if kind != "auto" and kind != found and not {kind, found} <= {"torchvision", "timm"}:
+        _fail(path, f"not a {kind} checkpoint (it looks like {found})")
+    kind = found if kind == "auto" else kind
+    state = _unwrap(obj, path)
+    settings = {}
+    if kind == "resdet":
+        meta = obj["meta"]
+        if meta.get("dataset", "imagenet") != "imagenet":
+            _fail(path, f"meta.dataset={meta.get('dataset')!r}: CIFAR nets (3x3 stem, res2..res4) have "
+                        "no Detectron2 detection layout; allowed: imagenet")
+        if meta.get("norm", "BN") != "BN":
+            _fail(path, f"meta.norm={meta.get('norm')!r}: only BN weights convert to FrozenBN")
+        lacking = [k for k in ("depth", "shortcut", "residual", "stride_in_1x1", "input_format",
+                               "pixel_mean", "pixel_std") if k not in meta]
+        if lacking:
+            _fail(path, f"meta lacks {lacking[0]!r}, which the conversion needs")
+        weights = {k: _as_tensor(v, path, k) for k, v in state.items()
+                   if _TRUNK.match(k) and not k.endswith("num_batches_tracked")}
+        settings = dict(input_format=meta["input_format"], pixel_mean=list(meta["pixel_mean"]),
+                        pixel_std=list(meta["pixel_std"]), stride_in_1x1=bool(meta["stride_in_1x1"]),
+                        shortcut=meta["shortcut"], residual=bool(meta["residual"]))
+        depth = depth or int(meta["depth"])
+    elif kind in ("torchvision", "timm"):
+        weights = _from_torchvision(state, path, kind)
+        settings = dict(TORCHVISION_INPUT)
+    else:
+        weights = _from_detectron2(state, path)
+        settings = _settings_from_d2(obj, path, any(_is_c2_name(k) for k in state))
+    weights.pop("linear.weight", None)
+    weights.pop("linear.bias", None)
+    settings.setdefault("shortcut", _infer_shortcut(weights, path))
+    source = Source(path=path, kind=kind, weights=weights, depth=depth or _infer_depth(weights, path),
+                    reference=state if kind in ("torchvision", "timm") else None, **settings)
+    _check_layout(source)
+    return source
+
+
+def fragment(source: Source) -> CN:
+    """The Detectron2 config keys the weights require (contract 2)."""
+    return CN({
+        "INPUT": {"FORMAT": source.input_format},
+        "MODEL": {
+            "PIXEL_MEAN": [float(v) for v in source.pixel_mean],
+            "PIXEL_STD": [float(v) for v in source.pixel_std],
+            "RESNETS": {"DEPTH": source.depth, "STRIDE_IN_1X1": source.stride_in_1x1,
+                        "RES2_OUT_CHANNELS": 64 if source.depth < 50 else 256},
+            "RESDET": {"SHORTCUT": source.shortcut, "RESIDUAL": source.residual},
+        },
+    })
+
+
+def to_detectron2(source: Source, layout: str = "c4") -> dict:
+    """The Detectron2 checkpoint: C4 puts res5 in the RoI head, FPN everything in bottom_up."""
+    if layout not in LAYOUTS:
+        _fail(source.path, f"layout {layout!r} is not supported; allowed: {', '.join(LAYOUTS)}")
+
+    def target(key):
+        if layout == "fpn":
+            return "backbone.bottom_up." + key
+        return ("roi_heads." if key.startswith("res5.") else "backbone.") + key
+
+    model = {target(k): v.detach().float().contiguous() for k, v in source.weights.items()}
+    return {"model": model, "__author__": "resdet", "matching_heuristics": False}
+
+
+def _detector(source: Source, layout: str):
+    from detectron2.modeling import build_model
+
+    cfg = get_resdet_cfg()
+    cfg.merge_from_file(str(CONFIGS / ("Base-RCNN-C4.yaml" if layout == "c4" else "Base-RCNN-FPN.yaml")))
+    cfg.merge_from_other_cfg(fragment(source))
+    cfg.MODEL.DEVICE = "cpu"
+    return build_model(cfg).eval()
+
+
+def _detector_stages(model, layout, x):
+    """res2..res5 of the Detectron2 model (C4: trunk to res4, then the RoI head's res5)."""
+    trunk = model.backbone if layout == "c4" else model.backbone.bottom_up
+    out, x = {}, trunk.stem(x)
+    for name, stage in zip(trunk.stage_names, trunk.stages):
+        x = out[name] = stage(x)
+    if layout == "c4":
+        out["res5"] = model.roi_heads.res5(out["res4"])
+    return out
+
+
+def _reference_stages(source: Source, x):
+    """The source weights run by their own library (torchvision or timm), if it has the net."""
+    if source.reference is None or source.shortcut != "B":
+        return None
+    if source.kind == "timm":
+        import timm
+
+        net = timm.create_model(f"resnet{source.depth}", pretrained=False)
+    else:
+        import torchvision
+
+        builder = getattr(torchvision.models, f"resnet{source.depth}", None)
+        if builder is None:
+            return None
+        net = builder(weights=None)
+    missing, unexpected = net.load_state_dict(source.reference, strict=False)
+    if unexpected or set(missing) - {"fc.weight", "fc.bias"}:
+        _fail(source.path, f"{source.kind} resnet{source.depth} does not take these weights "
+                           f"(first mismatch {(unexpected or missing)[0]})")
+    net.eval()
+    act = getattr(net, "relu", None) or net.act1
+    y, out = net.maxpool(act(net.bn1(net.conv1(x)))), {}
+    for i, stage in enumerate(STAGES, start=1):
+        y = out[stage] = getattr(net, f"layer{i}")(y)
+    return out
+
+
+def _verification_input(source: Source, image, size: int):
+    """A real image preprocessed as the fragment says, or a fixed random tensor."""
+    if image is None:
+        return torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    from detectron2.data import transforms as T
+    from detectron2.data.detection_utils import read_image
+
+    image = Path(image)
+    if not image.is_file():
+        _fail(image, "no such image file")
+    try:
+        img = read_image(str(image), format=source.input_format)
+    except OSError as e:
+        _fail(image, f"not a readable image: {e}")
+    img = T.ResizeShortestEdge(size, 2 * size).get_transform(img).apply_image(img)
+    x = torch.as_tensor(np.ascontiguousarray(img.transpose(2, 0, 1)), dtype=torch.float32)
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in (source.pixel_mean, source.pixel_std))
+    return ((x - mean) / std)[None]
+
+
+@torch.no_grad()
+def verify(source: Source, checkpoint: dict, layout: str = "c4", image=None, size: int = 224):
+    """Max abs difference per stage between the source nets and the Detectron2 model.
+
+    The references are the resdet classifier trunk with the source settings and, for
+    torchvision/timm weights, that library's own ResNet, so a mistake in resdet's names
+    cannot hide. Raises CheckpointError when any stage differs by ``TOLERANCE`` or more.
+    """
+    x = _verification_input(source, image, size)
+    trunk = build_resnet(source.depth, shortcut=source.shortcut, residual=source.residual,
+                         stride_in_1x1=source.stride_in_1x1, num_classes=None, out_features=list(STAGES))
+    trunk.load_state_dict(source.weights, strict=False)
+    refs = {"resdet trunk": trunk.eval()(x)}
+    theirs = _reference_stages(source, x)
+    if theirs is not None:
+        refs[source.kind] = theirs
+    model = _detector(source, layout)
+    incompatible = model.load_state_dict(checkpoint["model"], strict=False)
+    part = "backbone.bottom_up." if layout == "fpn" else ("backbone.", "roi_heads.res5.")
+    missing = [k for k in incompatible.missing_keys if k.startswith(part)]
+    if missing or incompatible.unexpected_keys:
+        _fail(source.path, f"the Detectron2 {layout} model does not take the converted weights "
+                           f"(first mismatch {(missing or incompatible.unexpected_keys)[0]})")
+    det = _detector_stages(model, layout, x)
+    diffs = {s: {r: (out[s] - det[s]).abs().max().item() for r, out in refs.items()} for s in STAGES}
+    logger.info("max abs difference per stage (source vs Detectron2 %s):\n%s", layout, tabulate(
+        [[s] + [f"{d:.3g}" for d in diffs[s].values()] for s in STAGES],
+        headers=["stage"] + list(refs), tablefmt="pipe"))
+    worst = max(((d, s, r) for s in STAGES for r, d in diffs[s].items()))
+    if not worst[0] < TOLERANCE:
+        _fail(source.path, f"verification failed: {worst[1]} differs by {worst[0]:.3g} between "
+                           f"{worst[2]} and the Detectron2 {layout} model (tolerance {TOLERANCE}); nothing written")
+    return diffs
+
+
+def convert(src, out, *, kind: str = "auto", layout: str = "c4", depth: Optional[int] = None,
+            verify_features: bool = False, image=None, size: int = 224) -> Conversion:
+    """Convert ``src`` into Detectron2 checkpoint ``out`` (.pth) plus ``out``'s .yaml fragment.
+
+    Both files are written atomically and only after every check (and ``verify_features``)
+    passed; on any error neither is touched.
+    """
+    out = Path(out)
+    if out.suffix != ".pth":
+        _fail(out, "the converted checkpoint must end in .pth (Detectron2 reads .pkl as Caffe2 pickles)")
+    if layout not in LAYOUTS:
+        _fail(out, f"layout {layout!r} is not supported; allowed: {', '.join(LAYOUTS)}")
+    source = load_source(src, kind, depth)
+    logger.info("%s: %s weights, ResNet-%d, shortcut %s%s, %s input, stride_in_1x1=%s", src, source.kind,
+                source.depth, source.shortcut, "" if source.residual else " (plain)", source.input_format,
+                source.stride_in_1x1)
+    checkpoint = to_detectron2(source, layout)
+    result = Conversion(source=source, out=out, fragment=fragment_path(out))
+    if verify_features:
+        result.diffs = verify(source, checkpoint, layout, image, size)
+    # The fragment's temp file is renamed last, so a finished .yaml means a finished .pth.
+    with atomic_write(result.fragment, "w") as f:
+        f.write(fragment(source).dump())
+        atomic_save(checkpoint, out)
+    logger.info("wrote %s and %s (%d tensors, %s layout)", out, result.fragment, len(checkpoint["model"]), layout)
+    return result
