@@ -12,7 +12,7 @@ from pathlib import Path
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.pascal_voc import CLASS_NAMES as VOC_CLASSES
 
-from .datasets import DatasetError, coco_class_names, load_coco_json, load_voc_folder, voc_class_names
+from .datasets import DatasetError, coco_metadata, load_coco_json, load_voc_folder, voc_class_names
 
 __all__ = ["datasets_root", "register_coco_json", "register_voc_folder", "register_user_datasets",
            "register_standard_datasets", "STANDARD_COCO", "STANDARD_VOC"]
@@ -48,19 +48,17 @@ def _register(name, loader, **metadata):
 
 
 def register_coco_json(name, json_file, image_root, *, metadata=None):
-    """Register a COCO instances JSON with its image folder. Class names come from its
-    categories (read now, so a model can be sized before the data is loaded) unless
-    ``metadata`` already gives them."""
+    """Register a COCO instances JSON with its image folder. Classes and category ids come
+    from its categories (read now, so a model can be sized before the data is loaded)
+    unless ``metadata`` already gives them."""
     json_file, image_root = str(json_file), str(image_root)
-    meta = dict(metadata) if metadata else {}
-    if "thing_classes" not in meta:
-        meta["thing_classes"] = coco_class_names(json_file)
+    meta = dict(metadata) if metadata else coco_metadata(json_file)
 
     def load():
         records, found = load_coco_json(json_file, image_root)
-        if found["thing_classes"] != list(meta["thing_classes"]):
-            raise DatasetError(f"{json_file}: its categories {found['thing_classes']} differ from the classes "
-                               f"registered for '{name}'")
+        for key in ("thing_classes", "thing_dataset_id_to_contiguous_id"):
+            if found[key] != meta[key]:
+                raise DatasetError(f"{json_file}: its categories differ from the {key} registered for '{name}'")
         return records
 
     _register(name, load, json_file=json_file, image_root=image_root, evaluator_type="coco", **meta)

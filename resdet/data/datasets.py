@@ -28,7 +28,7 @@ from collections import Counter
 
 from detectron2.structures import BoxMode
 
-__all__ = ["DatasetError", "load_coco_json", "coco_class_names", "load_voc_folder", "voc_class_names",
+__all__ = ["DatasetError", "load_coco_json", "coco_metadata", "load_voc_folder", "voc_class_names",
            "voc_image_ids"]
 
 logger = logging.getLogger(__name__)
@@ -107,10 +107,16 @@ def _coco_categories(categories, json_file):
     return dict(sorted(cats.items()))
 
 
-def coco_class_names(json_file):
-    """Class names of a COCO JSON file, ordered by category id (Detectron2's order)."""
+def _coco_meta(cats):
+    return {"thing_classes": list(cats.values()),
+            "thing_dataset_id_to_contiguous_id": {cid: i for i, cid in enumerate(cats)}}
+
+
+def coco_metadata(json_file):
+    """``thing_classes`` (ordered by category id, Detectron2's order) and
+    ``thing_dataset_id_to_contiguous_id`` of a COCO JSON file."""
     _, categories, _ = _coco_lists(_read_json(json_file), json_file)
-    return list(_coco_categories(categories, json_file).values())
+    return _coco_meta(_coco_categories(categories, json_file))
 
 
 def is_finite_number(x):
@@ -131,8 +137,8 @@ def load_coco_json(json_file, image_root=None):
     """
     json_file = str(json_file)
     images, categories, annotations = _coco_lists(_read_json(json_file), json_file)
-    cats = _coco_categories(categories, json_file)
-    id_map = {cid: i for i, cid in enumerate(cats)}
+    meta = _coco_meta(_coco_categories(categories, json_file))
+    id_map = meta["thing_dataset_id_to_contiguous_id"]
 
     records = {}
     for i, img in enumerate(images):
@@ -175,7 +181,6 @@ def load_coco_json(json_file, image_root=None):
         r["annotations"] = _clip_or_drop(anns, r["width"], r["height"], counts, where[image_id])
     records = list(records.values())
     _log_counts(json_file, records, counts)
-    meta = {"thing_classes": list(cats.values()), "thing_dataset_id_to_contiguous_id": id_map}
     return records, meta
 
 

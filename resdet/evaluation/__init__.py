@@ -10,6 +10,7 @@ from .evaluator import (  # noqa: F401
     evaluate_predictions,
     format_results,
     load_predictions,
+    resolve_metric,
     write_metrics,
 )
 from .voc import evaluate_voc, voc_ap, voc_eval  # noqa: F401

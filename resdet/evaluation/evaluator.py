@@ -27,7 +27,7 @@ from .coco import evaluate_coco, records_to_coco
 from .voc import evaluate_voc
 
 __all__ = ["METRICS", "GroundTruth", "DetectionEvaluator", "build_evaluator", "evaluate_files",
-           "evaluate_predictions", "load_predictions", "format_results", "write_metrics"]
+           "evaluate_predictions", "load_predictions", "resolve_metric", "format_results", "write_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,16 +77,17 @@ def _check_metric(metric):
     return metric
 
 
-def _resolve_metric(metric, gt):
-    """"auto" is voc07 for VOC-layout data (the paper's PASCAL VOC 2007 protocol), coco otherwise."""
+def resolve_metric(metric, kind):
+    """The metric "auto" stands for: voc07 for VOC-layout data (``kind`` "voc", the
+    paper's PASCAL VOC 2007 protocol), coco otherwise."""
     if _check_metric(metric) == "auto":
-        return "voc07" if gt.kind == "voc" else "coco"
+        return "voc07" if kind == "voc" else "coco"
     return metric
 
 
 def evaluate_predictions(gt: GroundTruth, predictions, metric="auto"):
     """Metrics of ``predictions`` against ``gt`` in Detectron2's shape, in percent."""
-    metric = _resolve_metric(metric, gt)
+    metric = resolve_metric(metric, gt.kind)
     if metric != "coco":
         return evaluate_voc(gt.records, predictions, gt.class_names, use_07_metric=metric == "voc07")
     if gt.json_file:
@@ -228,7 +229,7 @@ class DetectionEvaluator(DatasetEvaluator):
                 return {}
         gt = GroundTruth.from_dataset(self._dataset_name)
         results = evaluate_predictions(gt, predictions, self._metric)
-        logger.info("Evaluation of %s (%s):\n%s", self._dataset_name, _resolve_metric(self._metric, gt),
+        logger.info("Evaluation of %s (%s):\n%s", self._dataset_name, resolve_metric(self._metric, gt.kind),
                     format_results(results))
         if self._output_dir:
             with atomic_write(os.path.join(self._output_dir, "predictions.json"), "w") as f:
