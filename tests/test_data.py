@@ -32,7 +32,8 @@ def write_voc(root, images, splits=None, jpeg_from=None):
     for image_id, (w, h, objects) in images.items():
         size = "" if w is None else f"<size><width>{w}</width><height>{h}</height><depth>3</depth></size>"
         objs = "".join(
-            f"<object><name>{n}</name><difficult>{int(d)}</difficult><bndbox><xmin>{b[0]}</xmin>"
+            f"<object><name>{n}</name><pose>Unspecified</pose><truncated>0</truncated>"
+            f"<difficult>{int(d)}</difficult><bndbox><xmin>{b[0]}</xmin>"
             f"<ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for n, b, d in objects)
         (root / "Annotations" / f"{image_id}.xml").write_text(f"<annotation>{size}{objs}</annotation>")
         if jpeg_from is not None:
@@ -158,6 +159,7 @@ def test_register_user_datasets_from_config(shared_data):
     cfg.RESDET.DATA.TEST, cfg.RESDET.DATA.TEST_SPLIT = str(shared_data / "bccd"), "test"
     register_user_datasets(cfg)  # re-registering replaces the earlier datasets
     assert len(MetadataCatalog.get("resdet_train").thing_classes) == 80
+    assert MetadataCatalog.get("resdet_train").thing_dataset_id_to_contiguous_id[90] == 79
     assert len(DatasetCatalog.get("resdet_train")) == 128 and len(DatasetCatalog.get("resdet_test")) == 72
     cfg.RESDET.DATA.TRAIN_IMAGES = ""
     with pytest.raises(DatasetError, match="TRAIN_IMAGES is empty"):
@@ -176,10 +178,10 @@ def standard_root(tmp_path, monkeypatch, shared_data):
               {"trainval": ["000001"], "test": ["000002"]}, jpeg_from=jpg)
     write_voc(tmp_path / "VOC2012", {"2008_000001": (640, 480, [("person", (1, 1, 9, 9), 0)])},
               {"trainval": ["2008_000001"]}, jpeg_from=jpg)
+    default = datasets_root()
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
     yield tmp_path
-    monkeypatch.delenv("DETECTRON2_DATASETS")
-    register_standard_datasets()  # back to the default root for other tests
+    register_standard_datasets(default)  # back to the usual root for other tests
 
 
 def test_standard_names_resolve_under_detectron2_datasets(standard_root):

@@ -1,0 +1,262 @@
+"""Detection evaluation: COCO AP equals pycocotools, VOC AP follows the devkit (11-point and
+area, difficult ignored), ground truth as predictions scores 100, bad prediction files
+fail in one line, and the trainer's evaluator and tools/evaluate.py agree."""
+import contextlib
+import copy
+import io
+import json
+import math
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from detectron2.data import DatasetCatalog
+from detectron2.evaluation.pascal_voc_evaluation import voc_eval as detectron2_voc_eval
+from detectron2.structures import Boxes, Instances
+
+import resdet
+from resdet.data import DatasetError, register_coco_json, register_voc_folder
+from resdet.evaluation import build_evaluator, evaluate_files, voc_eval
+from test_data import coco128, write_voc
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def coco_gt_as_results(json_file):
+    d = json.loads(Path(json_file).read_text())
+    return [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+            for a in d["annotations"] if not a["iscrowd"]]
+
+
+def noisy_coco_results(json_file, seed=0):
+    """Ground truth with known errors: 20% dropped, boxes jittered, random scores, duplicates
+    and two false positives per image."""
+    rng = np.random.default_rng(seed)
+    d = json.loads(Path(json_file).read_text())
+    cats = [c["id"] for c in d["categories"]]
+    out = []
+    for a in d["annotations"]:
+        if a["iscrowd"] or rng.random() < 0.2:
+            continue
+        x, y, w, h = a["bbox"]
+        box = [x + rng.normal(0, 0.1 * w), y + rng.normal(0, 0.1 * h), w * math.exp(rng.normal(0, 0.1)),
+               h * math.exp(rng.normal(0, 0.1))]
+        out.append({"image_id": a["image_id"], "category_id": a["category_id"], "bbox": box, "score": rng.random()})
+        if rng.random() < 0.1:
+            out.append(dict(out[-1], score=out[-1]["score"] * 0.5))
+    for img in d["images"]:
+        for _ in range(2):
+            x, y = rng.random() * img["width"] * 0.8, rng.random() * img["height"] * 0.8
+            out.append({"image_id": img["id"], "category_id": int(rng.choice(cats)),
+                        "bbox": [x, y, 10 + rng.random() * 100, 10 + rng.random() * 100], "score": rng.random()})
+    return out
+
+
+def pycocotools_metrics(json_file, results):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(json_file))
+        ev = COCOeval(gt, gt.loadRes(copy.deepcopy(results)), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    per_class = []
+    for k in range(len(gt.getCatIds())):
+        p = ev.eval["precision"][:, :, k, 0, -1]
+        per_class.append(p[p > -1].mean() if (p > -1).any() else float("nan"))
+    return ev.stats[:6], per_class
+
+
+def test_coco_ground_truth_as_predictions_scores_100(shared_data, tmp_path):
+    json_file, _ = coco128(shared_data)
+    pred = tmp_path / "pred.json"
+    pred.write_text(json.dumps(coco_gt_as_results(json_file)))
+    r = evaluate_files(json_file, pred, "coco")["bbox"]
+    assert all(r[k] == pytest.approx(100.0) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl"))
+    per_class = [v for k, v in r.items() if k.startswith("AP-")]
+    assert len(per_class) == 80
+    assert all(v == pytest.approx(100.0) or math.isnan(v) for v in per_class)
+    assert sum(not math.isnan(v) for v in per_class) == 71  # classes present in coco128
+
+
+def test_coco_faster_coco_eval_equals_pycocotools(shared_data, tmp_path):
+    json_file, _ = coco128(shared_data)
+    results = noisy_coco_results(json_file)
+    pred = tmp_path / "pred.json"
+    pred.write_text(json.dumps(results))
+    r = evaluate_files(json_file, pred, "coco")["bbox"]
+    stats, per_class = pycocotools_metrics(json_file, results)
+    ours = [r[k] / 100 for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")]
+    assert 0.2 < ours[0] < 0.9  # the errors cost AP, and the metric sees them
+    np.testing.assert_allclose(ours, stats, atol=1e-4)
+    np.testing.assert_allclose([v / 100 for k, v in r.items() if k.startswith("AP-")], per_class, atol=1e-4)
+
+
+def test_voc_ground_truth_as_devkit_results_scores_100(shared_data, tmp_path):
+    """bccd's test split (the default for a VOC folder with ImageSets/Main/test.txt)."""
+    bccd = shared_data / "bccd"
+    test_ids = (bccd / "ImageSets" / "Main" / "test.txt").read_text().split()
+    lines = {}
+    for image_id in test_ids:
+        for obj in ET.parse(bccd / "Annotations" / f"{image_id}.xml").findall("object"):
+            b = [obj.findtext(f"bndbox/{c}") for c in ("xmin", "ymin", "xmax", "ymax")]
+            lines.setdefault(obj.findtext("name"), []).append(f"{image_id} 1.0 {' '.join(b)}\n")
+    for name, ls in lines.items():
+        (tmp_path / f"comp4_det_test_{name}.txt").write_text("".join(ls))
+    for metric in ("voc07", "voc"):
+        r = evaluate_files(bccd, tmp_path, metric)["bbox"]
+        assert r["AP50"] == pytest.approx(100) and r["AP"] == pytest.approx(100) and r["AP75"] == pytest.approx(100)
+        assert [r[f"AP50-{c}"] for c in ("Platelets", "RBC", "WBC")] == pytest.approx([100] * 3)
+
+
+@pytest.fixture
+def hand_voc(tmp_path):
+    """Three dogs and one difficult dog on two images; five detections: TP, FP, one on the
+    difficult dog, TP, a duplicate of the first (FP)."""
+    root = write_voc(tmp_path / "voc", {
+        "a": (640, 480, [("dog", (1, 1, 10, 10), 0), ("dog", (21, 1, 30, 10), 0), ("dog", (41, 1, 50, 10), 1)]),
+        "b": (640, 480, [("dog", (1, 1, 10, 10), 0)]),
+    }, {"test": ["a", "b"]})
+    det = tmp_path / "det"
+    det.mkdir()
+    (det / "comp4_det_test_dog.txt").write_text(
+        "a 0.9 1 1 10 10\nb 0.8 61 61 70 70\na 0.7 41 1 50 10\nb 0.6 1 1 10 10\na 0.5 1 1 10 10\n")
+    return root, det
+
+
+def test_voc_11_point_and_area_ap_on_a_hand_made_case(hand_voc):
+    """By hand: npos = 3 (the difficult dog does not count); ranks TP, FP, ignored, TP, FP give
+    recall 1/3 1/3 1/3 2/3 2/3 and precision 1 1/2 1/2 2/3 1/2. 11-point: precision 1 at
+    t = 0..0.3, 2/3 at t = 0.4..0.6, 0 above: (4 + 3 * 2/3) / 11 = 6/11. Area: 1/3 * 1 +
+    1/3 * 2/3 + 1/3 * 0 = 5/9."""
+    root, det = hand_voc
+    gt = {"a": (np.array([[1, 1, 10, 10], [21, 1, 30, 10], [41, 1, 50, 10]], float), np.array([0, 0, 1], bool)),
+          "b": (np.array([[1, 1, 10, 10]], float), np.array([0], bool))}
+    dets = [(ln.split()[0], float(ln.split()[1]), [float(v) for v in ln.split()[2:]])
+            for ln in (det / "comp4_det_test_dog.txt").read_text().splitlines()]
+    (rec, prec, ap07), = voc_eval(gt, dets, use_07_metric=True)
+    np.testing.assert_allclose(rec, [1 / 3, 1 / 3, 1 / 3, 2 / 3, 2 / 3])
+    np.testing.assert_allclose(prec, [1, 1 / 2, 1 / 2, 2 / 3, 1 / 2])
+    assert ap07 == pytest.approx(6 / 11) and voc_eval(gt, dets)[0][2] == pytest.approx(5 / 9)
+
+    # the whole path (VOC folder -> records -> devkit coordinates) gives the same, in percent
+    r07 = evaluate_files(root, det, "voc07")["bbox"]
+    r10 = evaluate_files(root, det, "voc")["bbox"]
+    assert r07["AP50"] == pytest.approx(600 / 11) and r10["AP50"] == pytest.approx(500 / 9)
+    assert r07["AP50"] != pytest.approx(r10["AP50"])
+    # and so does Detectron2's port of the devkit (on a case free of its boundary differences)
+    for use07, expected in ((True, 6 / 11), (False, 5 / 9)):
+        _, _, ref = detectron2_voc_eval(str(det / "comp4_det_test_{}.txt"), str(root / "Annotations" / "{}.xml"),
+                                        str(root / "ImageSets" / "Main" / "test.txt"), "dog", 0.5, use07)
+        assert ref == pytest.approx(expected)
+
+
+def test_voc_follows_devkit_on_iou_exactly_half_and_score_ties():
+    gt = {"a": (np.array([[1, 1, 10, 10]], float), np.array([False]))}
+    # 10x5 pixels inside a 10x10 box: IoU = 50 / 100 exactly; VOCevaldet.m matches at ov >= 0.5
+    assert voc_eval(gt, [("a", 0.9, [1, 1, 10, 5])])[0][2] == 1.0
+    # equal scores keep their order (MATLAB's stable sort): FP first halves the precision at the TP
+    fp, tp = ("a", 0.5, [100, 100, 120, 120]), ("a", 0.5, [1, 1, 10, 10])
+    assert voc_eval(gt, [fp, tp])[0][2] == 0.5 and voc_eval(gt, [tp, fp])[0][2] == 1.0
+
+
+def _instances(records, predictions):
+    """Model-style outputs from predictions in resdet's internal form."""
+    outputs = []
+    for r in records:
+        ps = [p for p in predictions if p["image_id"] == r["image_id"]]
+        inst = Instances((r["height"], r["width"]))
+        inst.pred_boxes = Boxes(torch.tensor([p["bbox"] for p in ps], dtype=torch.float64).reshape(-1, 4))
+        inst.scores = torch.tensor([p["score"] for p in ps], dtype=torch.float64)
+        inst.pred_classes = torch.tensor([p["category_id"] for p in ps], dtype=torch.int64)
+        outputs.append({"instances": inst})
+    return outputs
+
+
+@pytest.mark.parametrize("kind", ["coco", "voc"])
+def test_trainer_evaluator_writes_metrics_that_evaluate_files_reproduces(shared_data, tmp_path, kind):
+    cfg = resdet.get_resdet_cfg()
+    if kind == "coco":
+        json_file, images = coco128(shared_data)
+        register_coco_json("eval_test_coco128", json_file, images)
+        name, gt_path, split = "eval_test_coco128", json_file, None
+    else:
+        register_voc_folder("eval_test_bccd", shared_data / "bccd", "test")
+        name, gt_path, split = "eval_test_bccd", shared_data / "bccd", "test"
+        cfg.RESDET.EVAL.METRIC = "voc"
+    records = DatasetCatalog.get(name)
+    rng = np.random.default_rng(1)
+    predictions = [{"image_id": r["image_id"], "category_id": a["category_id"], "score": float(rng.random()),
+                    "bbox": (np.array(a["bbox"]) + rng.normal(0, 3, 4)).tolist()}
+                   for r in records for a in r["annotations"] if not a.get("iscrowd") and rng.random() < 0.8]
+    evaluator = build_evaluator(cfg, name, str(tmp_path / "inference"))
+    evaluator.reset()
+    for i in range(0, len(records), 8):  # batches, as inference_on_dataset feeds them
+        evaluator.process(records[i:i + 8], _instances(records[i:i + 8], predictions))
+    results = evaluator.evaluate()
+    assert 30 < results["bbox"]["AP50"] < 100
+    written = json.loads((tmp_path / "inference" / "metrics.json").read_text())
+    assert written["bbox"]["AP50"] == pytest.approx(results["bbox"]["AP50"])
+    again = evaluate_files(gt_path, tmp_path / "inference" / "predictions.json", "voc" if kind == "voc" else "coco",
+                           split=split)
+    for k, v in results["bbox"].items():
+        assert again["bbox"][k] == pytest.approx(v, abs=1e-9, nan_ok=True), k
+
+
+@pytest.mark.parametrize("content,expected", [
+    ("[{", r"pred\.json: malformed JSON"),
+    ('{"image_id": 9}', r"pred\.json: a COCO results file is a list"),
+    ('[{"image_id": 123456, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5}]',
+     r"pred\.json: entry 0: image_id 123456 is not in the ground truth"),
+    ('[{"image_id": 9, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5},'
+     ' {"image_id": 9, "category_id": 12, "bbox": [1, 2, 3, 4], "score": 0.5}]',
+     r"pred\.json: entry 1: category_id 12 is not a ground-truth category"),
+    ('[{"image_id": 9, "category_id": 1, "bbox": [1, 2, 3], "score": 0.5}]', r"pred\.json: entry 0: needs 'bbox'"),
+])
+def test_bad_coco_predictions_one_line(shared_data, tmp_path, content, expected):
+    json_file, _ = coco128(shared_data)
+    (tmp_path / "pred.json").write_text(content)
+    with pytest.raises(DatasetError, match=expected) as e:
+        evaluate_files(json_file, tmp_path / "pred.json")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name,content,expected", [
+    ("comp4_det_test_dog.txt", "a 0.9 1 1 10\n", r"comp4_det_test_dog\.txt: line 1: expected 'image_id score"),
+    ("comp4_det_test_dog.txt", "a 0.9 1 1 10 10\nzz 0.5 1 1 10 10\n", r"dog\.txt: line 2: image 'zz' is not in"),
+    ("comp4_det_test_cat.txt", "a 0.9 1 1 10 10\n", r"comp4_det_test_cat\.txt: class 'cat' is not one of"),
+    ("dets.txt", "a 0.9 1 1 10 10\n", r"dets\.txt: not a devkit result file name"),
+])
+def test_bad_devkit_results_one_line(hand_voc, name, content, expected):
+    root, det = hand_voc
+    (det / "comp4_det_test_dog.txt").unlink()
+    (det / name).write_text(content)
+    with pytest.raises(DatasetError, match=expected) as e:
+        evaluate_files(root, det, "voc")
+    assert "\n" not in str(e.value)
+
+
+def test_evaluate_tool(shared_data, tmp_path):
+    json_file, _ = coco128(shared_data)
+    pred, out = tmp_path / "pred.json", tmp_path / "metrics.json"
+    pred.write_text(json.dumps(noisy_coco_results(json_file)))
+    run = subprocess.run([sys.executable, str(REPO / "tools" / "evaluate.py"), "--gt", str(json_file),
+                          "--pred", str(pred), "--output", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    stats, _ = pycocotools_metrics(json_file, noisy_coco_results(json_file))
+    assert json.loads(out.read_text())["bbox"]["AP"] == pytest.approx(stats[0] * 100, abs=1e-2)
+    assert "| category" in run.stdout and "AP50" in run.stdout
+
+    out.unlink()
+    pred.write_text('[{"image_id": 123456, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5}]')
+    run = subprocess.run([sys.executable, str(REPO / "tools" / "evaluate.py"), "--gt", str(json_file),
+                          "--pred", str(pred), "--output", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode != 0 and not out.exists()
+    assert run.stderr.strip().splitlines()[-1] == f"error: {pred}: entry 0: image_id 123456 is not in the ground truth"
