@@ -73,12 +73,12 @@ class Source:
     kind: str
     weights: Dict[str, torch.Tensor]
     depth: int
-    shortcut: str = "B"
+    shortcut: str
+    stride_in_1x1: bool
+    input_format: str  # "RGB" or "BGR", as Detectron2's INPUT.FORMAT
+    pixel_mean: list   # 0-255 scale, in input_format's channel order
+    pixel_std: list
     residual: bool = True
-    stride_in_1x1: bool = False
-    input_format: str = "RGB"
-    pixel_mean: list = field(default_factory=lambda: list(TORCHVISION_INPUT["pixel_mean"]))
-    pixel_std: list = field(default_factory=lambda: list(TORCHVISION_INPUT["pixel_std"]))
     # The original torchvision/timm state dict, run by its own library in ``verify``.
     reference: Optional[Dict[str, torch.Tensor]] = None
 
@@ -95,6 +95,11 @@ class Conversion:
 
 def _fail(path, msg):
     raise CheckpointError(f"{path}: {msg}")
+
+
+def _check_layout_name(layout, path):
+    if layout not in LAYOUTS:
+        _fail(path, f"layout {layout!r} is not supported; allowed: {', '.join(LAYOUTS)}")
 
 
 def _shape(t) -> str:
@@ -228,9 +233,12 @@ def _infer_shortcut(weights, path) -> str:
 
 def _check_layout(source: Source) -> None:
     """Every key and shape of the weights must be those of the resdet network they need."""
-    with torch.device("meta"):
-        net = build_resnet(source.depth, shortcut=source.shortcut, residual=source.residual,
-                           stride_in_1x1=source.stride_in_1x1, num_classes=None)
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no init
+            net = build_resnet(source.depth, shortcut=source.shortcut, residual=source.residual,
+                               stride_in_1x1=source.stride_in_1x1, num_classes=None)
+    except ValueError as e:  # e.g. a forced or recorded depth or shortcut resdet does not build
+        _fail(source.path, str(e))
     expected = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
     name = f"ResNet-{source.depth} ({source.shortcut} shortcuts{'' if source.residual else ', plain'})"
     for key, want in expected.items():
@@ -255,7 +263,10 @@ def _settings_from_d2(obj, path, c2_names):
     defaults (BGR, Caffe2 means, std 1, stride in the 1x1), which its model zoo and the
     MSRA weights use."""
     author = obj.get("__author__") if isinstance(obj, dict) else None
-    if not c2_names and author == "resdet" and fragment_path(path).is_file():
+    if not c2_names and author == "resdet":
+        if not fragment_path(path).is_file():
+            _fail(path, f"a resdet conversion without its fragment {fragment_path(path).name}: "
+                        "the input settings of these weights are unknown")
         cfg = get_resdet_cfg()
         cfg.merge_from_file(str(fragment_path(path)))
         return dict(input_format=cfg.INPUT.FORMAT, pixel_mean=list(cfg.MODEL.PIXEL_MEAN),
@@ -333,8 +344,7 @@ def fragment(source: Source) -> CN:
 
 def to_detectron2(source: Source, layout: str = "c4") -> dict:
     """The Detectron2 checkpoint: C4 puts res5 in the RoI head, FPN everything in bottom_up."""
-    if layout not in LAYOUTS:
-        _fail(source.path, f"layout {layout!r} is not supported; allowed: {', '.join(LAYOUTS)}")
+    _check_layout_name(layout, source.path)
 
     def target(key):
         if layout == "fpn":
@@ -458,8 +468,7 @@ def convert(src, out, *, kind: str = "auto", layout: str = "c4", depth: Optional
     out = Path(out)
     if out.suffix != ".pth":
         _fail(out, "the converted checkpoint must end in .pth (Detectron2 reads .pkl as Caffe2 pickles)")
-    if layout not in LAYOUTS:
-        _fail(out, f"layout {layout!r} is not supported; allowed: {', '.join(LAYOUTS)}")
+    _check_layout_name(layout, out)
     source = load_source(src, kind, depth)
     logger.info("%s: %s weights, ResNet-%d, shortcut %s%s, %s input, stride_in_1x1=%s", src, source.kind,
                 source.depth, source.shortcut, "" if source.residual else " (plain)", source.input_format,

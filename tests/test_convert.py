@@ -276,6 +276,7 @@ def _wide(path):
     (lambda p: torch.save({"foo": torch.zeros(2)}, p), {}, r"src\.pth: unknown checkpoint format \(first key 'foo'\)"),
     (_blocks_missing, {}, r"src\.pth: basic blocks per stage \(2, 2, 2, 1\) match no ResNet depth"),
     (_r18, dict(depth=34), r"src\.pth: .*first mismatch res2\.2\.conv1\.weight: checkpoint absent, .*expects \(64, 64, 3, 3\)"),
+    (_r18, dict(depth=77), r"src\.pth: depth=77 is not supported; allowed: 18, 34"),
     (_wide, {}, r"src\.pth: .*first mismatch res2\.0\.conv1\.weight: checkpoint \(128, 64, 1, 1\), .*expects \(64, 64, 1, 1\)"),
     (_cifar, {}, r"src\.pth: meta\.dataset='cifar': CIFAR nets"),
     (_r18, dict(layout="c5"), r"out\.pth: layout 'c5' is not supported"),
