@@ -162,9 +162,18 @@ def test_voc_follows_devkit_on_iou_exactly_half_and_score_ties():
     gt = {"a": (np.array([[1, 1, 10, 10]], float), np.array([False]))}
     # 10x5 pixels inside a 10x10 box: IoU = 50 / 100 exactly; VOCevaldet.m matches at ov >= 0.5
     assert voc_eval(gt, [("a", 0.9, [1, 1, 10, 5])])[0][2] == 1.0
-    # equal scores keep their order (MATLAB's stable sort): FP first halves the precision at the TP
-    fp, tp = ("a", 0.5, [100, 100, 120, 120]), ("a", 0.5, [1, 1, 10, 10])
-    assert voc_eval(gt, [fp, tp])[0][2] == 0.5 and voc_eval(gt, [tp, fp])[0][2] == 1.0
+    # equal scores keep their input order (MATLAB's sort is stable). 36 detections, one TP at
+    # index 10 (score 0.5) behind 14 at 0.9 and 4 earlier at 0.5: rank 19, AP = 1/19. On this
+    # pattern numpy's default (unstable) argsort moves the TP to rank 22.
+    pattern = "llhhhhhhlllllllllllhllhhllhlllhhlhlh"
+    dets = [("a", 0.9 if c == "h" else 0.5, [1, 1, 10, 10] if i == 10 else [100, 100, 120, 120])
+            for i, c in enumerate(pattern)]
+    assert voc_eval(gt, dets)[0][2] == pytest.approx(1 / 19)
+    # 11-point thresholds are exact tenths: 7 of 10 objects found at precision 1 reach
+    # t = 0, 0.1, ..., 0.7, so AP = 8/11 (np.arange's 0.7000000000000001 would give 7/11)
+    gt10 = {"a": (np.array([[1 + 20 * i, 1, 10 + 20 * i, 10] for i in range(10)], float), np.zeros(10, bool))}
+    found7 = [("a", 1.0 - i / 100, [1 + 20 * i, 1, 10 + 20 * i, 10]) for i in range(7)]
+    assert voc_eval(gt10, found7, use_07_metric=True)[0][2] == pytest.approx(8 / 11)
 
 
 def _instances(records, predictions):

@@ -93,8 +93,9 @@ def _coco_lists(data, json_file):
     return out
 
 
-def _coco_categories(categories, json_file):
-    """{dataset category id: name}, checked."""
+def _coco_meta(categories, json_file):
+    """Checked categories as Detectron2 metadata: classes ordered by category id, and the
+    category id -> contiguous id map."""
     cats = {}
     for i, c in enumerate(categories):
         if not isinstance(c, dict) or not isinstance(c.get("id"), int) or not isinstance(c.get("name"), str):
@@ -104,19 +105,16 @@ def _coco_categories(categories, json_file):
         cats[c["id"]] = c["name"]
     if not cats:
         raise DatasetError(f"{json_file}: 'categories' is empty")
-    return dict(sorted(cats.items()))
-
-
-def _coco_meta(cats):
-    return {"thing_classes": list(cats.values()),
-            "thing_dataset_id_to_contiguous_id": {cid: i for i, cid in enumerate(cats)}}
+    ids = sorted(cats)
+    return {"thing_classes": [cats[i] for i in ids],
+            "thing_dataset_id_to_contiguous_id": {c: i for i, c in enumerate(ids)}}
 
 
 def coco_metadata(json_file):
     """``thing_classes`` (ordered by category id, Detectron2's order) and
     ``thing_dataset_id_to_contiguous_id`` of a COCO JSON file."""
     _, categories, _ = _coco_lists(_read_json(json_file), json_file)
-    return _coco_meta(_coco_categories(categories, json_file))
+    return _coco_meta(categories, json_file)
 
 
 def is_finite_number(x):
@@ -137,7 +135,7 @@ def load_coco_json(json_file, image_root=None):
     """
     json_file = str(json_file)
     images, categories, annotations = _coco_lists(_read_json(json_file), json_file)
-    meta = _coco_meta(_coco_categories(categories, json_file))
+    meta = _coco_meta(categories, json_file)
     id_map = meta["thing_dataset_id_to_contiguous_id"]
 
     records = {}
@@ -147,7 +145,7 @@ def load_coco_json(json_file, image_root=None):
         for key in ("id", "file_name", "height", "width"):
             if key not in img:
                 raise DatasetError(f"{json_file}: images[{i}]: missing '{key}'")
-        if not (is_finite_number(img["height"]) and is_finite_number(img["width"]) and img["height"] > 0 and img["width"] > 0):
+        if not all(is_finite_number(img[k]) and img[k] > 0 for k in ("height", "width")):
             raise DatasetError(f"{json_file}: images[{i}] (id {img['id']}): width/height must be positive numbers")
         if img["id"] in records:
             raise DatasetError(f"{json_file}: images[{i}]: duplicate image id {img['id']}")
@@ -231,7 +229,8 @@ def _parse_voc_xml(xml_file):
         try:
             box = [float(obj.findtext(f"bndbox/{c}")) for c in ("xmin", "ymin", "xmax", "ymax")]
         except (TypeError, ValueError):
-            raise DatasetError(f"{xml_file}: object {k} ('{name}'): <bndbox> needs numeric xmin, ymin, xmax, ymax") from None
+            raise DatasetError(f"{xml_file}: object {k} ('{name}'): <bndbox> needs numeric "
+                               "xmin, ymin, xmax, ymax") from None
         if not all(map(math.isfinite, box)):
             raise DatasetError(f"{xml_file}: object {k} ('{name}'): non-finite box {box}")
         difficult = (obj.findtext("difficult") or "0").strip() not in ("0", "")

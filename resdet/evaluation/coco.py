@@ -4,6 +4,8 @@ import logging
 import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 
+from detectron2.structures import BoxMode
+
 __all__ = ["evaluate_coco", "records_to_coco"]
 
 logger = logging.getLogger(__name__)
@@ -20,7 +22,7 @@ def records_to_coco(records, class_names):
     anns = []
     for i, r in enumerate(records):
         for a in r["annotations"]:
-            x0, y0, x1, y1 = a["bbox"]
+            x0, y0, x1, y1 = BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
             anns.append({"id": len(anns) + 1, "image_id": i, "category_id": a["category_id"] + 1,
                          "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
                          "iscrowd": int(a.get("iscrowd", 0) or a.get("difficult", False))})

@@ -132,7 +132,7 @@ def load_predictions(path, gt: GroundTruth):
             raise DatasetError(f"{path}: entry {i}: category_id {p.get('category_id')!r} is not a ground-truth "
                                f"category (ids {min(contiguous)}..{max(contiguous)})")
         box, score = p.get("bbox"), p.get("score")
-        if not (isinstance(box, list) and len(box) == 4 and all(map(is_finite_number, box)) and is_finite_number(score)):
+        if not (isinstance(box, list) and len(box) == 4 and all(map(is_finite_number, box + [score]))):
             raise DatasetError(f"{path}: entry {i}: needs 'bbox' [x, y, w, h] and 'score' as numbers")
         out.append({"image_id": p["image_id"], "category_id": contiguous[p["category_id"]],
                     "bbox": [box[0], box[1], box[0] + box[2], box[1] + box[3]], "score": score})

@@ -18,6 +18,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from detectron2.structures import BoxMode
+
 __all__ = ["voc_ap", "voc_eval", "evaluate_voc"]
 
 logger = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ def voc_ap(rec, prec, use_07_metric=False):
     or (VOC2010+) the area under the monotone precision envelope."""
     rec, prec = np.asarray(rec, dtype=float), np.asarray(prec, dtype=float)
     if use_07_metric:
-        return float(sum(prec[rec >= t].max() if (rec >= t).any() else 0.0 for t in np.linspace(0, 1, 11)) / 11)
+        return float(sum(prec[rec >= t].max() if (rec >= t).any() else 0.0 for t in np.arange(11) / 10) / 11)
     mrec = np.concatenate(([0.0], rec, [1.0]))
     mpre = np.concatenate(([0.0], prec, [0.0]))
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]
@@ -104,7 +106,7 @@ def evaluate_voc(records, predictions, class_names, use_07_metric=False):
     """VOC metrics in Detectron2's shape and scale (percent).
 
     Args:
-        records: ground truth as resdet/Detectron2 dataset dicts (0-based XYXY_ABS boxes,
+        records: ground truth as resdet/Detectron2 dataset dicts (0-based boxes in any BoxMode,
             optional "difficult" flag per object); every record is a test image.
         predictions: [{"image_id", "category_id" (contiguous), "bbox" (0-based XYXY_ABS), "score"}].
 
@@ -123,7 +125,8 @@ def evaluate_voc(records, predictions, class_names, use_07_metric=False):
         gt = {}
         for r in records:
             objs = [a for a in r["annotations"] if a["category_id"] == c]
-            gt[r["image_id"]] = (np.array([devkit(a["bbox"]) for a in objs], dtype=float).reshape(-1, 4),
+            boxes = [devkit(BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)) for a in objs]
+            gt[r["image_id"]] = (np.array(boxes, dtype=float).reshape(-1, 4),
                                  np.array([bool(a.get("difficult", False)) for a in objs], dtype=bool))
         aps[c] = [ap for _, _, ap in voc_eval(gt, dets[c], IOU_THRESHOLDS, use_07_metric)]
     missing = [n for n, a in zip(class_names, aps[:, 0]) if np.isnan(a)]
