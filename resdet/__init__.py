@@ -4,7 +4,13 @@ Importing resdet registers its backbones (``build_resdet_backbone``,
 ``build_resdet_fpn_backbone``) and ROI head (``ResdetRes5ROIHeads``) with Detectron2,
 so any Detectron2 project can use them by name.
 """
+import warnings
+
 __version__ = "0.1.0"
+
+# fvcore and Detectron2 call torch.jit.script at import; its deprecation warning would
+# break the one-line error messages of every resdet tool.
+warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
 
 try:
     import detectron2  # noqa: F401

@@ -56,3 +56,12 @@ def test_missing_and_truncated_files_name_the_file(tmp_path):
     p.write_bytes(p.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="t.pth: not a readable"):
         safe_torch_load(p)
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    import os
+    target = tmp_path / "w.pth"
+    atomic_save({"a": 1}, target)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
