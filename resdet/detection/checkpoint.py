@@ -11,7 +11,6 @@ the weights need (pixel mean/std, input format, depth, stride_in_1x1, shortcut, 
 """
 import logging
 import os
-from pathlib import Path
 
 import yaml
 from detectron2.checkpoint import DetectionCheckpointer
@@ -19,7 +18,7 @@ from detectron2.config import CfgNode
 
 from ..io import CheckpointError, atomic_save, atomic_write, safe_pickle_load, safe_torch_load
 
-__all__ = ["ResdetCheckpointer", "merge_weights_fragment", "weights_fragment_path"]
+__all__ = ["ResdetCheckpointer", "merge_weights_fragment", "explicit_keys"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +73,6 @@ class ResdetCheckpointer(DetectionCheckpointer):
             f.write(last_filename_basename)
 
 
-def weights_fragment_path(weights):
-    """The YAML fragment written beside converted weights (same stem), or None."""
-    if not weights or "://" in weights:
-        return None
-    path = Path(weights).with_suffix(".yaml")
-    return path if path.is_file() else None
-
-
 def _flatten(d, prefix=""):
     for k, v in d.items():
         if isinstance(v, dict):
@@ -111,15 +102,18 @@ def explicit_keys(config_file="", opts=()):
 
 
 def merge_weights_fragment(cfg, explicit=()):
-    """Merge the YAML fragment beside ``cfg.MODEL.WEIGHTS`` into ``cfg`` (in place).
+    """Merge the YAML fragment beside ``cfg.MODEL.WEIGHTS`` (``resdet.convert.fragment_path``)
+    into ``cfg``, in place.
 
     The fragment describes what the weights were trained with, so its values win: a
     detector normalising its input differently from its backbone's pretraining, or
     built to another depth, silently loses most of what the weights learned. Returns one
     warning per key in ``explicit`` whose configured value the fragment contradicts.
     """
-    path = weights_fragment_path(cfg.MODEL.WEIGHTS)
-    if path is None:
+    from ..convert import fragment_path
+
+    path = fragment_path(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else None
+    if path is None or not path.is_file():
         return []
     try:
         frag = yaml.safe_load(path.read_text())

@@ -1,0 +1,194 @@
+"""Faster R-CNN fine-tuning and evaluation: Detectron2's DefaultTrainer plus resdet's rules.
+
+What resdet adds to Detectron2's train_net: the YAML fragment of converted weights is
+merged into the config, checkpoints load safely and save atomically, evaluation uses
+resdet.evaluation and lands in OUTPUT_DIR/metrics.json (Detectron2's JSON-lines
+training log goes to train_log.json instead), the best checkpoint is kept as
+model_best.pth, and each run leaves curves.png and predictions/ to look at.
+"""
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from detectron2.engine import DefaultTrainer, default_setup, hooks
+from detectron2.utils import comm
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+from detectron2.utils.logger import setup_logger
+
+from ..config import get_resdet_cfg
+from ..io import atomic_write
+from .checkpoint import ResdetCheckpointer, explicit_keys, merge_weights_fragment
+from .visualize import draw_predictions, plot_curves
+
+__all__ = ["Trainer", "setup_cfg", "main", "best_metric"]
+
+logger = logging.getLogger(__name__)
+
+
+def setup_cfg(args):
+    """Config = resdet defaults + ``args.config_file`` + ``args.opts`` + the weights'
+    YAML fragment; registers the user's datasets (RESDET.DATA.*) and sizes the box
+    predictor to their classes; then Detectron2's default_setup (logger, config.yaml, seed)."""
+    from ..data import register_user_datasets
+
+    cfg = get_resdet_cfg()
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts or [])
+    explicit = explicit_keys(args.config_file, args.opts)
+    warnings = merge_weights_fragment(cfg, explicit)
+    register_user_datasets(cfg)
+    notes = []
+    classes = _thing_classes(cfg)
+    if classes is not None and len(classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+        msg = (f"MODEL.ROI_HEADS.NUM_CLASSES set to {len(classes)} (was {cfg.MODEL.ROI_HEADS.NUM_CLASSES}): "
+               f"the classes of the data")
+        (warnings if "MODEL.ROI_HEADS.NUM_CLASSES" in explicit else notes).append(msg)
+        cfg.MODEL.ROI_HEADS.NUM_CLASSES = len(classes)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+        notes.append("CUDA is not available: MODEL.DEVICE set to cpu")
+    if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu":
+        cfg.SOLVER.AMP.ENABLED = False
+        notes.append("SOLVER.AMP.ENABLED set to False: mixed precision needs CUDA")
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="resdet")
+    for msg in warnings:
+        logger.warning(msg)
+    for msg in notes:
+        logger.info(msg)
+    return cfg
+
+
+def _thing_classes(cfg):
+    """Class names of the first training (else test) dataset, None when unknown."""
+    from detectron2.data import MetadataCatalog
+
+    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    return MetadataCatalog.get(names[0]).get("thing_classes") if names else None
+
+
+def best_metric(cfg, dataset_name):
+    """The metrics key (``task/metric``) that picks model_best.pth: RESDET.EVAL.BEST_METRIC,
+    or for "auto" bbox/AP under the COCO metric and bbox/AP50 under the VOC ones."""
+    from detectron2.data import MetadataCatalog
+
+    from ..evaluation import resolve_metric
+
+    if cfg.RESDET.EVAL.BEST_METRIC != "auto":
+        return cfg.RESDET.EVAL.BEST_METRIC
+    kind = "voc" if MetadataCatalog.get(dataset_name).get("evaluator_type") == "pascal_voc" else "coco"
+    return "bbox/AP" if resolve_metric(cfg.RESDET.EVAL.METRIC, kind) == "coco" else "bbox/AP50"
+
+
+class BestCheckpointer(hooks.BestCheckpointer):
+    """Detectron2's BestCheckpointer that also records the best score beside the weights
+    (``model_best.json``: metric, value, iteration), so a resumed run keeps comparing to it
+    instead of overwriting a better model_best.pth with its first evaluation. (The trainer
+    state in a checkpoint cannot carry it: checkpoints are saved before that step's eval.)"""
+
+    def _record(self):
+        return Path(self._checkpointer.save_dir) / f"{self._file_prefix}.json"
+
+    def before_train(self):
+        record = self._record()
+        if self.trainer.start_iter > 0 and record.is_file():
+            best = json.loads(record.read_text())
+            if best.get("metric") == self._val_metric:
+                self.best_metric, self.best_iter = best["value"], best["iteration"]
+
+    def _update_best(self, val, iteration):
+        if not super()._update_best(val, iteration):
+            return False
+        with atomic_write(self._record(), "w") as f:
+            json.dump({"metric": self._val_metric, "value": val, "iteration": iteration}, f)
+        return True
+
+
+class RunOutputs(hooks.HookBase):
+    """Redraws curves.png after every evaluation and at the end, then draws the final
+    model's predictions on RESDET.EVAL.NUM_VIS test images (main process only)."""
+
+    def __init__(self, cfg, metric):
+        self.cfg, self.metric = cfg, metric
+
+    def after_step(self):
+        period, next_iter = self.cfg.TEST.EVAL_PERIOD, self.trainer.iter + 1
+        if period > 0 and next_iter % period == 0:
+            plot_curves(*_curve_paths(self.cfg), self.metric)
+
+    def after_train(self):
+        plot_curves(*_curve_paths(self.cfg), self.metric)
+        if self.trainer.iter + 1 >= self.trainer.max_iter:  # not after a crash
+            _draw(self.cfg, self.trainer.model)
+
+
+def _curve_paths(cfg):
+    return Path(cfg.OUTPUT_DIR) / "train_log.json", Path(cfg.OUTPUT_DIR) / "curves.png"
+
+
+def _draw(cfg, model):
+    if cfg.DATASETS.TEST and cfg.RESDET.EVAL.NUM_VIS > 0:
+        model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+        draw_predictions(cfg, model, cfg.DATASETS.TEST[0], Path(cfg.OUTPUT_DIR) / "predictions",
+                         cfg.RESDET.EVAL.NUM_VIS)
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with resdet's checkpointer, evaluator, writers and outputs."""
+
+    def build_hooks(self):
+        # DefaultTrainer.__init__ creates a plain DetectionCheckpointer right before it
+        # calls build_hooks; swap it here so every hook saves and loads through ours.
+        old = self.checkpointer
+        self.checkpointer = ResdetCheckpointer(old.model, old.save_dir, **old.checkpointables)
+        ret = super().build_hooks()
+        if comm.is_main_process():
+            metric = best_metric(self.cfg, self.cfg.DATASETS.TEST[0]) if self.cfg.DATASETS.TEST else None
+            if metric:
+                at = next(i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook)) + 1
+                ret.insert(at, BestCheckpointer(self.cfg.TEST.EVAL_PERIOD, self.checkpointer, metric))
+            ret.append(RunOutputs(self.cfg, metric))  # after the writers: reads their log
+        return ret
+
+    def build_writers(self):
+        # Detectron2's default_writers, with the JSON log renamed: metrics.json holds the
+        # evaluation results (Detectron2's {"bbox": {...}} shape), as every resdet command.
+        return [
+            CommonMetricPrinter(self.max_iter),
+            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "train_log.json")),
+            TensorboardXWriter(self.cfg.OUTPUT_DIR),
+        ]
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name):
+        from ..evaluation import build_evaluator
+
+        return build_evaluator(cfg, dataset_name, os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name))
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        from ..evaluation import write_metrics
+
+        results = super().test(cfg, model, evaluators)
+        if comm.is_main_process():
+            write_metrics(results, Path(cfg.OUTPUT_DIR) / "metrics.json")
+        return results
+
+
+def main(args):
+    """Train (or with ``args.eval_only`` evaluate) as Detectron2's tools/train_net.py does."""
+    cfg = setup_cfg(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        ResdetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            _draw(cfg, model)
+        return results
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()

@@ -1,0 +1,92 @@
+"""What a detection run leaves to look at: predictions drawn on test images, and curves."""
+import json
+import logging
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..io import atomic_write
+
+__all__ = ["draw_predictions", "plot_curves"]
+
+logger = logging.getLogger(__name__)
+
+# Drawn per image at most (highest scores first), so an image stays readable.
+MAX_DRAWN = 20
+
+
+@torch.no_grad()
+def draw_predictions(cfg, model, dataset_name, out_dir, num_images):
+    """Draw the model's boxes, class names and scores on the first test images.
+
+    Images go through the test loader (the model sees exactly what evaluation sees);
+    detections below MODEL.ROI_HEADS.SCORE_THRESH_TEST are already gone. Returns the
+    written paths (``<out_dir>/<image name>.jpg``).
+    """
+    from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+    from detectron2.data import DatasetMapper
+    from detectron2.data.detection_utils import read_image
+    from detectron2.utils.visualizer import Visualizer
+
+    dicts = DatasetCatalog.get(dataset_name)[:num_images]
+    if not dicts:
+        return []
+    loader = build_detection_test_loader(dataset=dicts, mapper=DatasetMapper(cfg, is_train=False))
+    metadata = MetadataCatalog.get(dataset_name)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    written = []
+    try:
+        for (inputs,) in loader:
+            instances = model([inputs])[0]["instances"].to("cpu")[:MAX_DRAWN]
+            image = read_image(inputs["file_name"], format="RGB")
+            drawn = Visualizer(image, metadata).draw_instance_predictions(instances).get_image()
+            path = out_dir / (Path(inputs["file_name"]).stem + ".jpg")
+            with atomic_write(path) as f:
+                Image.fromarray(drawn).save(f, format="JPEG", quality=90)
+            written.append(path)
+    finally:
+        model.train(was_training)
+    logger.info(f"Drew predictions on {len(written)} images of {dataset_name} into {out_dir}")
+    return written
+
+
+def plot_curves(log_json, png, metric=None):
+    """Plot training loss and the evaluation ``metric`` (e.g. "bbox/AP") against iteration
+    from Detectron2's JSON-lines log into ``png``. Returns False when the log has no loss yet."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loss, evals = {}, {}
+    log_json = Path(log_json)
+    if not log_json.is_file():
+        return False
+    for line in log_json.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a crash; the rest is still good
+            continue
+        if "total_loss" in row:
+            loss[row["iteration"]] = row["total_loss"]  # a resumed run rewrites, not repeats
+        if metric and metric in row:
+            evals[row["iteration"]] = row[metric]
+    if not loss:
+        return False
+    fig, (ax_loss, ax_eval) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(*zip(*sorted(loss.items())), marker=".")
+    ax_loss.set(xlabel="iteration", ylabel="total loss (median of 20 iterations)", title="training loss")
+    if evals:
+        ax_eval.plot(*zip(*sorted(evals.items())), marker="o")
+    ax_eval.set(xlabel="iteration", ylabel=f"{metric or 'no test set'} (%)", title=f"evaluation: {metric}")
+    for ax in (ax_loss, ax_eval):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_write(png) as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+    return True

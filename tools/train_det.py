@@ -1,0 +1,23 @@
+"""Fine-tune (or with --eval-only evaluate) Faster R-CNN with a resdet backbone.
+
+Detectron2's train_net conventions: ``--config`` (short for ``--config-file``),
+``--num-gpus``, ``--num-machines``, ``--machine-rank``, ``--dist-url``, ``--resume``,
+``--eval-only``, then ``KEY VALUE`` config overrides, e.g.
+
+    python tools/train_det.py --config configs/coco_r101.yaml MODEL.WEIGHTS output/r101.pth
+"""
+import sys
+
+from detectron2.engine import default_argument_parser, launch
+
+from resdet.data import DatasetError
+from resdet.detection import main
+from resdet.io import CheckpointError
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    try:
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+    except (CheckpointError, DatasetError) as e:
+        sys.exit(f"error: {e}")
