@@ -1,0 +1,47 @@
+"""ImageNet / CIFAR pretraining of the resdet ResNet classifier (paper and modern recipes).
+
+Command line::
+
+    python tools/pretrain_imagenet.py --config configs/imagenet/r50.yaml --data DIR \\
+        [--output DIR] [--resume] [--eval-only] [--num-gpus N] [KEY VALUE ...]
+
+Python API (what the degradation study and other scripts reuse)::
+
+    from resdet.pretrain import get_pretrain_cfg, train
+    cfg = get_pretrain_cfg()
+    cfg.merge_from_file("configs/cifar/plain20.yaml")
+    cfg.merge_from_list(["PRETRAIN.DATA.ROOT", "../shared/data/cifar10-mini",
+                         "SOLVER.MAX_ITER", "2000", "TEST.EVAL_PERIOD", "100", "OUTPUT_DIR", "out/p20"])
+    metrics = train(cfg)            # {"top1", "top5", "eval": {mode: {...}}, "bad_images", ...}
+
+- ``train(cfg, resume=False) -> dict``: trains, evaluates, writes into OUTPUT_DIR
+  ``model_final.pth`` (``{"model", "meta"}``, the classifier handed to resdet.convert),
+  ``eval.json`` (``{"top1", "top5", "modes"}``, fractions), ``metrics.json`` (Detectron2's
+  one-JSON-per-line history: ``loss``, ``lr``, ``epoch``, ``images_per_s``,
+  ``data/bad_images``; at every TEST.EVAL_PERIOD ``train/top1_err`` (training batches since
+  the previous evaluation), ``val/top1``, ``val/top5``, ``val/top1_err``), TensorBoard
+  events, ``curves.png``, and ``model_<iter>.pth`` training checkpoints.
+- ``PretrainTrainer(cfg, resume)``: the same with access to ``.model``, ``.ema``,
+  ``.classes``; ``.train()`` runs it. A time budget is SOLVER.MAX_ITER.
+- ``evaluate_checkpoint(cfg, weights=None)``: 1-crop / 10-crop / multi-scale results.
+- ``evaluate(model, loader, mode)``, ``predict``, ``build_test_loader``: evaluation pieces.
+- ``load_splits(cfg)``: checks a class-folder dataset, ``(classes, train, val)`` samples.
+- ``plot_curves(metrics_json, png)``: the loss / top-1 error figure of a run.
+
+Distributed: ``--num-gpus N`` (Detectron2's ``launch``; gloo on CPU, NCCL on CUDA) or
+several machines with ``--num-machines/--machine-rank/--dist-url``. SOLVER.IMS_PER_BATCH
+is the total batch over all processes, as in Detectron2.
+"""
+from .config import add_pretrain_config, get_pretrain_cfg  # noqa: F401
+from .data import DataError, load_splits  # noqa: F401
+from .engine import (  # noqa: F401
+    PretrainTrainer,
+    build_classifier,
+    classifier_meta,
+    evaluate_checkpoint,
+    main,
+    plot_curves,
+    setup_cfg,
+    train,
+)
+from .evaluate import build_test_loader, evaluate, evaluate_modes, predict  # noqa: F401

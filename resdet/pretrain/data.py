@@ -1,0 +1,162 @@
+"""Class-folder datasets for pretraining: layout checks, fast decoding, bad-image skipping,
+and a sampler whose order resumes exactly.
+
+Layout: ``ROOT/<split>/<class>/<image>`` (ImageNet after ``datasets/prepare_imagenet.py``,
+any torchvision ImageFolder tree, CIFAR-10 as class folders). Problems a run cannot
+recover from (missing folder, empty class, a validation class unknown to training) stop
+it at start with one line naming the folder; an unreadable image found mid-run is skipped,
+logged and counted instead, because one bad file must not kill a week-long run.
+"""
+import logging
+import os
+from itertools import islice
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, DistributedSampler, Sampler
+from torch.utils.data.dataloader import default_collate
+from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+__all__ = ["DataError", "load_splits", "load_image", "ClassFolder", "ResumableSampler",
+           "collate_skip_bad", "sample_seed"]
+
+logger = logging.getLogger(__name__)
+
+# what PIL raises for truncated, corrupt or unidentifiable files
+BAD_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+class DataError(ValueError):
+    """A dataset folder that cannot be trained on (one-line message naming the folder)."""
+
+
+def _split_dir(root, split) -> Path:
+    d = Path(root) / split
+    if not d.is_dir():
+        raise DataError(f"{d}: no such folder (expected the class-folder layout {root}/{split}/<class>/<image>)")
+    return d
+
+
+def _scan(split_dir: Path, class_to_idx):
+    samples = make_dataset(str(split_dir), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    found = {label for _, label in samples}
+    for name, idx in class_to_idx.items():
+        if idx not in found:
+            raise DataError(f"{split_dir / name}: class folder has no images ({', '.join(IMG_EXTENSIONS)})")
+    return samples
+
+
+def _class_folders(split_dir: Path):
+    names = sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
+    if not names:
+        raise DataError(f"{split_dir}: no class folders (expected {split_dir}/<class>/<image>)")
+    return names
+
+
+def load_splits(cfg):
+    """Check the dataset of ``cfg`` and list it: ``(classes, train_samples, val_samples)``.
+
+    Samples are ``(path, label)`` with labels indexing the sorted training classes; the
+    validation split may hold a subset of them, never a class training lacks.
+    """
+    d = cfg.PRETRAIN.DATA
+    train_dir = _split_dir(d.ROOT, d.TRAIN_SPLIT)
+    val_dir = _split_dir(d.ROOT, d.VAL_SPLIT)
+    classes = _class_folders(train_dir)
+    class_to_idx = {c: i for i, c in enumerate(classes)}
+    val_classes = _class_folders(val_dir)
+    unknown = [c for c in val_classes if c not in class_to_idx]
+    if unknown:
+        raise DataError(f"{val_dir / unknown[0]}: validation class {unknown[0]!r} has no training "
+                        f"folder in {train_dir} ({len(unknown)} such class(es))")
+    train = _scan(train_dir, class_to_idx)
+    val = _scan(val_dir, {c: class_to_idx[c] for c in val_classes})
+    return classes, train, val
+
+
+def load_image(path, min_side=None) -> Image.Image:
+    """Decode to RGB; JPEGs decode at the largest 1/2, 1/4, 1/8 reduction (libjpeg's DCT
+    scaling via PIL draft mode) whose shorter side still is at least ``min_side``."""
+    with Image.open(path) as img:
+        if min_side:
+            img.draft("RGB", (min_side, min_side))
+        return img.convert("RGB")
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of one sample in one epoch: independent of workers, batch
+    position and resumption, so an interrupted run sees exactly the same crops."""
+    return ((seed * 1_000_003 + epoch) * 1_000_033 + index) % (2**63)
+
+
+class ClassFolder(Dataset):
+    """(path, label) samples -> (tensor, label), or None for an unreadable image.
+
+    An item key may be ``(index, seed)`` (from :class:`ResumableSampler`): the transform
+    then draws its randomness from ``seed`` without touching the global RNG.
+    """
+
+    def __init__(self, samples, transform, decode_size=None):
+        self.samples = samples
+        self.transform = transform
+        self.decode_size = decode_size
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        path, label = self.samples[index]
+        try:
+            img = load_image(path, self.decode_size)
+        except BAD_IMAGE_ERRORS as e:
+            logger.warning("skipping unreadable image %s: %s", path, str(e).splitlines()[0] if str(e) else type(e).__name__)
+            return None
+        if seed is None:
+            return self.transform(img), label
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(img), label
+
+
+def collate_skip_bad(batch):
+    """Collate the readable samples: ``(images, labels, num_bad)``; images is a list when
+    samples are lists (multi-scale testing), ``(None, None, n)`` when all were bad."""
+    good = [b for b in batch if b is not None]
+    num_bad = len(batch) - len(good)
+    if not good:
+        return None, None, num_bad
+    labels = torch.tensor([b[1] for b in good])
+    if isinstance(good[0][0], list):
+        return [b[0] for b in good], labels, num_bad
+    return default_collate([b[0] for b in good]), labels, num_bad
+
+
+class ResumableSampler(Sampler):
+    """Endless ``(index, seed)`` stream: epoch after epoch of DistributedSampler order
+    (shuffled by ``seed + epoch``, sharded by rank, drop_last), from position ``start``.
+
+    Neither DistributedSampler nor Detectron2's TrainingSampler can start mid-epoch; this
+    is what lets ``--resume`` continue with the very batch the interrupted run would have
+    drawn next, without decoding the skipped ones.
+    """
+
+    def __init__(self, size: int, *, seed: int, rank: int = 0, world_size: int = 1, start: int = 0):
+        if size < world_size:
+            raise DataError(f"{size} training images cannot be shared by {world_size} processes")
+        self.size, self.seed, self.rank, self.world_size, self.start = size, seed, rank, world_size, start
+        self.per_epoch = size // world_size
+
+    def epoch_order(self, epoch: int):
+        s = DistributedSampler(range(self.size), num_replicas=self.world_size, rank=self.rank,
+                               shuffle=True, seed=self.seed, drop_last=True)
+        s.set_epoch(epoch)
+        return s
+
+    def __iter__(self):
+        epoch, offset = divmod(self.start, self.per_epoch)
+        while True:
+            for index in islice(self.epoch_order(epoch), offset, None):
+                yield index, sample_seed(self.seed, epoch, index)
+            epoch, offset = epoch + 1, 0

@@ -1,0 +1,465 @@
+"""The pretraining loop: one CPU, one GPU, or many through torch.distributed.
+
+A plain loop in the style of torchvision's classification references (the recipe is
+visible in the config), built from library parts: Detectron2's optimizer/LR-scheduler
+builders, EventStorage + JSON/TensorBoard writers, ``launch`` and ``comm``;
+torch.optim.swa_utils for EMA, torch.amp for mixed precision, DDP for several processes.
+What is resdet's own is the checkpoint: it holds everything a run depends on (model,
+optimizer, scheduler, grad scaler, EMA, iteration, data position, RNG states), so a
+resumed CPU run with SEED set ends bit-identical to an uninterrupted one.
+"""
+import argparse
+import json
+import logging
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from detectron2.engine import launch
+from detectron2.solver import build_lr_scheduler, build_optimizer
+from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
+from detectron2.utils.events import EventStorage, JSONWriter, TensorboardXWriter
+from detectron2.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..io import CheckpointError, atomic_save, atomic_write, safe_torch_load
+from ..modeling import build_resnet
+from .config import get_pretrain_cfg
+from .data import ClassFolder, ResumableSampler, collate_skip_bad, load_splits, sample_seed
+from .evaluate import build_test_loader, evaluate, evaluate_modes
+from .transforms import TEST_MODES, build_batch_transform, build_train_transform, train_decode_size
+
+__all__ = ["build_classifier", "classifier_meta", "PretrainTrainer", "train", "evaluate_checkpoint",
+           "plot_curves", "argument_parser", "setup_cfg", "main"]
+
+logger = logging.getLogger("resdet.pretrain")
+
+AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build_classifier(cfg, num_classes: int):
+    """The resdet classifier a pretraining config describes (always plain BN)."""
+    return build_resnet(cfg.MODEL.RESNETS.DEPTH, dataset=cfg.PRETRAIN.DATASET,
+                        shortcut=cfg.MODEL.RESDET.SHORTCUT, residual=cfg.MODEL.RESDET.RESIDUAL,
+                        num_classes=num_classes, norm="BN",
+                        stride_in_1x1=cfg.MODEL.RESNETS.STRIDE_IN_1X1,
+                        zero_init_residual=cfg.MODEL.RESDET.ZERO_INIT_RESIDUAL)
+
+
+def classifier_meta(cfg, classes, metrics):
+    """The ``meta`` of model_final.pth: what the weight conversion needs to rebuild the
+    net and feed it the same pixels (contract 1 of the project)."""
+    return {
+        "format": "resdet-classifier", "depth": cfg.MODEL.RESNETS.DEPTH, "dataset": cfg.PRETRAIN.DATASET,
+        "shortcut": cfg.MODEL.RESDET.SHORTCUT, "residual": cfg.MODEL.RESDET.RESIDUAL,
+        "stride_in_1x1": cfg.MODEL.RESNETS.STRIDE_IN_1X1, "num_classes": len(classes), "norm": "BN",
+        "input_format": cfg.INPUT.FORMAT, "pixel_mean": [float(v) for v in cfg.MODEL.PIXEL_MEAN],
+        "pixel_std": [float(v) for v in cfg.MODEL.PIXEL_STD], "recipe": cfg.PRETRAIN.RECIPE,
+        "classes": list(classes), "metrics": metrics,
+    }
+
+
+def _device(cfg) -> torch.device:
+    if cfg.MODEL.DEVICE.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but CUDA is not available; use MODEL.DEVICE cpu")
+        return torch.device("cuda", comm.get_local_rank())
+    return torch.device(cfg.MODEL.DEVICE)
+
+
+def _check_cfg(cfg):
+    for m in cfg.PRETRAIN.TEST.MODES:
+        if m not in TEST_MODES:
+            raise ValueError(f"PRETRAIN.TEST.MODES: {m!r} is not supported; allowed: {', '.join(TEST_MODES)}")
+    if cfg.PRETRAIN.AMP_DTYPE not in AMP_DTYPES:
+        raise ValueError(f"PRETRAIN.AMP_DTYPE={cfg.PRETRAIN.AMP_DTYPE!r} is not supported; allowed: {', '.join(AMP_DTYPES)}")
+    if cfg.SOLVER.AMP.ENABLED and cfg.PRETRAIN.AMP_DTYPE == "float16" and not cfg.MODEL.DEVICE.startswith("cuda"):
+        raise ValueError("PRETRAIN.AMP_DTYPE=float16 needs CUDA; use bfloat16 on CPU")
+    if cfg.SOLVER.IMS_PER_BATCH % comm.get_world_size():
+        raise ValueError(f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not divisible by the "
+                         f"{comm.get_world_size()} processes")
+
+
+def _rng_state():
+    # numpy's state as plain lists so the checkpoint loads with weights_only=True
+    np_state = np.random.get_state(legacy=False)
+    np_state["state"]["key"] = np_state["state"]["key"].tolist()
+    state = {"python": random.getstate(), "numpy": np_state, "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state):
+    random.setstate(state["python"])
+    np_state = dict(state["numpy"])
+    np_state["state"] = dict(np_state["state"], key=np.array(np_state["state"]["key"], dtype=np.uint32))
+    np.random.set_state(np_state)
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class PretrainTrainer:
+    """Trains ``build_classifier(cfg)`` on PRETRAIN.DATA; ``train()`` returns the final metrics.
+
+    Attributes worth reusing: ``model`` (unwrapped classifier), ``ema`` (AveragedModel or
+    None), ``classes``, ``iter`` (completed iterations), ``output_dir``.
+    """
+
+    def __init__(self, cfg, resume: bool = False):
+        _check_cfg(cfg)
+        self.cfg = cfg
+        self.rank, self.world_size = comm.get_rank(), comm.get_world_size()
+        self.device = _device(cfg)
+        self.output_dir = Path(cfg.OUTPUT_DIR)
+        # the data seed must agree across processes; model init differs per rank but DDP
+        # broadcasts rank 0's weights
+        self.seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+        seed_all_rng(self.seed + self.rank)
+
+        self.classes, train_samples, self.val_samples = load_splits(cfg)
+        self.train_set = ClassFolder(train_samples, build_train_transform(cfg), train_decode_size(cfg))
+        self.batch_size = cfg.SOLVER.IMS_PER_BATCH // self.world_size
+        self.batch_transform = build_batch_transform(cfg, len(self.classes))
+
+        self.model = build_classifier(cfg, len(self.classes)).to(self.device)
+        if cfg.PRETRAIN.CHANNELS_LAST:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(cfg, self.model)
+        self.plateau = cfg.SOLVER.LR_SCHEDULER_NAME == "ReduceLROnPlateau"
+        if self.plateau:
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, mode="max", factor=cfg.SOLVER.GAMMA,
+                patience=cfg.PRETRAIN.PLATEAU.PATIENCE, threshold=cfg.PRETRAIN.PLATEAU.THRESHOLD)
+        else:
+            self.scheduler = build_lr_scheduler(cfg, self.optimizer)
+        amp_dtype = AMP_DTYPES[cfg.PRETRAIN.AMP_DTYPE]
+        self.autocast = {"dtype": amp_dtype, "enabled": cfg.SOLVER.AMP.ENABLED}
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=cfg.SOLVER.AMP.ENABLED and amp_dtype == torch.float16)
+        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.PRETRAIN.EMA.DECAY),
+                                  use_buffers=True) if cfg.PRETRAIN.EMA.ENABLED else None)
+
+        self.iter = 0
+        self.batches = 0  # batches drawn by each process: the sampler position
+        self.bad_images = 0  # this process's count
+        if resume:
+            self.resume_or_load()
+
+        self.train_model = self.model
+        if self.world_size > 1:
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.PRETRAIN.COMPILE:
+            self.train_model = torch.compile(self.train_model)
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def state_dict(self):
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "iteration": self.iter, "batches": self.batches, "epoch": self.epoch,
+            "bad_images": self.bad_images, "seed": self.seed, "classes": list(self.classes),
+            "rng": _rng_state(),
+        }
+
+    def save_checkpoint(self):
+        """Rank 0 writes model_<iter>.pth atomically, then points last_checkpoint at it."""
+        if comm.is_main_process():
+            name = f"model_{self.iter:07d}.pth"
+            atomic_save(self.state_dict(), self.output_dir / name)
+            with atomic_write(self.output_dir / "last_checkpoint", "w") as f:
+                f.write(name)
+        comm.synchronize()
+
+    def resume_or_load(self) -> bool:
+        """Restore the last checkpoint of OUTPUT_DIR if there is one (Detectron2's resume)."""
+        pointer = self.output_dir / "last_checkpoint"
+        if not pointer.is_file():
+            logger.info("no checkpoint in %s; starting from scratch", self.output_dir)
+            return False
+        path = self.output_dir / pointer.read_text().strip()
+        ckpt = safe_torch_load(path)
+        if ckpt.get("classes") != list(self.classes):
+            raise CheckpointError(f"{path}: trained on {len(ckpt.get('classes') or [])} classes that differ from "
+                                  f"the {len(self.classes)} classes of {self.cfg.PRETRAIN.DATA.ROOT}")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None and ckpt["ema"] is not None:
+            self.ema.load_state_dict(ckpt["ema"])
+        self.iter, self.batches, self.bad_images = ckpt["iteration"], ckpt["batches"], ckpt["bad_images"]
+        self.seed = ckpt["seed"]
+        _set_rng_state(ckpt["rng"])
+        logger.info("resumed from %s at iteration %d", path, self.iter)
+        return True
+
+    @property
+    def epoch(self) -> float:
+        return self.batches * self.batch_size / max(len(self.train_set) // self.world_size, 1)
+
+    # ---- training ----------------------------------------------------------------------
+    def train_loader(self):
+        sampler = ResumableSampler(len(self.train_set), seed=self.seed, rank=self.rank,
+                                   world_size=self.world_size, start=self.batches * self.batch_size)
+        workers = self.cfg.DATALOADER.NUM_WORKERS
+        if workers < 0:  # auto: the cores this process may use, one left for the loop
+            workers = max(0, min(8, (os.cpu_count() or 1) // self.world_size - 1))
+        # its own generator: creating the loader must not consume the global RNG
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler,
+                          num_workers=workers, collate_fn=collate_skip_bad,
+                          pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
+                          generator=torch.Generator())
+
+    def run_step(self, images, labels):
+        """One SGD step; returns (loss, number of correct top-1 predictions)."""
+        targets = labels
+        if self.batch_transform is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(sample_seed(self.seed, -1 - self.rank, self.iter))
+                images, targets = self.batch_transform(images, labels)
+        images = images.to(self.device, non_blocking=True)
+        targets = targets.to(self.device, non_blocking=True)
+        if self.cfg.PRETRAIN.CHANNELS_LAST:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, **self.autocast):
+            logits = self.train_model(images)["linear"]
+        loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.cfg.PRETRAIN.LABEL_SMOOTHING)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at iteration {self.iter}; lower SOLVER.BASE_LR")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        if not self.plateau:
+            self.scheduler.step()
+        correct = int((logits.argmax(1).cpu() == labels).sum())
+        return loss.item(), correct
+
+    def _eval_during_training(self, storage, train_stats):
+        res = evaluate(self.model, build_test_loader(self.cfg, self.val_samples, "1crop"), "1crop", self.autocast)
+        correct, seen = (int(v) for v in sum(comm.all_gather(torch.tensor(train_stats))))
+        storage.put_scalars(**{"val/top1": res["top1"], "val/top5": res["top5"],
+                               "val/top1_err": 1 - res["top1"],
+                               "train/top1_err": 1 - correct / max(seen, 1)}, smoothing_hint=False)
+        if self.plateau:
+            self.scheduler.step(res["top1"])
+        logger.info("iter %d: val top-1 %.4f top-5 %.4f, train top-1 err %.4f",
+                    self.iter, res["top1"], res["top5"], 1 - correct / max(seen, 1))
+
+    def train(self) -> dict:
+        """Train to SOLVER.MAX_ITER, evaluate, write model_final.pth / eval.json / curves.png."""
+        cfg, main = self.cfg, comm.is_main_process()
+        max_iter, period = cfg.SOLVER.MAX_ITER, cfg.SOLVER.CHECKPOINT_PERIOD
+        eval_period, log_period = cfg.TEST.EVAL_PERIOD, max(cfg.PRETRAIN.LOG_PERIOD, 1)
+        writers = []
+        if main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            _truncate_metrics(self.output_dir / "metrics.json", self.iter)
+            writers = [JSONWriter(str(self.output_dir / "metrics.json"), window_size=log_period),
+                       TensorboardXWriter(str(self.output_dir), window_size=log_period)]
+        logger.info("training %s-%d on %d images / %d classes, %d process(es), batch %d, from iteration %d",
+                    cfg.PRETRAIN.DATASET, cfg.MODEL.RESNETS.DEPTH, len(self.train_set), len(self.classes),
+                    self.world_size, cfg.SOLVER.IMS_PER_BATCH, self.iter)
+        self.model.train()
+        train_stats = [0, 0]  # top-1 correct, images: training error since the last evaluation
+        bar = tqdm(total=max_iter, initial=self.iter, desc="pretrain", disable=not main, dynamic_ncols=True)
+        data = iter(self.train_loader()) if self.iter < max_iter else None
+        with EventStorage(self.iter) as storage:
+            tick, ticked = time.perf_counter(), 0
+            while self.iter < max_iter:
+                images, labels, num_bad = next(data)
+                self.batches += 1
+                self.bad_images += num_bad
+                if labels is None:
+                    continue
+                storage.iter = self.iter
+                loss, correct = self.run_step(images, labels)
+                self.iter += 1
+                train_stats[0] += correct
+                train_stats[1] += len(labels)
+                ticked += len(labels)
+                storage.put_scalars(loss=loss, lr=self.optimizer.param_groups[0]["lr"], epoch=self.epoch)
+                bar.update(1)
+                if self.iter % log_period == 0 or self.iter == max_iter:
+                    rate = ticked * self.world_size / (time.perf_counter() - tick)
+                    tick, ticked = time.perf_counter(), 0
+                    bad = sum(comm.all_gather(self.bad_images))
+                    storage.put_scalars(images_per_s=rate, **{"data/bad_images": bad}, smoothing_hint=False)
+                    bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.0f}", bad=bad)
+                if eval_period > 0 and (self.iter % eval_period == 0 or self.iter == max_iter):
+                    self._eval_during_training(storage, train_stats)
+                    train_stats = [0, 0]
+                if (period > 0 and self.iter % period == 0) or self.iter == max_iter:
+                    self.save_checkpoint()
+                if self.iter % log_period == 0 or self.iter == max_iter:
+                    for w in writers:
+                        w.write()
+            bar.close()
+            del data  # stop the loader's workers before the final evaluation starts its own
+            metrics = self.final_evaluation(storage)
+            for w in writers:
+                w.write()
+                w.close()
+        if main:
+            plot_curves(self.output_dir / "metrics.json", self.output_dir / "curves.png")
+        comm.synchronize()
+        return metrics
+
+    def final_evaluation(self, storage=None) -> dict:
+        """Evaluate the shipped weights (EMA when enabled) in every PRETRAIN.TEST.MODES and
+        write model_final.pth (contract 1) and eval.json (first mode)."""
+        shipped = self.ema.module if self.ema is not None else self.model
+        results = evaluate_modes(self.cfg, shipped, self.val_samples, autocast=self.autocast)
+        first = results[self.cfg.PRETRAIN.TEST.MODES[0]]
+        metrics = {"top1": first["top1"], "top5": first["top5"],
+                   "eval": {m: {"top1": r["top1"], "top5": r["top5"]} for m, r in results.items()},
+                   "weights": "ema" if self.ema is not None else "model",
+                   "iterations": self.iter, "epochs": self.epoch,
+                   "bad_images": sum(comm.all_gather(self.bad_images)),
+                   "val_bad_images": first["bad_images"]}
+        if storage is not None:
+            storage.put_scalars(**{f"final/{m}/{k}": r[k] for m, r in results.items() for k in ("top1", "top5")},
+                                **{"data/bad_images": metrics["bad_images"]}, smoothing_hint=False)
+        if comm.is_main_process():
+            atomic_save({"model": shipped.state_dict(), "meta": classifier_meta(self.cfg, self.classes, metrics)},
+                        self.output_dir / "model_final.pth")
+            with atomic_write(self.output_dir / "eval.json", "w") as f:
+                json.dump({"top1": first["top1"], "top5": first["top5"], "modes": metrics["eval"]}, f, indent=1)
+        logger.info("final evaluation: %s", json.dumps(metrics["eval"]))
+        comm.synchronize()
+        return metrics
+
+
+def _truncate_metrics(path: Path, start_iter: int):
+    """Drop metrics.json lines a killed run wrote after its last checkpoint (or all, when
+    starting from scratch), so the history of a resumed run has no duplicates."""
+    if not path.is_file():
+        return
+    keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l).get("iteration", 0) < start_iter]
+    with atomic_write(path, "w") as f:
+        f.write("".join(l + "\n" for l in keep))
+
+
+def plot_curves(metrics_json, png_path):
+    """Loss, and train/val top-1 error, against iterations from a metrics.json."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(l) for l in Path(metrics_json).read_text().splitlines() if l.strip()]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, keys in ((ax1, ["loss"]), (ax2, ["train/top1_err", "val/top1_err"])):
+        for k in keys:
+            pts = [(r["iteration"] + 1, r[k]) for r in rows if k in r]
+            if pts:
+                ax.plot(*zip(*pts), marker="." if len(pts) < 50 else None, label=k)
+        ax.set_xlabel("iteration")
+        if ax.lines:
+            ax.legend()
+    ax1.set_ylabel("training loss")
+    ax2.set_ylabel("top-1 error")
+    fig.tight_layout()
+    with atomic_write(png_path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+
+
+def train(cfg, resume: bool = False) -> dict:
+    """Train per ``cfg`` (resuming from OUTPUT_DIR when asked); the final metrics."""
+    return PretrainTrainer(cfg, resume=resume).train()
+
+
+def evaluate_checkpoint(cfg, weights=None) -> dict:
+    """Evaluate model_final.pth (or a training checkpoint) on the validation split in every
+    PRETRAIN.TEST.MODES; writes eval.json beside OUTPUT_DIR and returns the results."""
+    _check_cfg(cfg)
+    path = Path(weights or cfg.MODEL.WEIGHTS or Path(cfg.OUTPUT_DIR) / "model_final.pth")
+    ckpt = safe_torch_load(path)
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise CheckpointError(f"{path}: not a resdet classifier checkpoint (no 'model' entry)")
+    classes, _, val = load_splits(cfg)
+    model = build_classifier(cfg, len(classes)).to(_device(cfg))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: does not fit {cfg.PRETRAIN.DATASET}-{cfg.MODEL.RESNETS.DEPTH} with "
+                              f"{len(classes)} classes: {str(e).splitlines()[1].strip()}") from None
+    autocast = {"dtype": AMP_DTYPES[cfg.PRETRAIN.AMP_DTYPE], "enabled": cfg.SOLVER.AMP.ENABLED}
+    results = evaluate_modes(cfg, model, val, autocast=autocast)
+    first = results[cfg.PRETRAIN.TEST.MODES[0]]
+    out = {"top1": first["top1"], "top5": first["top5"],
+           "modes": {m: {"top1": r["top1"], "top5": r["top5"]} for m, r in results.items()}}
+    if comm.is_main_process():
+        with atomic_write(Path(cfg.OUTPUT_DIR) / "eval.json", "w") as f:
+            json.dump(out, f, indent=1)
+    return out
+
+
+# ---- command line ----------------------------------------------------------------------
+def argument_parser():
+    p = argparse.ArgumentParser(description="Pretrain a resdet ResNet classifier (ImageNet, CIFAR, any class folders).")
+    p.add_argument("--config", required=True, metavar="FILE", help="configs/imagenet/*.yaml or configs/cifar/*.yaml")
+    p.add_argument("--data", help="dataset root holding <train>/<class>/ and <val>/<class>/ (PRETRAIN.DATA.ROOT)")
+    p.add_argument("--output", help="output folder (OUTPUT_DIR)")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint")
+    p.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS or OUTPUT_DIR/model_final.pth")
+    p.add_argument("--num-gpus", type=int, default=1, help="processes on this machine (gloo on CPU)")
+    p.add_argument("--num-machines", type=int, default=1)
+    p.add_argument("--machine-rank", type=int, default=0)
+    p.add_argument("--dist-url", default="auto", help="tcp://HOST:PORT for several machines")
+    p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides")
+    return p
+
+
+def setup_cfg(args):
+    """The frozen config of a command line: file, then --data/--output, then KEY VALUE pairs."""
+    cfg = get_pretrain_cfg()
+    cfg.merge_from_file(args.config)
+    if args.data:
+        cfg.PRETRAIN.DATA.ROOT = args.data
+    if args.output:
+        cfg.OUTPUT_DIR = args.output
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    return cfg
+
+
+def _worker(cfg, resume, eval_only):
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="resdet")
+    if comm.is_main_process():
+        with atomic_write(Path(cfg.OUTPUT_DIR) / "config.yaml", "w") as f:
+            f.write(cfg.dump())
+    return evaluate_checkpoint(cfg) if eval_only else train(cfg, resume=resume)
+
+
+def main(argv=None) -> int:
+    """``tools/pretrain_imagenet.py``: exit 0, or 2 with a one-line error on bad input."""
+    args = argument_parser().parse_args(argv)
+    try:
+        if len(args.opts) % 2:
+            raise ValueError(f"overrides must be KEY VALUE pairs, got {args.opts}")
+        cfg = setup_cfg(args)
+        _check_cfg(cfg)
+        load_splits(cfg)  # fail at start, once, before any process is spawned
+        launch(_worker, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(cfg, args.resume, args.eval_only))
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        print(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}", file=sys.stderr)
+        return 2
+    return 0
