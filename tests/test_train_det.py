@@ -1,9 +1,10 @@
 """The detection trainer on real coco128: converted weights in, fine-tuning, resume,
 evaluation, safe checkpoints, run outputs.
 
-One small R18-FPN run (128 px, batch 2, 12 iterations, evaluated every 6 on 16 images)
-is shared by the tests that look at its results; it costs about a minute on 2 cores.
+One small R18-FPN run (128 px, batch 2, 12 iterations evaluated every 6 on 16 images,
+then resumed for 4 more) is shared by the tests that look at its results.
 """
+import io
 import json
 import pickle
 import subprocess
@@ -18,8 +19,7 @@ from PIL import Image
 from torch import nn
 
 from conftest import REPO
-from resdet.detection import ResdetCheckpointer, Trainer, main, merge_weights_fragment, setup_cfg
-from resdet.detection.checkpoint import explicit_keys
+from resdet.detection import ResdetCheckpointer, Trainer, explicit_keys, merge_weights_fragment, setup_cfg
 from resdet.io import CheckpointError, atomic_save
 from resdet.modeling import build_resnet
 
@@ -44,11 +44,11 @@ def _pretrained(path, pixel_std=TV_STD):
     return path
 
 
-def _converted(tmp, pixel_std=TV_STD):
+def _converted(tmp, pixel_std=TV_STD, layout="fpn"):
     from resdet.convert import convert
 
-    out = Path(tmp) / "r18_fpn.pth"
-    convert(_pretrained(Path(tmp) / "pretrain.pth", pixel_std), out, layout="fpn")
+    out = Path(tmp) / f"r18_{layout}.pth"
+    convert(_pretrained(Path(tmp) / "pretrain.pth", pixel_std), out, layout=layout)
     return out
 
 
@@ -143,16 +143,16 @@ def test_evaluation_writes_metrics_json_and_best_checkpoint(run):
     assert list(run.out.glob("events.out.tfevents.*"))
 
 
-def test_curves_and_prediction_images(run):
+def test_curves_and_prediction_images(run, shared_data):
     from detectron2.data.detection_utils import read_image
 
-    curves = Image.open(__import__("io").BytesIO(run.outputs["curves.png"]))
+    curves = Image.open(io.BytesIO(run.outputs["curves.png"]))
     assert curves.format == "PNG" and curves.size[0] >= 500
     assert len(run.predictions) == 2
     for path in run.predictions:
         drawn = Image.open(path)
         assert drawn.format == "JPEG"
-        source = read_image(str(Path(run.opts[run.opts.index("RESDET.DATA.TEST_IMAGES") + 1]) / path.name), "RGB")
+        source = read_image(str(shared_data / "coco128/train2017" / path.name), "RGB")
         drawn = np.asarray(drawn.convert("RGB"), dtype=np.int16)
         assert drawn.shape == source.shape
         # JPEG noise stays small; drawn boxes and labels replace whole pixel runs
@@ -189,6 +189,19 @@ def test_eval_only_tool_reproduces_the_final_evaluation(run, tmp_path):
     assert want["AP50"] > 0  # a comparison of zeros would prove nothing
     for k in ("AP", "AP50", "AP75"):
         assert got[k] == pytest.approx(want[k], abs=1e-6), k
+
+
+def test_c4_model_trains_from_converted_weights(shared_data, tmp_path):
+    """The paper's C4 form: res5 of the converted weights becomes the RoI head."""
+    weights = _converted(tmp_path, layout="c4")
+    opts = _opts(shared_data, tmp_path, tmp_path / "out", weights, iters=2) + ["DATASETS.TEST", "()"]
+    result = _train(_args(str(REPO / "configs" / "coco_r50.yaml"), opts))
+    converted = torch.load(weights, weights_only=True)["model"]
+    assert any(k.startswith("roi_heads.res5.") for k in converted)
+    for k, v in converted.items():
+        assert torch.equal(result.first[k], v), k
+    assert len(result.losses) == 2 and all(np.isfinite(result.losses))
+    assert (tmp_path / "out" / "curves.png").is_file()
 
 
 def test_fragment_is_merged_and_contradictions_warned(tmp_path):
