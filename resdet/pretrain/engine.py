@@ -163,6 +163,17 @@ class PretrainTrainer:
         if cfg.PRETRAIN.COMPILE:
             self.train_model = torch.compile(self.train_model)
 
+    def sync_buffers(self):
+        """Average BN running statistics over processes: DDP only broadcasts rank 0's at
+        each forward, so after a step every replica holds its own; evaluation and
+        checkpoints then see the same model on every rank."""
+        if self.world_size > 1:
+            models = [self.model] + ([self.ema.module] if self.ema is not None else [])
+            for b in (b for m in models for b in m.buffers()):
+                if b.is_floating_point():
+                    torch.distributed.all_reduce(b)
+                    b /= self.world_size
+
     # ---- checkpoints -------------------------------------------------------------------
     def state_dict(self):
         return {
@@ -176,6 +187,7 @@ class PretrainTrainer:
 
     def save_checkpoint(self):
         """Rank 0 writes model_<iter>.pth atomically, then points last_checkpoint at it."""
+        self.sync_buffers()
         if comm.is_main_process():
             name = f"model_{self.iter:07d}.pth"
             atomic_save(self.state_dict(), self.output_dir / name)
@@ -251,6 +263,7 @@ class PretrainTrainer:
         return loss.item(), correct
 
     def _eval_during_training(self, storage, train_stats):
+        self.sync_buffers()
         res = evaluate(self.model, build_test_loader(self.cfg, self.val_samples, "1crop"), "1crop", self.autocast)
         correct, seen = (int(v) for v in sum(comm.all_gather(torch.tensor(train_stats))))
         storage.put_scalars(**{"val/top1": res["top1"], "val/top5": res["top5"],
@@ -323,6 +336,7 @@ class PretrainTrainer:
     def final_evaluation(self, storage=None) -> dict:
         """Evaluate the shipped weights (EMA when enabled) in every PRETRAIN.TEST.MODES and
         write model_final.pth (contract 1) and eval.json (first mode)."""
+        self.sync_buffers()
         shipped = self.ema.module if self.ema is not None else self.model
         results = evaluate_modes(self.cfg, shipped, self.val_samples, autocast=self.autocast)
         first = results[self.cfg.PRETRAIN.TEST.MODES[0]]

@@ -19,7 +19,8 @@ __all__ = ["predict", "topk_correct", "evaluate", "evaluate_modes", "build_test_
 
 
 def _probs(model, x):
-    return model(x)["linear"].float().softmax(dim=1)
+    logits = model(x)["linear"]  # softmax in at least fp32, also under autocast
+    return logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(dim=1)
 
 
 @torch.no_grad()
