@@ -301,12 +301,13 @@ class PretrainTrainer:
                 if labels is None:
                     continue
                 storage.iter = self.iter
+                lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
                 loss, correct = self.run_step(images, labels)
                 self.iter += 1
                 train_stats[0] += correct
                 train_stats[1] += len(labels)
                 ticked += len(labels)
-                storage.put_scalars(loss=loss, lr=self.optimizer.param_groups[0]["lr"], epoch=self.epoch)
+                storage.put_scalars(loss=loss, lr=lr, epoch=self.epoch)
                 bar.update(1)
                 if self.iter % log_period == 0 or self.iter == max_iter:
                     rate = ticked * self.world_size / (time.perf_counter() - tick)
@@ -347,6 +348,7 @@ class PretrainTrainer:
                    "bad_images": sum(comm.all_gather(self.bad_images)),
                    "val_bad_images": first["bad_images"]}
         if storage is not None:
+            storage.iter = self.iter  # its own metrics.json line, after the last training one
             storage.put_scalars(**{f"final/{m}/{k}": r[k] for m, r in results.items() for k in ("top1", "top5")},
                                 **{"data/bad_images": metrics["bad_images"]}, smoothing_hint=False)
         if comm.is_main_process():
