@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(PY) tools/demo.py $(if $(DATA),--data $(DATA)) --output output/demo
+	$(PY) tools/demo.py $(if $(DATA),--data $(DATA)) $(if $(IMAGES),--images $(IMAGES)) --output output/demo
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py
