@@ -144,3 +144,20 @@ def test_claims_follow_the_numbers():
     v = check_claims(summary, responses, [20, 56])
     assert not v["degradation"] and not v["resnet_beats_plain"]
     assert v["lines"][0] == "degradation (plain-56 train error 0.1000 > plain-20 0.2000): NO"
+
+
+@pytest.mark.parametrize("name, depth, residual, projections", [
+    ("plain18", 18, False, 0), ("plain34", 34, False, 0), ("r34_shortcut_a", 34, True, 0),
+    ("r34_shortcut_b", 34, True, 3), ("r34_shortcut_c", 34, True, 16)])
+def test_imagenet_configs_build_the_papers_nets(name, depth, residual, projections):
+    """Tables 2 and 3: plain nets and option A add no parameters, B projects where the
+    width grows (3 stages), C on every one of ResNet-34's 16 blocks."""
+    from resdet.pretrain import build_classifier, get_pretrain_cfg
+
+    cfg = get_pretrain_cfg()
+    cfg.merge_from_file(str(REPO / "configs" / "imagenet" / f"{name}.yaml"))
+    assert (cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESDET.RESIDUAL, cfg.PRETRAIN.RECIPE) == (depth, residual, "paper")
+    model = build_classifier(cfg, 1000)
+    convs = {k.rsplit(".", 1)[0] for k in model.state_dict() if ".shortcut." in k and k.endswith("weight")
+             and "norm" not in k}
+    assert len(convs) == projections
