@@ -16,6 +16,7 @@ from torch import nn
 from detectron2.layers import Conv2d
 
 from ..io import atomic_write, safe_torch_load
+from ..plots import save_figure
 from ..modeling import build_resnet
 
 __all__ = ["load_classifier", "layer_response_stds", "plot_responses", "run_layer_responses"]
@@ -75,9 +76,7 @@ def plot_responses(stds: Dict[str, List[float]], path) -> None:
     b.set(xlabel="layer index (sorted by magnitude)", ylabel="std")
     a.legend()
     fig.tight_layout()
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _test_batches(meta, data_dir, max_images, batch_size=100):

@@ -1,5 +1,4 @@
 """What a detection run leaves to look at: predictions drawn on test images, and curves."""
-import json
 import logging
 from pathlib import Path
 
@@ -7,6 +6,7 @@ import torch
 from PIL import Image
 
 from ..io import atomic_write
+from ..plots import plot_json_lines, read_json_lines
 
 __all__ = ["draw_predictions", "plot_curves"]
 
@@ -57,36 +57,7 @@ def draw_predictions(cfg, model, dataset_name, out_dir, num_images):
 def plot_curves(log_json, png, metric=None):
     """Plot training loss and the evaluation ``metric`` (e.g. "bbox/AP") against iteration
     from Detectron2's JSON-lines log into ``png``. Returns False when the log has no loss yet."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    loss, evals = {}, {}
-    log_json = Path(log_json)
-    if not log_json.is_file():
+    if not any("total_loss" in r for r in (read_json_lines(log_json) if Path(log_json).is_file() else [])):
         return False
-    for line in log_json.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a crash; the rest is still good
-            continue
-        if "total_loss" in row:
-            loss[row["iteration"]] = row["total_loss"]  # a resumed run rewrites, not repeats
-        if metric and metric in row:
-            evals[row["iteration"]] = row[metric]
-    if not loss:
-        return False
-    fig, (ax_loss, ax_eval) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(*zip(*sorted(loss.items())), marker=".")
-    ax_loss.set(xlabel="iteration", ylabel="total loss (median of 20 iterations)", title="training loss")
-    if evals:
-        ax_eval.plot(*zip(*sorted(evals.items())), marker="o")
-    ax_eval.set(xlabel="iteration", ylabel=f"{metric or 'no test set'} (%)", title=f"evaluation: {metric}")
-    for ax in (ax_loss, ax_eval):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_write(png) as f:
-        fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
-    return True
+    return plot_json_lines(log_json, png, [("total loss (median of 20 iterations)", ["total_loss"]),
+                                           (f"{metric or 'no test set'} (%)", [metric] if metric else [])])

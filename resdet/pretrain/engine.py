@@ -31,6 +31,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..plots import plot_json_lines
 from ..io import CheckpointError, atomic_save, atomic_write, safe_torch_load
 from ..modeling import build_resnet
 from .config import get_pretrain_cfg
@@ -373,27 +374,8 @@ def _truncate_metrics(path: Path, start_iter: int):
 
 def plot_curves(metrics_json, png_path):
     """Loss, and train/val top-1 error, against iterations from a metrics.json."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(l) for l in Path(metrics_json).read_text().splitlines() if l.strip()]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, keys in ((ax1, ["loss"]), (ax2, ["train/top1_err", "val/top1_err"])):
-        for k in keys:
-            pts = [(r["iteration"] + 1, r[k]) for r in rows if k in r]
-            if pts:
-                ax.plot(*zip(*pts), marker="." if len(pts) < 50 else None, label=k)
-        ax.set_xlabel("iteration")
-        if ax.lines:
-            ax.legend()
-    ax1.set_ylabel("training loss")
-    ax2.set_ylabel("top-1 error")
-    fig.tight_layout()
-    with atomic_write(png_path, "wb") as f:
-        fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
+    return plot_json_lines(metrics_json, png_path, [("training loss", ["loss"]),
+                                                    ("top-1 error", ["train/top1_err", "val/top1_err"])])
 
 
 def train(cfg, resume: bool = False) -> dict:
