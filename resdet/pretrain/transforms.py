@@ -1,15 +1,79 @@
-"""The recipes' image transforms, all torchvision.transforms.v2 on PIL images.
+"""The recipes' image transforms, all torchvision.transforms.v2 on PIL images or tensors.
 
 Pixels stay on the 0..255 scale and are normalised with MODEL.PIXEL_MEAN / PIXEL_STD
 (RGB), so the numbers recorded in the checkpoint are exactly what the network saw and
-the detector can reproduce them. The only hand-written piece is the AlexNet PCA
-lighting noise of the paper's recipe, which no library ships.
-"""
-import torch
-from torchvision.transforms import v2
+the detector can reproduce them. Hand-written are only what no library ships: the
+AlexNet PCA lighting noise of the paper's recipe, and decoding no more JPEG pixels than
+a random crop needs (:class:`DecodeRandomResizedCrop`).
 
-__all__ = ["Lighting", "build_train_transform", "build_test_transform", "build_batch_transform",
-           "train_decode_size", "test_decode_size", "TRAIN_CROPS", "TEST_MODES"]
+The fast training path (``build_train_transform(cfg, from_path=True)``) decodes with
+torchvision.io into uint8 tensors, augments them as uint8 and leaves normalisation to
+``build_batch_normalize(cfg)`` on whole batches, on the training device.
+"""
+from PIL import Image
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from .data import decode_tensor
+
+__all__ = ["Lighting", "DecodeImage", "DecodeRandomResizedCrop", "build_train_transform", "build_test_transform",
+           "build_batch_transform", "build_batch_normalize", "train_decode_size", "test_decode_size",
+           "TRAIN_CROPS", "TEST_MODES"]
+
+JPEG_REDUCTIONS = (8, 4, 2)  # the DCT scalings libjpeg offers
+
+
+def _reduction(header: Image.Image, need_h: int, need_w: int, box_h: int, box_w: int) -> int:
+    """Largest JPEG reduction that keeps a ``box_h x box_w`` region at least ``need_h x need_w``."""
+    if header.format != "JPEG":
+        return 1
+    return next((r for r in JPEG_REDUCTIONS if box_h >= need_h * r and box_w >= need_w * r), 1)
+
+
+class DecodeImage:
+    """Path -> uint8 RGB tensor image, reduced-size JPEG decoding while the shorter side
+    stays at least ``min_side`` (None: full size)."""
+
+    def __init__(self, min_side=None):
+        self.min_side = min_side
+
+    def __call__(self, path):
+        reduce = 1
+        if self.min_side:
+            with Image.open(path) as header:
+                short = min(header.size)
+                reduce = _reduction(header, self.min_side, self.min_side, short, short)
+        return tv_tensors.Image(decode_tensor(path, reduce))
+
+    def __repr__(self):
+        return f"DecodeImage(min_side={self.min_side})"
+
+
+class DecodeRandomResizedCrop(v2.RandomResizedCrop):
+    """Path -> RandomResizedCrop of the image, decoding no more pixels than the crop needs.
+
+    The crop box is drawn from the header's size — the very draw v2.RandomResizedCrop
+    makes on the decoded image, so a seed gives the same box either way — and only then
+    does the JPEG decode, at the largest DCT reduction that keeps the box at least the
+    output size on both sides. The resize that follows still only shrinks, so unlike a
+    fixed "decode to the crop size" shortcut no crop gets upsampled from a coarse decode.
+    """
+
+    def forward(self, path):
+        with Image.open(path) as header:
+            width, height = header.size
+            p = self.make_params([header])
+            reduce = _reduction(header, self.size[0], self.size[1], p["height"], p["width"])
+        img = decode_tensor(path, reduce)
+        # the box in decoded pixels, edges rounded (off by at most half a reduced pixel)
+        sy, sx = img.shape[-2] / height, img.shape[-1] / width
+        top, left = round(p["top"] * sy), round(p["left"] * sx)
+        h = max(1, min(round((p["top"] + p["height"]) * sy), img.shape[-2]) - top)
+        w = max(1, min(round((p["left"] + p["width"]) * sx), img.shape[-1]) - left)
+        return tv_tensors.Image(TF.resized_crop(img, top, left, h, w, self.size, self.interpolation,
+                                                antialias=self.antialias))
 
 TRAIN_CROPS = ("scale", "resized_crop", "pad")
 TEST_MODES = ("1crop", "10crop", "multiscale")
@@ -40,33 +104,54 @@ class Lighting:
         return f"Lighting(std={self.std})"
 
 
-def _to_normalized_tensor(cfg, lighting: float = 0.0):
+def _normalize(cfg):
     if cfg.INPUT.FORMAT != "RGB":
         raise ValueError(f"INPUT.FORMAT={cfg.INPUT.FORMAT!r} is not supported for pretraining; allowed: RGB")
+    return [v2.ToDtype(torch.float32, scale=False), v2.Normalize(list(cfg.MODEL.PIXEL_MEAN), list(cfg.MODEL.PIXEL_STD))]
+
+
+def _to_normalized_tensor(cfg, lighting: float = 0.0):
     ops = [v2.ToImage(), v2.ToDtype(torch.float32, scale=False)]
     if lighting > 0:
         ops.append(Lighting(lighting))
-    ops.append(v2.Normalize(list(cfg.MODEL.PIXEL_MEAN), list(cfg.MODEL.PIXEL_STD)))
-    return ops
+    return ops + _normalize(cfg)[1:]
 
 
-def build_train_transform(cfg) -> v2.Compose:
-    """PIL image -> normalised float tensor of side INPUT.CROP_SIZE, per PRETRAIN.AUG."""
+def build_train_transform(cfg, from_path: bool = False) -> v2.Compose:
+    """PIL image -> normalised float tensor of side INPUT.CROP_SIZE, per PRETRAIN.AUG.
+
+    ``from_path=True``: the fast form, for ``ClassFolder(..., decode=False)``: file path ->
+    uint8 tensor (float, not normalised, with PCA lighting); the same random draws, so
+    the same crops, as the PIL form. Normalise its batches with :func:`build_batch_normalize`.
+    """
     aug, crop = cfg.PRETRAIN.AUG, cfg.INPUT.CROP_SIZE
+    decode = [DecodeImage(train_decode_size(cfg))] if from_path else []
     if aug.TRAIN_CROP == "scale":  # paper: shorter side in [lo, hi], random crop
         lo, hi = aug.SHORT_SIDE_RANGE
-        ops = [v2.RandomResize(lo, hi + 1), v2.RandomCrop(crop, pad_if_needed=True)]
+        ops = decode + [v2.RandomResize(lo, hi + 1), v2.RandomCrop(crop, pad_if_needed=True)]
     elif aug.TRAIN_CROP == "resized_crop":
-        ops = [v2.RandomResizedCrop(crop, scale=tuple(aug.RRC_SCALE), antialias=True)]
+        rrc = DecodeRandomResizedCrop if from_path else v2.RandomResizedCrop
+        ops = [rrc(crop, scale=tuple(aug.RRC_SCALE), antialias=True)]
     elif aug.TRAIN_CROP == "pad":  # paper, CIFAR: 4-pixel pad, random crop
-        ops = [v2.RandomCrop(crop, padding=aug.PAD, pad_if_needed=True)]
+        ops = decode + [v2.RandomCrop(crop, padding=aug.PAD, pad_if_needed=True)]
     else:
         raise ValueError(f"PRETRAIN.AUG.TRAIN_CROP={aug.TRAIN_CROP!r} is not supported; allowed: {', '.join(TRAIN_CROPS)}")
     if aug.FLIP:
         ops.append(v2.RandomHorizontalFlip())
     if aug.TRIVIAL_AUGMENT:
         ops.append(v2.TrivialAugmentWide())
-    return v2.Compose(ops + _to_normalized_tensor(cfg, aug.PCA_LIGHTING))
+    if not from_path:
+        return v2.Compose(ops + _to_normalized_tensor(cfg, aug.PCA_LIGHTING))
+    _normalize(cfg)  # refuse a non-RGB format here too, not only when batches get normalised
+    if aug.PCA_LIGHTING > 0:
+        ops += [v2.ToDtype(torch.float32, scale=False), Lighting(aug.PCA_LIGHTING)]
+    return v2.Compose(ops)
+
+
+def build_batch_normalize(cfg) -> v2.Compose:
+    """(N, 3, H, W) uint8 or float batch -> normalised float: the last step of the fast
+    training path, one vectorised op per batch on the device instead of one per image."""
+    return v2.Compose(_normalize(cfg))
 
 
 def _stack(crops):
