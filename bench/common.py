@@ -45,9 +45,10 @@ def interleaved(fns: dict, repeats: int, device="cpu", warmup: int = 1) -> dict:
 
 
 def result(name, ours_s, other_s, goal, other_name, **extra):
-    """One results.json row; ratio = resdet's speed over the other's (higher is better)."""
+    """One results.json row; ratio = resdet's speed over the other's (higher is better).
+    ``goal`` None: a reference measurement, ``met`` None."""
     ratio = other_s / ours_s
-    row = {"name": name, "ratio": round(ratio, 3), "goal": goal, "met": bool(ratio >= goal),
+    row = {"name": name, "ratio": round(ratio, 3), "goal": goal, "met": None if goal is None else bool(ratio >= goal),
            "resdet_s": round(ours_s, 5), "other_s": round(other_s, 5), "other": other_name}
     row.update(extra)
     return row
