@@ -104,17 +104,17 @@ class Lighting:
         return f"Lighting(std={self.std})"
 
 
-def _normalize(cfg):
+def _normalize(cfg) -> v2.Normalize:
     if cfg.INPUT.FORMAT != "RGB":
         raise ValueError(f"INPUT.FORMAT={cfg.INPUT.FORMAT!r} is not supported for pretraining; allowed: RGB")
-    return [v2.ToDtype(torch.float32, scale=False), v2.Normalize(list(cfg.MODEL.PIXEL_MEAN), list(cfg.MODEL.PIXEL_STD))]
+    return v2.Normalize(list(cfg.MODEL.PIXEL_MEAN), list(cfg.MODEL.PIXEL_STD))
 
 
 def _to_normalized_tensor(cfg, lighting: float = 0.0):
     ops = [v2.ToImage(), v2.ToDtype(torch.float32, scale=False)]
     if lighting > 0:
         ops.append(Lighting(lighting))
-    return ops + _normalize(cfg)[1:]
+    return ops + [_normalize(cfg)]
 
 
 def build_train_transform(cfg, from_path: bool = False) -> v2.Compose:
@@ -150,8 +150,13 @@ def build_train_transform(cfg, from_path: bool = False) -> v2.Compose:
 
 def build_batch_normalize(cfg) -> v2.Compose:
     """(N, 3, H, W) uint8 or float batch -> normalised float: the last step of the fast
-    training path, one vectorised op per batch on the device instead of one per image."""
-    return v2.Compose(_normalize(cfg))
+    training path, one vectorised op per batch on the device instead of one per image.
+
+    Normalises in place (a float32 batch is overwritten): a uint8 batch then needs one
+    new buffer, not two, which halves the cost of this step on a CPU.
+    """
+    norm = _normalize(cfg)
+    return v2.Compose([v2.ToDtype(torch.float32, scale=False), v2.Normalize(norm.mean, norm.std, inplace=True)])
 
 
 def _stack(crops):
