@@ -36,7 +36,7 @@ BATCH = 25
 
 
 def loaders(root, crop):
-    """(resdet loader, its batch normaliser, torchvision loader) over root/train."""
+    """(resdet loader, its batch normaliser, torchvision loader, image paths) over root/train."""
     cfg = get_pretrain_cfg()
     cfg.merge_from_file(str(CONFIG))
     cfg.merge_from_list(["PRETRAIN.DATA.ROOT", str(root), "INPUT.CROP_SIZE", crop,
@@ -48,7 +48,7 @@ def loaders(root, crop):
     classic = T.Compose([T.RandomResizedCrop(crop, scale=tuple(cfg.PRETRAIN.AUG.RRC_SCALE)),
                          T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
     theirs = DataLoader(ImageFolder(str(Path(root) / "train"), transform=classic), batch_size=BATCH, shuffle=True)
-    return ours, build_batch_normalize(cfg), theirs, len(train)
+    return ours, build_batch_normalize(cfg), theirs, [path for path, _ in train]
 
 
 def main(argv=None):
@@ -60,10 +60,10 @@ def main(argv=None):
     device = torch.device(args.device)
     torch.set_num_threads(1)  # "on one core"
     with tempfile.TemporaryDirectory() as tmp:
-        n = link_flat(Path(args.data), Path(tmp) / "train")
-        (Path(tmp) / "val").symlink_to(Path(tmp) / "train")
-        ours, normalize, theirs, n = loaders(tmp, args.crop)
-        n_batches = max(1, min(n, args.images) // BATCH)
+        link_flat(Path(args.data), Path(tmp) / "train")
+        (Path(tmp) / "val").symlink_to(Path(tmp) / "train")  # load_splits wants one; unused
+        ours, normalize, theirs, paths = loaders(tmp, args.crop)
+        n_batches = max(1, min(len(paths), args.images) // BATCH)
 
         def run_ours():
             for images, _, _ in islice(ours, n_batches):
@@ -75,8 +75,7 @@ def main(argv=None):
 
         t = interleaved({"ours": run_ours, "tv": run_theirs}, args.repeats, device)
         images = n_batches * BATCH
-        files = sorted(SAMPLE.glob("*.JPEG")) if Path(args.data) == SAMPLE else sorted(Path(args.data).glob("*"))
-        files = files[:images]
+        files = paths[:images]
         td = interleaved({"ours": lambda: [decode_tensor(f) for f in files],
                           "pil": lambda: [Image.open(f).convert("RGB") for f in files]}, args.repeats)
     rows = [
