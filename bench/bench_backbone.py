@@ -25,16 +25,16 @@ def matmul_gflops(device, n=2048, repeats=5):
     return 2 * n ** 3 / t / 1e9
 
 
-def real_images(n=8, size=224):
-    """A batch of real ImageNet images (../shared/data/imagenet-sample) if present."""
+def real_images(n=8, size=224, uint8=False):
+    """A batch of real ImageNet images (../shared/data/imagenet-sample) if present:
+    normalised float, or with ``uint8`` the raw pixels a resdet training loader yields."""
     root = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
     files = sorted(root.glob("*.JPEG"))[:n]
     if len(files) < n:
         return None
-    tf = torchvision.transforms.Compose([
-        torchvision.transforms.Resize(256), torchvision.transforms.CenterCrop(size),
-        torchvision.transforms.ToTensor(),
-        torchvision.transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    T = torchvision.transforms
+    tail = [T.PILToTensor()] if uint8 else [T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
+    tf = T.Compose([T.Resize(256), T.CenterCrop(size)] + tail)
     from PIL import Image
     return torch.stack([tf(Image.open(f).convert("RGB")) for f in files])
 
