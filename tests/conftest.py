@@ -25,3 +25,14 @@ def shared_data() -> Path:
 def _seed_and_threads():
     torch.manual_seed(0)
     torch.set_num_threads(2)
+
+
+class CodeOnLoad:
+    """A pickle payload that would create ``marker`` when unpickled: what a malicious
+    checkpoint does. Tests assert that loading refuses it and the file never appears."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))

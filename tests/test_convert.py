@@ -16,6 +16,7 @@ import resdet.convert as rc
 from resdet import get_resdet_cfg
 from resdet.io import CheckpointError
 from resdet.modeling import build_resnet
+from conftest import CodeOnLoad
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("res2", "res3", "res4", "res5")
@@ -217,21 +218,13 @@ def test_auto_detection_of_every_source_kind(tmp_path):
         rc.load_source(tmp_path / "tv.pth", "resdet")
 
 
-class _Evil:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_malicious_checkpoints_never_run(tmp_path):
     marker = tmp_path / "pwned"
-    (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"model": {"conv1_w": _Evil(str(marker))}}))
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"model": {"conv1_w": CodeOnLoad(str(marker))}}))
     proc = _run_tool(tmp_path / "evil.pkl", tmp_path / "out.pth")
     assert proc.returncode != 0 and not marker.exists()
     assert len(proc.stderr.strip().splitlines()) == 1 and "evil.pkl" in proc.stderr and "forbidden" in proc.stderr
-    torch.save({"model": {"conv1.weight": _Evil(str(marker))}}, tmp_path / "evil.pth")
+    torch.save({"model": {"conv1.weight": CodeOnLoad(str(marker))}}, tmp_path / "evil.pth")
     with pytest.raises(CheckpointError, match="evil.pth: refused"):
         rc.convert(tmp_path / "evil.pth", tmp_path / "out.pth")
     assert not marker.exists() and _no_output(tmp_path)

@@ -6,14 +6,7 @@ import pytest
 import torch
 
 from resdet.io import CheckpointError, atomic_save, atomic_write, safe_pickle_load, safe_torch_load
-
-
-class _Evil:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
+from conftest import CodeOnLoad
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
@@ -30,12 +23,12 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     bad = tmp_path / "model.pkl"
-    bad.write_bytes(pickle.dumps({"model": _Evil(str(marker))}))
+    bad.write_bytes(pickle.dumps({"model": CodeOnLoad(str(marker))}))
     with pytest.raises(CheckpointError, match="forbidden"):
         safe_pickle_load(bad)
     assert not marker.exists()
     bad_pth = tmp_path / "model.pth"
-    torch.save({"model": _Evil(str(marker))}, bad_pth)
+    torch.save({"model": CodeOnLoad(str(marker))}, bad_pth)
     with pytest.raises(CheckpointError, match="refused"):
         safe_torch_load(bad_pth)
     assert not marker.exists()

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from conftest import REPO
+from conftest import REPO, CodeOnLoad
 from resdet.detection import ResdetCheckpointer, Trainer, explicit_keys, merge_weights_fragment, setup_cfg
 from resdet.io import CheckpointError, atomic_save
 from resdet.modeling import build_resnet
@@ -237,19 +237,11 @@ def test_bad_fragment_names_file_and_key(tmp_path):
         assert str(e.value).startswith(str(tmp_path / "w.yaml")) and "\n" not in str(e.value)
 
 
-class _Evil:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_malicious_weights_are_refused_without_running_code(tmp_path):
     marker = tmp_path / "pwned"
     pkl, pth = tmp_path / "model.pkl", tmp_path / "model.pth"
-    pkl.write_bytes(pickle.dumps({"model": {"weight": _Evil(str(marker))}, "__author__": "x"}))
-    torch.save({"model": {"weight": _Evil(str(marker))}}, pth)
+    pkl.write_bytes(pickle.dumps({"model": {"weight": CodeOnLoad(str(marker))}, "__author__": "x"}))
+    torch.save({"model": {"weight": CodeOnLoad(str(marker))}}, pth)
     for path in (pkl, pth):
         with pytest.raises(CheckpointError, match="refused"):
             ResdetCheckpointer(nn.Linear(3, 2)).load(str(path))
