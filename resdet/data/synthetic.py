@@ -25,12 +25,17 @@ from ..io import atomic_write
 __all__ = ["CLASSES", "generate_dataset"]
 
 CLASSES = ("circle", "square", "triangle", "cross", "ring")
+# Shapes tilt by at most this (radians): enough variety to need learning, little enough
+# that a few hundred images teach it (a square turned 45 degrees is a diamond).
+MAX_ROTATION = 0.3
 
 
 def _background(rng, size):
-    """Low-frequency colour noise plus stripes: texture the detector must learn to ignore."""
+    """Muted low-frequency colour noise plus stripes around one base colour: texture the
+    detector must learn to ignore, yet quieter than the saturated objects on it."""
     h, w = size
-    coarse = rng.randint(40, 215, size=(h // 16 + 2, w // 16 + 2, 3)).astype(np.uint8)
+    base = rng.randint(70, 186, size=3)
+    coarse = np.clip(base + rng.randint(-45, 46, size=(h // 16 + 2, w // 16 + 2, 3)), 0, 255).astype(np.uint8)
     img = Image.fromarray(coarse).resize((w, h), Image.BILINEAR)
     arr = np.asarray(img, dtype=np.int16)
     period = rng.randint(6, 20)
@@ -90,9 +95,9 @@ def _scene(rng, size, max_objects, min_visible=0.3):
     objects, areas = [], []
     for k in range(1, rng.randint(1, max_objects + 1) + 1):
         cls = CLASSES[rng.randint(len(CLASSES))]
-        r = rng.uniform(0.07, 0.2) * min(h, w)
+        r = rng.uniform(0.1, 0.24) * min(h, w)
         cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
-        rot = rng.uniform(0, 2 * math.pi)
+        rot = rng.uniform(-MAX_ROTATION, MAX_ROTATION)
         box = _draw(draw, cls, cx, cy, r, rot, _colour(rng))
         own = Image.new("L", ids.size, 0)
         _draw(ImageDraw.Draw(own), cls, cx, cy, r, rot, 255)
@@ -102,7 +107,7 @@ def _scene(rng, size, max_objects, min_visible=0.3):
         objects.append((cls, (x0, y0, x1, y1)))
     visible = np.bincount(np.asarray(ids).ravel(), minlength=len(objects) + 1)[1:]
     objects = [o for o, v, a in zip(objects, visible, areas) if v >= min_visible * max(a, 1)]
-    return img.filter(ImageFilter.GaussianBlur(0.6)), objects
+    return img.filter(ImageFilter.GaussianBlur(0.4)), objects
 
 
 def _voc_xml(name, size, objects):
@@ -171,7 +176,7 @@ def generate_dataset(root, *, num_train=400, num_test=100, image_size=(192, 192)
                 img = _background(rng, (cls_size, cls_size))
                 r = rng.uniform(0.22, 0.42) * cls_size
                 cx, cy = cls_size / 2 + rng.uniform(-0.1, 0.1) * cls_size, cls_size / 2 + rng.uniform(-0.1, 0.1) * cls_size
-                _draw(ImageDraw.Draw(img), cls, cx, cy, r, rng.uniform(0, 2 * math.pi), _colour(rng))
+                _draw(ImageDraw.Draw(img), cls, cx, cy, r, rng.uniform(-MAX_ROTATION, MAX_ROTATION), _colour(rng))
                 _save_jpeg(img, root / "classification" / split / cls / f"{i:04d}.jpg")
     return {
         "voc": root,
