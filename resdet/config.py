@@ -41,6 +41,9 @@ def add_resdet_config(cfg):
     cfg.RESDET.EVAL.BEST_METRIC = "auto"
     # Test images drawn with their predictions into OUTPUT_DIR/predictions/.
     cfg.RESDET.EVAL.NUM_VIS = 8
+    # Only detections scoring at least this are drawn there (Detectron2's demo uses 0.5);
+    # evaluation still sees every detection above MODEL.ROI_HEADS.SCORE_THRESH_TEST.
+    cfg.RESDET.EVAL.VIS_THRESH = 0.5
     return cfg
 
 

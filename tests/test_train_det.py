@@ -75,7 +75,7 @@ def _opts(shared_data, work, out, weights, iters=ITERS):
         "MODEL.RPN.POST_NMS_TOPK_TEST", "100",
         "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.005", "SOLVER.WARMUP_ITERS", "4", "SOLVER.STEPS", "()",
         "SOLVER.MAX_ITER", str(iters), "SOLVER.CHECKPOINT_PERIOD", "1000", "TEST.EVAL_PERIOD", str(EVAL_PERIOD),
-        "DATALOADER.NUM_WORKERS", "0", "SEED", "0", "RESDET.EVAL.NUM_VIS", "2", "OUTPUT_DIR", str(out),
+        "DATALOADER.NUM_WORKERS", "0", "SEED", "0", "RESDET.EVAL.NUM_VIS", "2", "RESDET.EVAL.VIS_THRESH", "0.0", "OUTPUT_DIR", str(out),
     ]
 
 

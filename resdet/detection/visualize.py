@@ -21,7 +21,8 @@ def draw_predictions(cfg, model, dataset_name, out_dir, num_images):
     """Draw the model's boxes, class names and scores on the first test images.
 
     Images go through the test loader (the model sees exactly what evaluation sees);
-    detections below MODEL.ROI_HEADS.SCORE_THRESH_TEST are already gone. Returns the
+    only detections scoring RESDET.EVAL.VIS_THRESH or more are drawn, so the picture stays
+    readable. Returns the
     written paths (``<out_dir>/<image name>.jpg``).
     """
     from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
@@ -41,7 +42,8 @@ def draw_predictions(cfg, model, dataset_name, out_dir, num_images):
     written = []
     try:
         for (inputs,) in loader:
-            instances = model([inputs])[0]["instances"].to("cpu")[:MAX_DRAWN]
+            instances = model([inputs])[0]["instances"].to("cpu")
+            instances = instances[instances.scores >= cfg.RESDET.EVAL.VIS_THRESH][:MAX_DRAWN]
             image = read_image(inputs["file_name"], format="RGB")
             drawn = Visualizer(image, metadata).draw_instance_predictions(instances).get_image()
             path = out_dir / (Path(inputs["file_name"]).stem + ".jpg")
