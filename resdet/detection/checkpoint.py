@@ -1,7 +1,7 @@
 """Detectron2 checkpoints that never execute code on load and never exist half-written.
 
 Detectron2's DetectionCheckpointer reads .pkl with plain ``pickle.load`` and .pth with
-``torch.load(weights_only=False)``, so a downloaded MODEL.WEIGHTS could run arbitrary
+torch.load with weights_only off, so a downloaded MODEL.WEIGHTS could run arbitrary
 code, and it writes checkpoints in place, so a crash mid-save leaves a truncated file
 that ``--resume`` then trips over. ResdetCheckpointer changes exactly those two things.
 
