@@ -13,10 +13,12 @@ The pipeline config (configs/pipeline/*.yaml) names the stage configs; the defau
 (configs/pipeline/demo.yaml) generates an offline dataset so ``make demo`` needs nothing
 but the repository.
 """
+import argparse
 import hashlib
 import json
 import logging
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from fvcore.common.config import CfgNode as CN
 
 from .io import atomic_write
 
-__all__ = ["get_pipeline_cfg", "run_pipeline", "STAGES", "sha256", "package_versions"]
+__all__ = ["get_pipeline_cfg", "run_pipeline", "main", "STAGES", "sha256", "package_versions"]
 
 logger = logging.getLogger("resdet.pipeline")
 
@@ -197,6 +199,7 @@ def _export_crops(det_keys, out_dir, size):
     """A classification set from the detection data: each box (with 10% context) resized
     to ``size``, train crops from the train split and val crops from the test split."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.structures import BoxMode
     from PIL import Image
 
     _register(det_keys)
@@ -209,9 +212,7 @@ def _export_crops(det_keys, out_dir, size):
                     continue
                 if image is None:
                     image = Image.open(rec["file_name"]).convert("RGB")
-                x0, y0, x1, y1 = ann["bbox"]
-                if ann.get("bbox_mode", 0) == 1:  # XYWH_ABS
-                    x1, y1 = x0 + x1, y0 + y1
+                x0, y0, x1, y1 = BoxMode.convert(ann["bbox"], ann["bbox_mode"], BoxMode.XYXY_ABS)
                 m = 0.1 * max(x1 - x0, y1 - y0)
                 crop = image.crop((x0 - m, y0 - m, x1 + m, y1 + m)).resize((size, size))
                 path = out_dir / split / classes[ann["category_id"]] / f"{Path(rec['file_name']).stem}_{k}.jpg"
@@ -338,3 +339,29 @@ def run_pipeline(cfg, stages=STAGES) -> dict:
     with atomic_write(out / "summary.json", "w") as f:
         json.dump(summary, f, indent=1)
     return summary
+
+
+def main(argv=None, default_config="configs/pipeline/demo.yaml"):
+    """Command line of tools/pipeline.py and tools/demo.py (``make demo``)."""
+    ap = argparse.ArgumentParser(description="Run resdet end to end: data -> pretrain -> convert -> "
+                                             "detect -> evaluate -> report; finished stages are skipped.")
+    ap.add_argument("--config", default=default_config)
+    ap.add_argument("--data", help="a COCO .json or a VOC-style folder instead of the generated data")
+    ap.add_argument("--images", help="image folder of a COCO .json given with --data")
+    ap.add_argument("--output", help="output folder (OUTPUT_DIR)")
+    ap.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
+    cfg = get_pipeline_cfg()
+    cfg.merge_from_file(args.config)
+    opts = list(args.opts)
+    for key, value in (("DATA.ROOT", args.data), ("DATA.IMAGES", args.images), ("OUTPUT_DIR", args.output)):
+        if value:
+            opts += [key, value]
+    cfg.merge_from_list(opts)
+    try:
+        summary = run_pipeline(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    print(f"AP50 {summary['AP50']}, elapsed {summary['elapsed_seconds']} s; "
+          f"report: {cfg.OUTPUT_DIR}/report.md and report.html")

@@ -16,9 +16,8 @@ import resdet.convert as rc
 from resdet import get_resdet_cfg
 from resdet.io import CheckpointError
 from resdet.modeling import build_resnet
-from conftest import CodeOnLoad
+from conftest import CodeOnLoad, REPO
 
-REPO = Path(__file__).resolve().parents[1]
 STAGES = ("res2", "res3", "res4", "res5")
 TV_INPUT = dict(FORMAT="RGB", PIXEL_MEAN=[123.675, 116.28, 103.53], PIXEL_STD=[58.395, 57.12, 57.375])
 # Non-backbone modules a converted checkpoint leaves for fine-tuning to initialise.

@@ -14,8 +14,8 @@ from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 import resdet
 from resdet.data import (DatasetError, datasets_root, holdout_split, load_coco_json, load_voc_folder,
                          register_standard_datasets, register_user_datasets, register_voc_folder)
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def coco128(shared_data):

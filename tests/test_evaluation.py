@@ -23,8 +23,8 @@ import resdet
 from resdet.data import DatasetError, register_coco_json, register_voc_folder
 from resdet.evaluation import build_evaluator, evaluate_files, voc_eval
 from test_data import coco128, write_voc
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def coco_gt_as_results(json_file):

@@ -15,8 +15,8 @@ from resdet.io import atomic_save
 from resdet.pretrain import (DataError, PretrainTrainer, build_classifier, build_test_loader, evaluate,
                              evaluate_checkpoint, get_pretrain_cfg, load_splits)
 from resdet.pretrain.data import ClassFolder
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 CIFAR_MEAN = [125.31, 122.95, 113.87]
 
 
