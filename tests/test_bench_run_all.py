@@ -6,6 +6,7 @@ import sys
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
+from common import result  # noqa: E402
 from run_all import markdown  # noqa: E402
 
 
@@ -17,6 +18,14 @@ def test_table_names_missed_goals_with_their_ratio():
     assert "| met |" in lines["a"] and ">= 2.0x" in lines["a"]
     assert "MISSED (1.23x)" in lines["b"] and "images=200" in lines["b"]
     assert "| reference |" in lines["c"]
+
+
+def test_row_ratio_and_verdict_follow_the_stored_times():
+    """Unrounded times gave 1.469 beside stored times whose ratio is 1.468 (a CI failure)."""
+    row = result("x", 0.109396, 0.160654, 1.4685, "y")
+    assert (row["resdet_s"], row["other_s"]) == (0.1094, 0.16065)
+    assert row["ratio"] == round(0.16065 / 0.1094, 3) == 1.468
+    assert row["met"] is False
 
 
 def test_quick_run_writes_results_and_table(tmp_path, shared_data):
