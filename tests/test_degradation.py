@@ -76,7 +76,10 @@ def test_every_net_trains_the_same_iterations(study):
     out, _ = study
     plan = json.loads((out / "plan.json").read_text())
     n = plan["iterations"]
-    assert n >= 4 and plan["steps"] == [n // 2, 3 * n // 4]
+    assert n >= 4 and plan["steps"] == [n // 2, 3 * n // 4] and plan["warmup_iters"] == n // 3
+    lrs = {name: [r["lr"] for r in map(json.loads, (out / name / "metrics.json").read_text().splitlines()) if "lr" in r]
+           for name in NETS}
+    assert all(v == lrs["plain-8"] for v in lrs.values()) and lrs["plain-8"], lrs  # one LR schedule for all
     schedules = {name: _eval_iterations(out / name) for name in NETS}
     assert all(s == schedules["plain-8"] for s in schedules.values()), schedules
     assert schedules["plain-8"][-1] == n
@@ -128,6 +131,9 @@ def test_plan_fits_the_budget_with_scaled_steps():
     # 7 test-set passes per net (5 during training, the final one, layer responses): 56 s
     assert plan["iterations"] == (1000 - 56) // 2 == 472
     assert plan["steps"] == [236, 354] and plan["eval_period"] == 95
+    assert plan["warmup_iters"] == 472 // 3 < plan["steps"][0]
+    big = plan_iterations(cal, 1e5, (32000, 48000), 64000)
+    assert big["warmup_iters"] == 400 < big["iterations"] // 3  # the paper's length, at most
     assert plan["estimated_s"] <= 1000
     assert plan_iterations(cal, 1.0, (32000, 48000), 64000)["iterations"] == 4  # the minimum
 
