@@ -2,10 +2,12 @@
 torchvision's fasterrcnn_resnet50_fpn, fp32, same image size and proposal counts.
 
 resdet's model is Detectron2's GeneralizedRCNN with the resdet backbone, run through
-resdet's inference preparation (BN folded into convs, channels_last trunk). Detectron2's
+resdet's inference preparation (BN folded into convs, channels_last, backbone and RPN head
+Inductor-compiled with frozen weights); its eager form (not compiled) is reported beside it. Detectron2's
 built-in gets the very same weights (identical parameter names); torchvision's has its
 own random init (it takes the same image, proposal and detection counts).
 """
+import copy
 import sys
 from pathlib import Path
 
@@ -42,7 +44,8 @@ def main(argv=None):
     ours = build_model(d2_cfg("build_resdet_fpn_backbone", dev)).eval()
     builtin = build_model(d2_cfg("build_resnet_fpn_backbone", dev)).eval()
     builtin.load_state_dict(ours.state_dict())  # the same weights (same names), before folding
-    ours = prepare_for_inference(ours)
+    eager = prepare_for_inference(ours)
+    ours = prepare_for_inference(copy.deepcopy(eager), compile=True)
     tv = torchvision.models.detection.fasterrcnn_resnet50_fpn(
         weights=None, weights_backbone=None, min_size=H, max_size=W, rpn_post_nms_top_n_test=PROPOSALS,
         box_detections_per_img=DETECTIONS, box_score_thresh=0.0).eval().to(dev)
@@ -54,14 +57,18 @@ def main(argv=None):
         a, b = ours(d2_in)[0]["instances"], builtin(d2_in)[0]["instances"]
         n = min(len(a), len(b))
         box_diff = float((a.pred_boxes.tensor[:n] - b.pred_boxes.tensor[:n]).abs().max()) if n else 0.0
-        t = interleaved({"resdet": lambda: ours(d2_in), "detectron2": lambda: builtin(d2_in),
-                         "torchvision": lambda: tv(tv_in)}, args.repeats, dev)
+        eager(d2_in)
+        t = interleaved({"resdet": lambda: ours(d2_in), "eager": lambda: eager(d2_in),
+                         "detectron2": lambda: builtin(d2_in), "torchvision": lambda: tv(tv_in)}, args.repeats, dev)
     rows = [
         result("detection_r50fpn_vs_torchvision", t["resdet"], t["torchvision"], 2.0,
                "torchvision fasterrcnn_resnet50_fpn", image=f"{H}x{W}", proposals=PROPOSALS),
         result("detection_r50fpn_vs_detectron2", t["resdet"], t["detectron2"], 1.3,
                "detectron2 build_resnet_fpn_backbone (same weights)", image=f"{H}x{W}", proposals=PROPOSALS,
                max_box_diff_vs_detectron2=round(box_diff, 4)),
+        result("detection_r50fpn_eager_vs_detectron2", t["eager"], t["detectron2"], None,
+               "detectron2 build_resnet_fpn_backbone (same weights)", image=f"{H}x{W}", proposals=PROPOSALS,
+               note="reference: resdet's path without torch.compile (BN folded, channels_last)"),
     ]
     emit(rows, args.output)
 

@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from resdet.modeling import build_resnet, fold_frozen_batchnorm
+from resdet.modeling import build_resnet, fold_frozen_batchnorm, prepare_for_inference
 
 
 def _randomize_norms(model):
@@ -32,3 +32,18 @@ def test_trainable_bn_in_train_mode_is_not_folded():
     model = build_resnet(18, num_classes=None, norm="BN").train()
     fold_frozen_batchnorm(model)
     assert model.res2[0].conv1.norm is not None
+
+
+def test_compiled_inference_matches_eager():
+    """The compiled path (Inductor freezing, fused conv+add+ReLU) gives the eager features."""
+    model = build_resnet(18, num_classes=None, norm="FrozenBN", out_features=["res2", "res5"]).eval()
+    _randomize_norms(model)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        want = model(x)
+        fast = prepare_for_inference(copy.deepcopy(model), compile=True)
+        got = fast(x.contiguous(memory_format=torch.channels_last))
+    assert fast._compiled_call_impl is not None  # compiled in place: parameter names unchanged
+    assert not any("_orig_mod" in k for k in fast.state_dict())
+    for k in want:
+        assert torch.allclose(want[k], got[k], rtol=1e-4, atol=1e-4 * want[k].abs().max().item()), k

@@ -40,9 +40,29 @@ def fold_frozen_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-def prepare_for_inference(model: nn.Module) -> nn.Module:
+def _conv_parts(model: nn.Module):
+    """The convolution-heavy parts of a model, the ones worth compiling: a detector's
+    backbone and RPN head (the ROI heads' shapes depend on the data), else the model."""
+    if not hasattr(model, "backbone"):
+        return [model]
+    rpn_head = getattr(getattr(model, "proposal_generator", None), "rpn_head", None)
+    return [model.backbone] + ([rpn_head] if rpn_head is not None else [])
+
+
+def prepare_for_inference(model: nn.Module, compile: bool = False) -> nn.Module:
     """Eval mode, frozen norms folded into convs, channels_last weights (NHWC convs are
-    faster on CPUs and tensor cores). In place; returns ``model``."""
+    faster on CPUs and tensor cores). In place; returns ``model``.
+
+    ``compile``: also compile the convolution-heavy parts with TorchInductor's freezing
+    (``nn.Module.compile``, so parameter names do not change): the weights become
+    constants prepacked for oneDNN and conv + add + ReLU fuse, about 1.25x on a CPU at
+    the price of a one-off compile (seconds to a minute per input shape). Run it under
+    ``torch.no_grad()``; the weights must not change afterwards.
+    """
     model.eval()
     fold_frozen_batchnorm(model)
-    return model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
+    if compile:
+        for part in _conv_parts(model):
+            part.compile(options={"freezing": True})
+    return model
