@@ -20,7 +20,7 @@ BENCHMARKS = [
     ("bench_detection.py", ["--repeats", "5"], ["--repeats", "2"]),
     ("bench_coco_eval.py", ["--repeats", "7"], ["--repeats", "2"]),
     ("bench_loading.py", ["--repeats", "5"], ["--repeats", "2", "--images", "50"]),
-    ("bench_train_step.py", ["--repeats", "4", "--batch", "8", "--size", "160"], ["--repeats", "2", "--batch", "4", "--size", "128"]),
+    ("bench_train_step.py", ["--repeats", "9", "--batch", "8", "--size", "160"], ["--repeats", "2", "--batch", "4", "--size", "128"]),
 ]
 
 
