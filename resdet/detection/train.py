@@ -19,6 +19,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..config import get_resdet_cfg
 from ..io import atomic_write
+from ..modeling import prepare_for_inference
 from .checkpoint import ResdetCheckpointer, explicit_keys, merge_weights_fragment
 from .visualize import draw_predictions, plot_curves
 
@@ -185,6 +186,8 @@ def main(args):
     if args.eval_only:
         model = Trainer.build_model(cfg)
         ResdetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        # the weights no longer change: fold frozen BN, channels_last (and compile if asked)
+        model = prepare_for_inference(model, compile=cfg.RESDET.EVAL.COMPILE)
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
             _draw(cfg, model)
