@@ -42,7 +42,8 @@ def draw_predictions(cfg, model, dataset_name, out_dir, num_images):
     written = []
     try:
         for (inputs,) in loader:
-            instances = model([inputs])[0]["instances"].to("cpu")
+            with torch.no_grad():  # no autograd graph (and the compiled path's frozen weights)
+                instances = model([inputs])[0]["instances"].to("cpu")
             instances = instances[instances.scores >= cfg.RESDET.EVAL.VIS_THRESH][:MAX_DRAWN]
             image = read_image(inputs["file_name"], format="RGB")
             drawn = Visualizer(image, metadata).draw_instance_predictions(instances).get_image()
