@@ -16,7 +16,7 @@ import torchvision
 from fvcore.nn import FlopCountAnalysis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit, interleaved, parser, result  # noqa: E402
+from common import SHARED_DATA, emit, interleaved, parser, result  # noqa: E402
 
 from resdet.convert import load_source  # noqa: E402
 from resdet.modeling import build_resnet, prepare_for_inference  # noqa: E402
@@ -31,7 +31,7 @@ def matmul_gflops(device, n=2048, repeats=5):
 def real_images(n=8, size=224, uint8=False):
     """A batch of real ImageNet images (../shared/data/imagenet-sample) if present:
     normalised float, or with ``uint8`` the raw pixels a resdet training loader yields."""
-    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
+    root = SHARED_DATA / "imagenet-sample"
     files = sorted(root.glob("*.JPEG"))[:n]
     if len(files) < n:
         return None

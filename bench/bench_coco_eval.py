@@ -13,11 +13,11 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit, interleaved, parser, result  # noqa: E402
+from common import SHARED_DATA, emit, interleaved, parser, result  # noqa: E402
 
 from resdet.evaluation.coco import evaluate_coco  # noqa: E402
 
-GT = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128" / "annotations" / "instances_train2017.json"
+GT = SHARED_DATA / "coco128" / "annotations" / "instances_train2017.json"
 
 
 def perturbed_detections(gt, per_object=5, seed=0):

@@ -23,14 +23,14 @@ from torchvision.datasets import ImageFolder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "datasets"))
-from common import emit, interleaved, parser, result  # noqa: E402
+from common import SHARED_DATA, emit, interleaved, parser, result  # noqa: E402
 from prepare_imagenet import link_flat  # noqa: E402
 
 from resdet.pretrain import get_pretrain_cfg, load_splits  # noqa: E402
 from resdet.pretrain.data import ClassFolder, ResumableSampler, collate_skip_bad, decode_tensor  # noqa: E402
 from resdet.pretrain.transforms import build_batch_normalize, build_train_transform  # noqa: E402
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
+SAMPLE = SHARED_DATA / "imagenet-sample"
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "imagenet" / "r50_modern.yaml"
 BATCH = 25
 

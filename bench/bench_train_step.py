@@ -19,13 +19,13 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "datasets"))
 from bench_backbone import real_images  # noqa: E402
-from common import emit, interleaved, parser, result  # noqa: E402
+from common import SHARED_DATA, emit, interleaved, parser, result  # noqa: E402
 from prepare_imagenet import link_flat  # noqa: E402
 
 from resdet.convert import load_source  # noqa: E402
 from resdet.pretrain import PretrainTrainer, get_pretrain_cfg  # noqa: E402
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
+SAMPLE = SHARED_DATA / "imagenet-sample"
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "imagenet" / "r50_modern.yaml"
 
 

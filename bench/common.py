@@ -6,6 +6,7 @@ wall-clock figure.
 """
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
+# the real datasets (../shared/data beside the checkout, as for the tests)
+SHARED_DATA = Path(os.environ.get("RESDET_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def parser(description):
