@@ -8,9 +8,8 @@ every net through :func:`resdet.pretrain.train` with configs/cifar/degradation_s
 time budget only decides that number: the seconds per iteration of each net are measured
 with a few timed steps of the engine itself (data loading included), and the iteration
 count is the largest one at which all nets, their evaluations and the layer responses
-fit the budget. The paper's LR drops (32k and 48k of
-64k) keep their fractions of it; the warm-up lasts a third of it, at most the paper's 400
-iterations.
+fit the budget. The paper's LR drops (32k and 48k of 64k) keep their fractions of it;
+the warm-up lasts a third of it, at most the paper's 400 iterations.
 
 Output folder::
 
@@ -49,8 +48,8 @@ MIN_ITERS = 4  # the least that keeps the two scaled LR steps distinct and insid
 MAX_WARMUP_ITERS = 400  # the paper's ResNet-110 warm-up length (Sec. 4.2)
 # what the study sets itself; an override of these would break the equal-iteration rule
 STUDY_KEYS = ("SOLVER.MAX_ITER", "SOLVER.STEPS", "SOLVER.WARMUP_ITERS", "TEST.EVAL_PERIOD",
-              "SOLVER.CHECKPOINT_PERIOD", "PRETRAIN.LOG_PERIOD", "OUTPUT_DIR", "PRETRAIN.DATA.ROOT", "MODEL.RESNETS.DEPTH",
-              "MODEL.RESDET.RESIDUAL", "SEED")
+              "SOLVER.CHECKPOINT_PERIOD", "PRETRAIN.LOG_PERIOD", "OUTPUT_DIR", "PRETRAIN.DATA.ROOT",
+              "MODEL.RESNETS.DEPTH", "MODEL.RESDET.RESIDUAL", "SEED")
 
 
 def net_name(depth: int, residual: bool) -> str:
