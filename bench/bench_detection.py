@@ -3,8 +3,8 @@ torchvision's fasterrcnn_resnet50_fpn, fp32, same image size and proposal counts
 
 resdet's model is Detectron2's GeneralizedRCNN with the resdet backbone, run through
 resdet's inference preparation (BN folded into convs, channels_last, backbone and RPN head
-Inductor-compiled with frozen weights); its eager form (not compiled) is reported beside it. Detectron2's
-built-in gets the very same weights (identical parameter names); torchvision's has its
+Inductor-compiled with frozen weights); its eager form (not compiled) is reported beside
+it. Detectron2's built-in gets the very same weights (identical parameter names); torchvision's has its
 own random init (it takes the same image, proposal and detection counts).
 """
 import copy
@@ -57,7 +57,6 @@ def main(argv=None):
         a, b = ours(d2_in)[0]["instances"], builtin(d2_in)[0]["instances"]
         n = min(len(a), len(b))
         box_diff = float((a.pred_boxes.tensor[:n] - b.pred_boxes.tensor[:n]).abs().max()) if n else 0.0
-        eager(d2_in)
         t = interleaved({"resdet": lambda: ours(d2_in), "eager": lambda: eager(d2_in),
                          "detectron2": lambda: builtin(d2_in), "torchvision": lambda: tv(tv_in)}, args.repeats, dev)
     rows = [
