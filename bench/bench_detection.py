@@ -4,8 +4,9 @@ torchvision's fasterrcnn_resnet50_fpn, fp32, same image size and proposal counts
 resdet's model is Detectron2's GeneralizedRCNN with the resdet backbone, run through
 resdet's inference preparation (BN folded into convs, channels_last, backbone and RPN head
 Inductor-compiled with frozen weights); its eager form (not compiled) is reported beside
-it. Detectron2's built-in gets the very same weights (identical parameter names); torchvision's has its
-own random init (it takes the same image, proposal and detection counts).
+it. Detectron2's built-in gets the very same weights (identical parameter names);
+torchvision's has its own random init (it takes the same image, proposal and detection
+counts).
 """
 import copy
 import sys
