@@ -45,8 +45,8 @@ def add_resdet_config(cfg):
     # evaluation still sees every detection above MODEL.ROI_HEADS.SCORE_THRESH_TEST.
     cfg.RESDET.EVAL.VIS_THRESH = 0.5
     # --eval-only: also torch.compile the backbone and RPN head (resdet.modeling.
-    # prepare_for_inference; ~1.25x on a CPU, one compile per new input shape, so it pays
-    # off on long evaluations with few distinct image sizes).
+    # prepare_for_inference; 1.05-1.25x on the backbone on a CPU, one compile per new
+    # input shape, so it pays off on long evaluations with few distinct image sizes).
     cfg.RESDET.EVAL.COMPILE = False
     return cfg
 
