@@ -14,12 +14,10 @@ from pathlib import Path
 
 import torch
 
+from .errors import CheckpointError  # re-exported: older code imports it from here
+
 __all__ = ["CheckpointError", "atomic_write", "atomic_save", "safe_torch_load", "safe_pickle_load",
            "load_checkpoint_file"]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that is missing, truncated, unsafe or of an unknown format."""
 
 
 @contextmanager

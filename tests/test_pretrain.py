@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from resdet.io import atomic_save
-from resdet.pretrain import (DataError, PretrainTrainer, build_classifier, build_test_loader, evaluate,
+from resdet.errors import DatasetError
+from resdet.pretrain import (PretrainTrainer, build_classifier, build_test_loader, evaluate,
                              evaluate_checkpoint, get_pretrain_cfg, load_splits)
 from resdet.pretrain.data import ClassFolder
 from conftest import REPO
@@ -220,7 +221,7 @@ def test_empty_class_folder_stops_at_start(shared_data, tmp_path):
     _copy_images(shared_data, tmp_path / "train/ants", "ants")
     (tmp_path / "train/bees").mkdir()
     _copy_images(shared_data, tmp_path / "val/ants", "ants")
-    with pytest.raises(DataError, match=r"train/bees: class folder has no images"):
+    with pytest.raises(DatasetError, match=r"train/bees: class folder has no images"):
         load_splits(_data_cfg(tmp_path))
     # the tool: exit 2, one line naming the folder, nothing written
     proc = subprocess.run([sys.executable, str(REPO / "tools/pretrain_imagenet.py"), "--config",
@@ -236,13 +237,13 @@ def test_validation_class_unknown_to_training_stops_at_start(shared_data, tmp_pa
     _copy_images(shared_data, tmp_path / "train/ants", "ants")
     _copy_images(shared_data, tmp_path / "val/ants", "ants")
     _copy_images(shared_data, tmp_path / "val/wasps", "bees")
-    with pytest.raises(DataError, match=r"val/wasps: validation class 'wasps' has no training folder"):
+    with pytest.raises(DatasetError, match=r"val/wasps: validation class 'wasps' has no training folder"):
         load_splits(_data_cfg(tmp_path))
 
 
 def test_missing_split_folder_and_bad_option_are_named(shared_data, tmp_path):
     _copy_images(shared_data, tmp_path / "train/ants", "ants")
-    with pytest.raises(DataError, match=r"val: no such folder"):
+    with pytest.raises(DatasetError, match=r"val: no such folder"):
         load_splits(_data_cfg(tmp_path))
     cfg = _data_cfg(tmp_path)
     cfg.PRETRAIN.TEST.MODES = ["5crop"]

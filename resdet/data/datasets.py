@@ -28,14 +28,12 @@ from collections import Counter
 
 from detectron2.structures import BoxMode
 
+from ..errors import DatasetError  # re-exported)
+
 __all__ = ["DatasetError", "load_coco_json", "coco_metadata", "load_voc_folder", "voc_class_names",
            "voc_image_ids"]
 
 logger = logging.getLogger(__name__)
-
-
-class DatasetError(ValueError):
-    """Bad dataset input; the message is one line naming the file and the entry."""
 
 
 def _clip_or_drop(annotations, width, height, counts, where):

@@ -33,7 +33,7 @@ several machines with ``--num-machines/--machine-rank/--dist-url``. SOLVER.IMS_P
 is the total batch over all processes, as in Detectron2.
 """
 from .config import add_pretrain_config, get_pretrain_cfg  # noqa: F401
-from .data import DataError, load_splits  # noqa: F401
+from .data import load_splits  # noqa: F401
 from .engine import (  # noqa: F401
     PretrainTrainer,
     build_classifier,

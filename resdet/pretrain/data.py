@@ -20,7 +20,9 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-__all__ = ["DataError", "load_splits", "load_image", "decode_tensor", "ClassFolder", "ResumableSampler",
+from ..errors import DatasetError
+
+__all__ = ["load_splits", "load_image", "decode_tensor", "ClassFolder", "ResumableSampler",
            "collate_skip_bad", "sample_seed"]
 
 logger = logging.getLogger(__name__)
@@ -29,14 +31,10 @@ logger = logging.getLogger(__name__)
 BAD_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-class DataError(ValueError):
-    """A dataset folder that cannot be trained on (one-line message naming the folder)."""
-
-
 def _split_dir(root, split) -> Path:
     d = Path(root) / split
     if not d.is_dir():
-        raise DataError(f"{d}: no such folder (expected the class-folder layout {root}/{split}/<class>/<image>)")
+        raise DatasetError(f"{d}: no such folder (expected the class-folder layout {root}/{split}/<class>/<image>)")
     return d
 
 
@@ -45,14 +43,14 @@ def _scan(split_dir: Path, class_to_idx):
     found = {label for _, label in samples}
     for name, idx in class_to_idx.items():
         if idx not in found:
-            raise DataError(f"{split_dir / name}: class folder has no images ({', '.join(IMG_EXTENSIONS)})")
+            raise DatasetError(f"{split_dir / name}: class folder has no images ({', '.join(IMG_EXTENSIONS)})")
     return samples
 
 
 def _class_folders(split_dir: Path):
     names = sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
     if not names:
-        raise DataError(f"{split_dir}: no class folders (expected {split_dir}/<class>/<image>)")
+        raise DatasetError(f"{split_dir}: no class folders (expected {split_dir}/<class>/<image>)")
     return names
 
 
@@ -70,7 +68,7 @@ def load_splits(cfg):
     val_classes = _class_folders(val_dir)
     unknown = [c for c in val_classes if c not in class_to_idx]
     if unknown:
-        raise DataError(f"{val_dir / unknown[0]}: validation class {unknown[0]!r} has no training "
+        raise DatasetError(f"{val_dir / unknown[0]}: validation class {unknown[0]!r} has no training "
                         f"folder in {train_dir} ({len(unknown)} such class(es))")
     train = _scan(train_dir, class_to_idx)
     val = _scan(val_dir, {c: class_to_idx[c] for c in val_classes})
@@ -176,7 +174,7 @@ class ResumableSampler(Sampler):
 
     def __init__(self, size: int, *, seed: int, rank: int = 0, world_size: int = 1, start: int = 0):
         if size < world_size:
-            raise DataError(f"{size} training images cannot be shared by {world_size} processes")
+            raise DatasetError(f"{size} training images cannot be shared by {world_size} processes")
         self.size, self.seed, self.rank, self.world_size, self.start = size, seed, rank, world_size, start
         self.per_epoch = size // world_size
 
