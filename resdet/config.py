@@ -36,6 +36,11 @@ def add_resdet_config(cfg):
     # VOC folder without ImageSets: hold out this fraction (deterministic) as the test split.
     cfg.RESDET.DATA.HOLDOUT_FRACTION = 0.0
 
+    cfg.RESDET.WEIGHTS = CN()
+    # MODEL.WEIGHTS must fill every trunk parameter with its shape (resdet.detection.weights);
+    # False loads what fits and only logs the rest, as Detectron2 does.
+    cfg.RESDET.WEIGHTS.STRICT = True
+
     cfg.RESDET.EVAL = CN()
     # "coco" (AP@[.5:.95]), "voc07" (11-point AP50), "voc" (area AP50); "auto": voc07 for
     # VOC-layout data, coco otherwise.
