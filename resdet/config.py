@@ -33,6 +33,10 @@ def add_resdet_config(cfg):
     cfg.RESDET.DATA.TEST = ""
     cfg.RESDET.DATA.TEST_IMAGES = ""
     cfg.RESDET.DATA.TEST_SPLIT = ""
+    # The class names, in order (category ids 1..K); [] = the sorted object names found in a
+    # VOC folder, or a COCO file's categories. When given, an object of any other class is an
+    # error naming its file, so a misspelt name cannot become a class of its own.
+    cfg.RESDET.DATA.CLASSES = []
     # VOC folder without ImageSets: hold out this fraction (deterministic) as the test split.
     cfg.RESDET.DATA.HOLDOUT_FRACTION = 0.0
 

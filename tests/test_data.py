@@ -232,7 +232,7 @@ def test_bad_coco_input_one_line_naming_file_and_entry(shared_data, tmp_path, ca
     ("no size", r"a\.xml: no valid <size>"),
     ("malformed xml", r"a\.xml: malformed XML"),
     ("missing image", r"JPEGImages/a\.jpg: image file not found \(annotated by .*a\.xml\)"),
-    ("unknown class", r"a\.xml: object 0: class 'dog' is not one of \['RBC'\]"),
+    ("unknown class", r"a\.xml: object 0: class 'dog' is not one of the known classes \['RBC'\]"),
     ("split without annotation", r"test\.txt: line 2: image 'ghost' has no Annotations/ghost\.xml"),
     ("bad box", r"a\.xml: object 0 \('RBC'\): <bndbox> needs numeric"),
 ])

@@ -12,7 +12,8 @@ from pathlib import Path
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.pascal_voc import CLASS_NAMES as VOC_CLASSES
 
-from .datasets import DatasetError, coco_metadata, load_coco_json, load_voc_folder, voc_class_names
+from .datasets import (DatasetError, check_class_names, coco_metadata, load_coco_json, load_voc_folder,
+                       voc_class_names)
 
 __all__ = ["datasets_root", "register_coco_json", "register_voc_folder", "register_user_datasets",
            "register_standard_datasets", "STANDARD_COCO", "STANDARD_VOC"]
@@ -70,7 +71,7 @@ def register_voc_folder(name, root, split=None, *, class_names=None, holdout=0.0
     in the (first) folder. ``holdout``/``part``: see :func:`resdet.data.datasets.holdout_split`."""
     roots = [str(r) for r in (root if isinstance(root, (list, tuple)) else [root])]
     splits = list(split) if isinstance(split, (list, tuple)) else [split] * len(roots)
-    classes = list(class_names) if class_names else voc_class_names(roots[0])
+    classes = check_class_names(class_names, roots[0]) if class_names else voc_class_names(roots[0])
 
     def load():
         return [r for d, s in zip(roots, splits)
@@ -117,9 +118,13 @@ def register_user_datasets(cfg):
                 raise DatasetError(f"{path}: {key}_IMAGES is empty; give the folder of this COCO file's images")
             if holdout > 0:
                 raise DatasetError(f"{path}: RESDET.DATA.HOLDOUT_FRACTION applies to VOC folders, not COCO files")
+            if d.CLASSES and check_class_names(d.CLASSES, "RESDET.DATA.CLASSES") != coco_metadata(path)["thing_classes"]:
+                raise DatasetError(f"{path}: its categories {coco_metadata(path)['thing_classes']} differ from "
+                                   f"RESDET.DATA.CLASSES {list(d.CLASSES)}")
             register_coco_json(name, path, images)
         elif os.path.isdir(path):
-            register_voc_folder(name, path, split or None, holdout=holdout, part=part)
+            register_voc_folder(name, path, split or None, class_names=list(d.CLASSES) or None,
+                                holdout=holdout, part=part)
         else:
             raise DatasetError(f"{path}: {key} is neither a COCO .json file nor a VOC folder")
         names.append(name)

@@ -31,6 +31,7 @@ from detectron2.structures import BoxMode
 from ..errors import DatasetError  # re-exported)
 
 __all__ = ["DatasetError", "load_coco_json", "coco_metadata", "load_voc_folder", "voc_class_names",
+           "check_class_names",
            "voc_image_ids"]
 
 logger = logging.getLogger(__name__)
@@ -247,6 +248,15 @@ def voc_class_names(root):
     return sorted(names)
 
 
+def check_class_names(names, source):
+    """A user's class list: names stripped (a trailing space is no class of its own), none
+    empty or repeated."""
+    names = [str(n).strip() for n in names]
+    if not all(names) or len(set(names)) != len(names):
+        raise DatasetError(f"{source}: class names must be non-empty and distinct, got {names}")
+    return names
+
+
 def holdout_split(ids, fraction, part):
     """Deterministic split of ``ids``: the ``round(fraction * n)`` (at least 1) ids with the
     smallest SHA-1 are the held-out "test" part, the rest is "train". Hashing (not file
@@ -278,7 +288,7 @@ def load_voc_folder(root, split=None, class_names=None, *, holdout=0.0, part="tr
     """
     root = str(root)
     ids = holdout_split(voc_image_ids(root, split), holdout, part)
-    class_names = list(class_names) if class_names else voc_class_names(root)
+    class_names = check_class_names(class_names, root) if class_names else voc_class_names(root)
     index = {c: i for i, c in enumerate(class_names)}
     counts, records = Counter(), []
     for image_id in ids:
@@ -290,7 +300,8 @@ def load_voc_folder(root, split=None, class_names=None, *, holdout=0.0, part="tr
         anns, where = [], []
         for k, (name, box, difficult) in enumerate(objects):
             if name not in index:
-                raise DatasetError(f"{xml_file}: object {k}: class '{name}' is not one of {class_names}")
+                raise DatasetError(f"{xml_file}: object {k}: class '{name}' is not one of the known classes "
+                                   f"{class_names}; fix the name or add it to RESDET.DATA.CLASSES")
             anns.append({"bbox": [box[0] - 1.0, box[1] - 1.0, box[2], box[3]], "bbox_mode": BoxMode.XYXY_ABS,
                          "category_id": index[name], "difficult": difficult, "iscrowd": int(difficult)})
             where.append(f"{xml_file} object {k}")
