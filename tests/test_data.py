@@ -263,3 +263,32 @@ def test_register_voc_folder_classes_from_whole_folder(shared_data, tmp_path):
     shutil.rmtree(root / "JPEGImages")
     with pytest.raises(DatasetError, match="image file not found"):
         DatasetCatalog.get("tmp_voc_test")
+
+
+@pytest.mark.parametrize("content,expected", [(b"", "empty file"), (b"this is no image" * 10, "not a readable image")])
+def test_unreadable_images_fail_at_load_naming_the_file(shared_data, tmp_path, content, expected):
+    """Checked when the dataset is loaded, before training starts (not in a worker at iteration 0)."""
+    json_file, images = coco128(shared_data)
+    d = json.loads(json_file.read_text())
+    d["images"] = d["images"][:3]
+    local = tmp_path / "images"
+    local.mkdir()
+    for im in d["images"]:
+        shutil.copy(images / im["file_name"], local / im["file_name"])
+    bad = local / d["images"][1]["file_name"]
+    bad.write_bytes(content)
+    (tmp_path / "a.json").write_text(json.dumps(d))
+    with pytest.raises(DatasetError, match=rf"{bad.name}: {expected}.* \(images\[1\]"):
+        load_coco_json(tmp_path / "a.json", local)
+
+
+def test_all_boxes_invalid_is_one_line(shared_data, tmp_path):
+    json_file, images = coco128(shared_data)
+    d = json.loads(json_file.read_text())
+    d["images"] = d["images"][:2]
+    keep = {im["id"] for im in d["images"]}
+    d["annotations"] = [dict(a, bbox=[a["bbox"][0], a["bbox"][1], -a["bbox"][2], a["bbox"][3]])
+                        for a in d["annotations"] if a["image_id"] in keep]
+    (tmp_path / "a.json").write_text(json.dumps(d))
+    with pytest.raises(DatasetError, match=r"a\.json: all \d+ boxes have zero or negative size"):
+        load_coco_json(tmp_path / "a.json", images)

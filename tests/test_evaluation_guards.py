@@ -87,7 +87,9 @@ def test_a_misspelt_class_cannot_shift_category_ids(tmp_path):
 
 def test_explicit_class_list_rejects_other_names(tmp_path):
     objs = lambda name: [(name, (10, 10, 60, 60), False)]  # noqa: E731
-    (tmp_path / "x.jpg").write_bytes(b"")  # images are not read here
+    from PIL import Image
+
+    Image.new("RGB", (100, 100)).save(tmp_path / "x.jpg")
     root = write_voc(tmp_path / "voc", {"a": (100, 100, objs("rbc")), "b": (100, 100, objs("rbcc"))},
                      jpeg_from=tmp_path / "x.jpg")
     cfg = get_resdet_cfg()
