@@ -182,3 +182,17 @@ def test_unknown_config_name_is_one_line_with_close_names(tmp_path):
     mine = tmp_path / "mine.yaml"
     mine.write_text("MODEL:\n  RESNETS:\n    DEPTH: 50\n")
     assert model_zoo.resolve_config_file(mine) == mine  # an existing file is used as given
+
+
+@pytest.mark.parametrize("require, outcome, rc", [({}, "1 skipped", 0), ({"RESDET_REQUIRE_DATA": "1"}, "1 error", 1),
+                                                 ({"CI": "true"}, "1 error", 1)])
+def test_missing_shared_data_skips_for_a_newcomer_and_fails_in_ci(tmp_path, require, outcome, rc):
+    """tests/conftest.py's shared_data fixture, run on a one-line test that uses it."""
+    shutil.copy(REPO / "tests" / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "test_needs_data.py").write_text("def test_it(shared_data):\n    assert shared_data.is_dir()\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "RESDET_REQUIRE_DATA")}
+    env.update(require, RESDET_SHARED_DATA=str(tmp_path / "no-data"))
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "test_needs_data.py"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert outcome in r.stdout and r.returncode == rc, r.stdout[-2000:]
+    assert "set RESDET_SHARED_DATA" in r.stdout  # the one line says what to do
