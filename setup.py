@@ -25,5 +25,6 @@ setup(
         "tensorboard",
         "matplotlib",
         "pillow",
+        "timm",  # its accuracy() scores pretraining evaluation
     ],
 )
