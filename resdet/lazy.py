@@ -9,9 +9,9 @@ Putting resdet's trunk into any Detectron2 zoo LazyConfig is one line::
     cfg = model_zoo.get_config("new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ.py")
     cfg.model.backbone.bottom_up = resdet_bottom_up(50, norm="SyncBN", freeze_at=0)
 
-Weights converted with ``--layout fpn`` then load into ``backbone.bottom_up``; set
-``model.pixel_mean``/``pixel_std``/``input_format`` (and the mapper's ``image_format``)
-to what the weights' YAML fragment says, since the zoo configs assume BGR Caffe2 inputs.
+Weights converted with ``--layout fpn`` then load into ``backbone.bottom_up``. The zoo
+configs assume BGR Caffe2 inputs; :func:`merge_weights_fragment` (which :func:`train_lazy`
+calls) sets the input format and pixel statistics the converted weights need.
 resdet's own Faster R-CNN LazyConfigs are ``configs/lazy/*.py``
 (``resdet.model_zoo.get_config("lazy/faster_rcnn_r101_c4.py")``).
 """
@@ -29,7 +29,8 @@ from detectron2.config import LazyCall as L
 from .errors import ConfigError
 from .modeling.resnet import build_resnet, make_stages, stage_specs
 
-__all__ = ["resdet_bottom_up", "resdet_res5", "build_res5", "LazyRun", "train_lazy"]
+__all__ = ["resdet_bottom_up", "resdet_res5", "build_res5", "merge_weights_fragment", "LazyRun",
+           "train_lazy"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,78 @@ def build_res5(depth: int, *, norm="FrozenBN", shortcut: str = "B", residual: bo
 def resdet_res5(depth=50, **kwargs):
     """:func:`build_res5` as a LazyCall node, for ``model.roi_heads.res5`` of a C4 config."""
     return L(build_res5)(depth=depth, **kwargs)
+
+
+# where each key of a converted checkpoint's YAML fragment (resdet.convert) lives in a
+# LazyConfig: on the model, on the training mapper, on a resdet trunk
+_FRAGMENT_KEYS = {
+    "INPUT.FORMAT": [("model", "input_format"), ("mapper", "image_format")],
+    "MODEL.PIXEL_MEAN": [("model", "pixel_mean")],
+    "MODEL.PIXEL_STD": [("model", "pixel_std")],
+    "MODEL.RESNETS.DEPTH": [("trunk", "depth")],
+    "MODEL.RESNETS.STRIDE_IN_1X1": [("trunk", "stride_in_1x1")],
+    "MODEL.RESDET.SHORTCUT": [("trunk", "shortcut")],
+    "MODEL.RESDET.RESIDUAL": [("trunk", "residual")],
+}
+
+
+def _flatten(d, prefix=""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flatten(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def _trunk_path(model):
+    """Where the resdet trunk (a build_resnet node) sits in a model config, or None."""
+    for path in ("backbone", "backbone.bottom_up"):
+        node = model
+        for part in path.split("."):
+            node = node.get(part) if hasattr(node, "get") else None
+        target = node.get("_target_") if hasattr(node, "get") else None
+        if target is not None and getattr(target, "__name__", str(target).rsplit(".", 1)[-1]) == "build_resnet":
+            return "model." + path
+    return None
+
+
+def merge_weights_fragment(cfg) -> List[str]:
+    """Give a LazyConfig what the converted weights at ``train.init_checkpoint`` need,
+    from the YAML fragment beside them: input format, pixel mean/std and, for a resdet
+    trunk, depth, stride_in_1x1, shortcut and residual. In place. As on the YAML path
+    (:func:`resdet.detection.merge_weights_fragment`) the weights win: a detector fed
+    other inputs than its backbone learned on silently loses most of what it learned.
+    Returns one line per value changed."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from .convert import fragment_path
+    from .errors import CheckpointError
+
+    weights = cfg.train.get("init_checkpoint") or ""
+    path = fragment_path(weights) if weights else None
+    if path is None or not path.is_file():
+        return []
+    try:
+        frag = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise CheckpointError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(frag, dict):
+        raise CheckpointError(f"{path}: expected a mapping of config keys, got {type(frag).__name__}")
+    places = {"model": "model", "mapper": "dataloader.train.mapper", "trunk": _trunk_path(cfg.model)}
+    changes = []
+    for key, value in _flatten(frag):
+        for where, attr in _FRAGMENT_KEYS.get(key, []):
+            node = OmegaConf.select(cfg, places[where]) if places[where] else None
+            if node is None or (attr not in node and where != "model"):
+                continue
+            old = node.get(attr)
+            if OmegaConf.is_config(old):
+                old = OmegaConf.to_container(old)
+            if old != value:
+                node[attr] = value
+                changes.append(f"{places[where]}.{attr}: {old!r} -> {value!r} ({key} of {path.name})")
+    return changes
 
 
 @dataclass(frozen=True)
@@ -135,7 +208,8 @@ def train_lazy(config_file, overrides: Sequence[str] = (), *, resume: bool = Fal
     """Train (or with ``eval_only`` evaluate) a LazyConfig model as Detectron2's
     tools/lazyconfig_train_net.py does, with ``KEY=VALUE`` ``overrides``.
 
-    resdet's differences: checkpoints load safely and save atomically
+    resdet's differences: the converted weights' YAML fragment is merged
+    (:func:`merge_weights_fragment`), checkpoints load safely and save atomically
     (:class:`resdet.detection.ResdetCheckpointer`), the training log is ``train_log.json``
     and evaluations land in ``metrics.json`` (as for YAML configs), ``--eval-only`` folds
     frozen BN first, a run without CUDA goes to the CPU. ``config_file`` is a path or a
@@ -155,9 +229,12 @@ def train_lazy(config_file, overrides: Sequence[str] = (), *, resume: bool = Fal
 
     overrides = [str(o) for o in overrides]
     path, cfg, notes = _load(config_file, overrides, output_dir)
+    changes = merge_weights_fragment(cfg)
     default_setup(cfg, LazyRun(str(path), overrides, resume, eval_only))
     for msg in notes:
         logger.info(msg)
+    for msg in changes:
+        logger.warning("set to what the weights need: %s", msg)
     out = cfg.train.output_dir
 
     model = instantiate(cfg.model).to(cfg.train.device)

@@ -17,7 +17,7 @@ from detectron2.modeling import build_model
 from torch import nn
 
 from resdet import model_zoo
-from resdet.errors import ConfigError
+from resdet.errors import CheckpointError, ConfigError
 from resdet.lazy import resdet_bottom_up, train_lazy
 from resdet.modeling import BottleneckBlock, build_resnet
 
@@ -217,3 +217,37 @@ def test_train_lazy_bad_input_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="a LazyConfig is a .py file"):
         train_lazy("coco_r50.yaml", [], output_dir=tmp_path)
     assert not any(tmp_path.iterdir())  # nothing written before the config is known good
+
+
+def test_converted_weights_fragment_sets_what_the_weights_need(tmp_path):
+    """torchvision R18 weights into resdet's R50-FPN config and into a Detectron2 zoo
+    config (BGR, Caffe2 means): the fragment's depth, input format and statistics win."""
+    import torchvision
+    from detectron2 import model_zoo as d2_zoo
+
+    from resdet.convert import convert
+    from resdet.lazy import merge_weights_fragment
+
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "tv.pth")
+    convert(tmp_path / "tv.pth", tmp_path / "r18_fpn.pth", layout="fpn")
+    tv_mean, tv_std = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+
+    ours = model_zoo.get_config("lazy/faster_rcnn_r50_fpn.py")
+    assert merge_weights_fragment(ours) == []  # no weights, nothing to merge
+    ours.train.init_checkpoint = str(tmp_path / "r18_fpn.pth")
+    changes = merge_weights_fragment(ours)
+    assert changes == ["model.backbone.bottom_up.depth: 50 -> 18 (MODEL.RESNETS.DEPTH of r18_fpn.yaml)"]
+    assert instantiate(ours.model).backbone.bottom_up.res5[0].conv1.weight.shape == (512, 256, 3, 3)
+
+    zoo = d2_zoo.get_config("new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ.py")
+    zoo.model.backbone.bottom_up = resdet_bottom_up(50, norm="SyncBN", freeze_at=0)
+    zoo.train.init_checkpoint = str(tmp_path / "r18_fpn.pth")
+    changed = {c.split(":")[0] for c in merge_weights_fragment(zoo)}
+    assert changed == {"model.input_format", "dataloader.train.mapper.image_format", "model.pixel_mean",
+                       "model.pixel_std", "model.backbone.bottom_up.depth"}
+    assert (zoo.model.input_format, zoo.dataloader.test.mapper.image_format) == ("RGB", "RGB")
+    assert list(zoo.model.pixel_mean) == tv_mean and list(zoo.model.pixel_std) == tv_std
+
+    (tmp_path / "r18_fpn.yaml").write_text("- not a mapping\n")
+    with pytest.raises(CheckpointError, match="r18_fpn.yaml: expected a mapping"):
+        merge_weights_fragment(zoo)
