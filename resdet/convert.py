@@ -359,7 +359,8 @@ def _detector(source: Source, layout: str):
     from detectron2.modeling import build_model
 
     cfg = get_resdet_cfg()
-    cfg.merge_from_file(str(get_config_file("Base-RCNN-C4.yaml" if layout == "c4" else "Base-RCNN-FPN.yaml")))
+    base = "Base-RCNN-C4.yaml" if layout == "c4" else "Base-RCNN-FPN.yaml"
+    cfg.merge_from_file(str(get_config_file(base)))
     cfg.merge_from_other_cfg(fragment(source))
     cfg.MODEL.DEVICE = "cpu"
     return build_model(cfg).eval()

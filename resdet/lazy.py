@@ -97,7 +97,8 @@ def _trunk_path(model):
         for part in path.split("."):
             node = node.get(part) if hasattr(node, "get") else None
         target = node.get("_target_") if hasattr(node, "get") else None
-        if target is not None and getattr(target, "__name__", str(target).rsplit(".", 1)[-1]) == "build_resnet":
+        name = getattr(target, "__name__", str(target).rsplit(".", 1)[-1])  # object or dotted
+        if target is not None and name == "build_resnet":
             return "model." + path
     return None
 
@@ -124,8 +125,10 @@ def merge_weights_fragment(cfg) -> List[str]:
     except yaml.YAMLError as e:
         raise CheckpointError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(frag, dict):
-        raise CheckpointError(f"{path}: expected a mapping of config keys, got {type(frag).__name__}")
-    places = {"model": "model", "mapper": "dataloader.train.mapper", "trunk": _trunk_path(cfg.model)}
+        raise CheckpointError(f"{path}: expected a mapping of config keys, "
+                              f"got {type(frag).__name__}")
+    places = {"model": "model", "mapper": "dataloader.train.mapper",
+              "trunk": _trunk_path(cfg.model)}
     changes = []
     for key, value in _flatten(frag):
         for where, attr in _FRAGMENT_KEYS.get(key, []):
@@ -137,7 +140,8 @@ def merge_weights_fragment(cfg) -> List[str]:
                 old = OmegaConf.to_container(old)
             if old != value:
                 node[attr] = value
-                changes.append(f"{places[where]}.{attr}: {old!r} -> {value!r} ({key} of {path.name})")
+                changes.append(f"{places[where]}.{attr}: {old!r} -> {value!r} "
+                               f"({key} of {path.name})")
     return changes
 
 
@@ -169,7 +173,8 @@ def _load(config_file, overrides, output_dir):
     try:
         cfg = LazyConfig.apply_overrides(cfg, list(overrides))
     except Exception as e:  # omegaconf/hydra errors: one line naming the override
-        raise ConfigError(f"{path.name}: overrides {list(overrides)}: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"{path.name}: overrides {list(overrides)}: "
+                          f"{str(e).splitlines()[0]}") from None
     for key in ("model", "train"):
         if key not in cfg:
             raise ConfigError(f"{path}: a LazyConfig for resdet needs '{key}' (see configs/lazy/)")
@@ -239,7 +244,8 @@ def train_lazy(config_file, overrides: Sequence[str] = (), *, resume: bool = Fal
 
     model = instantiate(cfg.model).to(cfg.train.device)
     if eval_only:
-        ResdetCheckpointer(model, save_dir=out).resume_or_load(cfg.train.init_checkpoint, resume=resume)
+        ResdetCheckpointer(model, save_dir=out).resume_or_load(cfg.train.init_checkpoint,
+                                                               resume=resume)
         # the weights no longer change: fold frozen BN (as the YAML path's --eval-only)
         with torch.no_grad():
             return _test(cfg, create_ddp_model(prepare_for_inference(model)))
@@ -257,8 +263,8 @@ def train_lazy(config_file, overrides: Sequence[str] = (), *, resume: bool = Fal
         last.update(_test(cfg, model))
         return last
 
-    writers = [CommonMetricPrinter(cfg.train.max_iter), JSONWriter(os.path.join(out, "train_log.json")),
-               TensorboardXWriter(out)]
+    writers = [CommonMetricPrinter(cfg.train.max_iter),
+               JSONWriter(os.path.join(out, "train_log.json")), TensorboardXWriter(out)]
     main = comm.is_main_process()
     trainer.register_hooks([
         hooks.IterationTimer(),

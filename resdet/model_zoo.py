@@ -25,8 +25,9 @@ def configs_root() -> Path:
     """The folder of shipped configs (in a checkout: the top-level ``configs/`` itself)."""
     root = Path(__file__).resolve().parent / "configs"
     if not root.is_dir():
-        raise ConfigError(f"{root}: resdet's configs folder is missing; reinstall resdet, or in a "
-                          f"checkout make resdet/configs a link to ../configs (git config core.symlinks true)")
+        raise ConfigError(f"{root}: resdet's configs folder is missing; reinstall resdet, or in "
+                          f"a checkout make resdet/configs a link to ../configs "
+                          f"(git config core.symlinks true)")
     return root.resolve()
 
 
@@ -44,7 +45,8 @@ def get_config_file(name: str) -> Path:
     names = list_configs()
     if key not in names:
         close = difflib.get_close_matches(key, names, n=5, cutoff=0.5)
-        hint = f"close names: {', '.join(close)}" if close else "resdet.model_zoo.list_configs() lists them"
+        hint = (f"close names: {', '.join(close)}" if close
+                else "resdet.model_zoo.list_configs() lists them")
         raise ConfigError(f"'{name}' is not a shipped resdet config; {hint}")
     return configs_root() / key
 

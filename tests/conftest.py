@@ -16,7 +16,8 @@ def shared_data_root() -> Path:
 
 
 def data_required() -> bool:
-    return os.environ.get("RESDET_REQUIRE_DATA") == "1" or os.environ.get("CI", "").lower() == "true"
+    return (os.environ.get("RESDET_REQUIRE_DATA") == "1"
+            or os.environ.get("CI", "").lower() == "true")
 
 
 @pytest.fixture(scope="session")

@@ -42,10 +42,12 @@ def _settings(obj, depth=0):
         return type(v).__name__, _settings(v, d + 1)
 
     skip = {"_parameters", "_buffers", "_modules", "training", "_non_persistent_buffers_set"}
+    hooks = ("_forward", "_backward", "_state_dict", "_load_state")
     out = {k: plain(v, depth) for k, v in vars(obj).items()
-           if k not in skip and not k.startswith(("_forward", "_backward", "_state_dict", "_load_state"))}
-    if isinstance(out.get("loss_weight"), dict):  # Detectron2 reads missing loss weights as 1.0
-        out["loss_weight"] = {k: out["loss_weight"].get(k, 1.0) for k in ("loss_cls", "loss_box_reg")}
+           if k not in skip and not k.startswith(hooks)}
+    if isinstance(out.get("loss_weight"), dict):  # Detectron2 reads a missing loss weight as 1
+        weights = out["loss_weight"]
+        out["loss_weight"] = {k: weights.get(k, 1.0) for k in ("loss_cls", "loss_box_reg")}
     return out
 
 
@@ -76,7 +78,8 @@ def r101_c4():
     """The YAML and LazyConfig R101-C4 models at the same test-time settings, yacs first."""
     torch.manual_seed(0)
     return _pair("lazy/faster_rcnn_r101_c4.py", "coco_r101.yaml",
-                 ["MODEL.RPN.POST_NMS_TOPK_TEST", TEST_PROPOSALS, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0],
+                 ["MODEL.RPN.POST_NMS_TOPK_TEST", TEST_PROPOSALS,
+                  "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0],
                  [f"model.proposal_generator.post_nms_topk=[2000,{TEST_PROPOSALS}]",
                   "model.roi_heads.box_predictor.test_score_thresh=0.0"])
 
@@ -87,7 +90,8 @@ def test_lazy_r101_c4_has_the_yaml_models_keys_and_shapes(r101_c4):
     assert list(a) == list(b)
     assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
     assert any(k.startswith("roi_heads.res5.2.conv3") for k in a)  # the paper's C4 head
-    assert sum(k.startswith("backbone.res4.") and k.endswith("conv1.weight") for k in a) == 23  # R101
+    res4_blocks = sum(k.startswith("backbone.res4.") and k.endswith("conv1.weight") for k in a)
+    assert res4_blocks == 23  # R101
 
 
 def test_lazy_r101_c4_is_the_yaml_model_setting_for_setting(r101_c4):
@@ -102,7 +106,8 @@ def test_lazy_r101_c4_is_the_yaml_model_setting_for_setting(r101_c4):
 def test_lazy_r50_fpn_is_the_yaml_model():
     torch.manual_seed(0)
     yacs, lazy = _pair("lazy/faster_rcnn_r50_fpn.py", "coco_r50_fpn.yaml")
-    assert {k: v.shape for k, v in yacs.state_dict().items()} == {k: v.shape for k, v in lazy.state_dict().items()}
+    shapes = [{k: v.shape for k, v in m.state_dict().items()} for m in (yacs, lazy)]
+    assert shapes[0] == shapes[1]
     assert _differences(yacs, lazy) == []
 
 
@@ -114,13 +119,16 @@ def test_lazy_and_yaml_r101_c4_give_the_same_detections_on_a_coco_image(r101_c4,
     for k, v in weights.items():
         if k.endswith("conv3.norm.weight"):
             v.mul_(0.1)
-    weights["roi_heads.box_predictor.cls_score.weight"].normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    weights["roi_heads.box_predictor.cls_score.weight"].normal_(0, 0.5, generator=g)
     yacs.load_state_dict(weights)
     lazy.load_state_dict(weights)
-    image = read_image(str(sorted((shared_data / "coco128" / "train2017").glob("*.jpg"))[0]), format="RGB")
+    first = sorted((shared_data / "coco128" / "train2017").glob("*.jpg"))[0]
+    image = read_image(str(first), format="RGB")
     h, w = image.shape[:2]
     resized = T.ResizeShortestEdge(256, 448).get_transform(image).apply_image(image)
-    inputs = [{"image": torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))), "height": h, "width": w}]
+    chw = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+    inputs = [{"image": chw, "height": h, "width": w}]
     with torch.no_grad():
         a, b = yacs(inputs)[0]["instances"], lazy(inputs)[0]["instances"]
     assert len(a) > 10 and len(a) == len(b) and a.scores.unique().numel() == len(a)
@@ -140,10 +148,13 @@ def test_resdet_trunk_drops_into_a_detectron2_zoo_lazyconfig():
     trunk = model.backbone.bottom_up
     assert isinstance(trunk.res3[0], BottleneckBlock) and trunk.arch["depth"] == 50
     # weights converted with --layout fpn carry exactly these keys (the resdet trunk's)
-    ours = build_resnet(50, num_classes=None, norm="SyncBN", out_features=["res2", "res3", "res4", "res5"])
-    assert {k[len("backbone.bottom_up."):] for k in model.state_dict() if k.startswith("backbone.bottom_up.")} \
-        == set(ours.state_dict())
-    x = torch.randint(0, 256, (3, 160, 224), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    ours = build_resnet(50, num_classes=None, norm="SyncBN",
+                        out_features=["res2", "res3", "res4", "res5"])
+    prefix = "backbone.bottom_up."
+    trunk_keys = {k[len(prefix):] for k in model.state_dict() if k.startswith(prefix)}
+    assert trunk_keys == set(ours.state_dict())
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (3, 160, 224), dtype=torch.uint8, generator=g)
     with torch.no_grad():
         features = model.backbone(model.preprocess_image([{"image": x}]).tensor)
         out = model([{"image": x, "height": 160, "width": 224}])[0]["instances"]
@@ -154,8 +165,8 @@ def test_resdet_trunk_drops_into_a_detectron2_zoo_lazyconfig():
 def _coco_subset(shared_data, path, n):
     full = json.loads((shared_data / "coco128/annotations/instances_train2017.json").read_text())
     ids = {im["id"] for im in full["images"][:n]}
-    path.write_text(json.dumps(dict(full, images=full["images"][:n],
-                                    annotations=[a for a in full["annotations"] if a["image_id"] in ids])))
+    annotations = [a for a in full["annotations"] if a["image_id"] in ids]
+    path.write_text(json.dumps(dict(full, images=full["images"][:n], annotations=annotations)))
     return path
 
 
@@ -163,12 +174,17 @@ def _tiny_fpn_overrides(train_name, test_name, max_iter):
     """R18-FPN with narrow heads at 128 px, batch 2, no workers: seconds per iteration."""
     return [
         "model.backbone.bottom_up.depth=18", "model.backbone.out_channels=64",
-        "model.proposal_generator.head.in_channels=64", "model.proposal_generator.post_nms_topk=[200,50]",
-        "model.roi_heads.box_head.input_shape.channels=64", "model.roi_heads.box_head.fc_dims=[128,128]",
-        "model.roi_heads.box_predictor.input_shape.channels=128", "model.roi_heads.batch_size_per_image=64",
+        "model.proposal_generator.head.in_channels=64",
+        "model.proposal_generator.post_nms_topk=[200,50]",
+        "model.roi_heads.box_head.input_shape.channels=64",
+        "model.roi_heads.box_head.fc_dims=[128,128]",
+        "model.roi_heads.box_predictor.input_shape.channels=128",
+        "model.roi_heads.batch_size_per_image=64",
         "model.roi_heads.box_predictor.test_score_thresh=0.0",
-        f"dataloader.train.dataset.names={train_name}", f"dataloader.test.dataset.names={test_name}",
-        "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=0", "dataloader.test.num_workers=0",
+        f"dataloader.train.dataset.names={train_name}",
+        f"dataloader.test.dataset.names={test_name}",
+        "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=0",
+        "dataloader.test.num_workers=0",
         "dataloader.train.mapper.augmentations.0.short_edge_length=[128]",
         "dataloader.train.mapper.augmentations.0.max_size=224",
         "dataloader.test.mapper.augmentations.0.short_edge_length=128",
@@ -182,8 +198,10 @@ def test_train_lazy_trains_checkpoints_evaluates_and_resumes(shared_data, tmp_pa
     from resdet.data import register_coco_json
 
     images = shared_data / "coco128" / "train2017"
-    register_coco_json("lazy_test_train", shared_data / "coco128/annotations/instances_train2017.json", images)
-    register_coco_json("lazy_test_val4", _coco_subset(shared_data, tmp_path / "val4.json", 4), images)
+    full = shared_data / "coco128/annotations/instances_train2017.json"
+    register_coco_json("lazy_test_train", full, images)
+    val4 = _coco_subset(shared_data, tmp_path / "val4.json", 4)
+    register_coco_json("lazy_test_val4", val4, images)
     out = tmp_path / "run"
     overrides = _tiny_fpn_overrides("lazy_test_train", "lazy_test_val4", 2)
     results = train_lazy("lazy/faster_rcnn_r50_fpn.py", overrides, output_dir=out)
@@ -236,15 +254,16 @@ def test_converted_weights_fragment_sets_what_the_weights_need(tmp_path):
     assert merge_weights_fragment(ours) == []  # no weights, nothing to merge
     ours.train.init_checkpoint = str(tmp_path / "r18_fpn.pth")
     changes = merge_weights_fragment(ours)
-    assert changes == ["model.backbone.bottom_up.depth: 50 -> 18 (MODEL.RESNETS.DEPTH of r18_fpn.yaml)"]
+    assert changes == ["model.backbone.bottom_up.depth: 50 -> 18 "
+                       "(MODEL.RESNETS.DEPTH of r18_fpn.yaml)"]
     assert instantiate(ours.model).backbone.bottom_up.res5[0].conv1.weight.shape == (512, 256, 3, 3)
 
     zoo = d2_zoo.get_config("new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ.py")
     zoo.model.backbone.bottom_up = resdet_bottom_up(50, norm="SyncBN", freeze_at=0)
     zoo.train.init_checkpoint = str(tmp_path / "r18_fpn.pth")
     changed = {c.split(":")[0] for c in merge_weights_fragment(zoo)}
-    assert changed == {"model.input_format", "dataloader.train.mapper.image_format", "model.pixel_mean",
-                       "model.pixel_std", "model.backbone.bottom_up.depth"}
+    assert changed == {"model.input_format", "dataloader.train.mapper.image_format",
+                       "model.pixel_mean", "model.pixel_std", "model.backbone.bottom_up.depth"}
     assert (zoo.model.input_format, zoo.dataloader.test.mapper.image_format) == ("RGB", "RGB")
     assert list(zoo.model.pixel_mean) == tv_mean and list(zoo.model.pixel_std) == tv_std
 

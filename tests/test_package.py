@@ -45,7 +45,8 @@ report["verify"] = {s: max(d.values()) for s, d in conv.diffs.items()}
 report["configs"] = {}
 for name in model_zoo.list_configs():
     cfg = model_zoo.get_config(name)
-    report["configs"][name] = [model_zoo.config_kind(model_zoo.get_config_file(name)), type(cfg).__name__]
+    kind = model_zoo.config_kind(model_zoo.get_config_file(name))
+    report["configs"][name] = [kind, type(cfg).__name__]
 
 # 3. the degradation study's config
 from resdet.analysis.degradation import net_cfg
@@ -56,7 +57,8 @@ report["study"] = [cfg.PRETRAIN.DATASET, cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESD
 # 4. two iterations of Faster R-CNN R18-FPN on coco128 at 128 px from the converted weights
 from resdet.detection import Trainer, setup_cfg
 coco = data / "coco128"
-opts = ["MODEL.WEIGHTS", str(out / "r18_fpn.pth"), "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.ROI_BOX_HEAD.FC_DIM", "128",
+opts = ["MODEL.WEIGHTS", str(out / "r18_fpn.pth"),
+        "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.ROI_BOX_HEAD.FC_DIM", "128",
         "RESDET.DATA.TRAIN", str(coco / "annotations/instances_train2017.json"),
         "RESDET.DATA.TRAIN_IMAGES", str(coco / "train2017"),
         "DATASETS.TRAIN", "('resdet_train',)", "DATASETS.TEST", "()",
@@ -103,19 +105,21 @@ def installed(tmp_path_factory):
                     "-w", str(work / "dist"), str(src)], check=True, capture_output=True)
     (wheel,) = (work / "dist").glob("resdet-*.whl")
     venv = work / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
-                   check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
+                    str(venv)], check=True)
     python = venv / "bin" / "python"
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
                     "--no-index", "-q", str(wheel)], check=True, capture_output=True)
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             check=True, capture_output=True, text=True).stdout.strip()
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    purelib = subprocess.run([str(python), "-c", code], check=True, capture_output=True,
+                             text=True).stdout.strip()
     Path(purelib, "zz_test_environment.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     return python, wheel
 
 
 def _clean_env():
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "RESDET_", "DETECTRON2_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTHON", "RESDET_", "DETECTRON2_"))}
     env["PYTHONNOUSERSITE"] = "1"
     return env
 
@@ -124,22 +128,26 @@ def test_installed_wheel_works_outside_a_checkout(installed, shared_data, tmp_pa
     python, wheel = installed
     empty = tmp_path / "elsewhere"
     empty.mkdir()
-    r = subprocess.run([str(python), "-c", SCRIPT, str(shared_data), str(tmp_path / "out")], cwd=empty,
-                       env=_clean_env(), capture_output=True, text=True, timeout=600)
+    r = subprocess.run([str(python), "-c", SCRIPT, str(shared_data), str(tmp_path / "out")],
+                       cwd=empty, env=_clean_env(), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    report = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("REPORT "))[7:])
+    line = next(line for line in r.stdout.splitlines() if line.startswith("REPORT "))
+    report = json.loads(line[len("REPORT "):])
     venv = python.parent.parent
     # the wheel's resdet and its own copies of the configs, not this checkout
-    assert Path(report["resdet"]).is_relative_to(venv) and Path(report["configs_root"]).is_relative_to(venv)
+    assert Path(report["resdet"]).is_relative_to(venv)
+    assert Path(report["configs_root"]).is_relative_to(venv)
     assert not (Path(report["configs_root"]).is_symlink())
-    assert max(report["verify"].values()) < 1e-4 and set(report["verify"]) == {"res2", "res3", "res4", "res5"}
+    assert set(report["verify"]) == {"res2", "res3", "res4", "res5"}
+    assert max(report["verify"].values()) < 1e-4
     assert sorted(report["configs"]) == model_zoo.list_configs()
     assert report["configs"]["coco_r101.yaml"] == ["detection", "CfgNode"]
     assert report["configs"]["imagenet/r50.yaml"] == ["pretrain", "CfgNode"]
     assert report["configs"]["lazy/faster_rcnn_r101_c4.py"] == ["lazy", "DictConfig"]
     assert report["study"] == ["cifar", 20, False, "linear"]
     det = report["det"]
-    assert det["iteration"] == 1 and det["depth"] == 18  # depth from the converted weights' fragment
+    assert det["iteration"] == 1
+    assert det["depth"] == 18  # from the converted weights' fragment
     assert len(det["loss"]) == 2 and all(0 < v < 100 for v in det["loss"])
     assert not any(empty.iterdir())  # nothing written where it was run but what it was told
 
@@ -153,19 +161,22 @@ def test_every_base_resolves_inside_the_shipped_configs():
             if base is None:
                 break
             path = (path.parent / base).resolve()
-            assert path.is_file() and path.is_relative_to(root), f"{name}: _BASE_ {base} leaves configs/"
+            assert path.is_file() and path.is_relative_to(root), f"{name}: _BASE_ {base}"
 
 
 def test_in_a_checkout_the_configs_are_the_top_level_folder():
     assert model_zoo.configs_root() == (REPO / "configs").resolve()
-    assert model_zoo.get_config_file("configs/coco_r101.yaml") == REPO / "configs" / "coco_r101.yaml"
+    want = REPO / "configs" / "coco_r101.yaml"
+    assert model_zoo.get_config_file("configs/coco_r101.yaml") == want
     assert {"coco_r101.yaml", "imagenet/r50.yaml", "cifar/degradation_study.yaml",
-            "lazy/faster_rcnn_r101_c4.py", "lazy/faster_rcnn_r50_fpn.py"} <= set(model_zoo.list_configs())
+            "lazy/faster_rcnn_r101_c4.py", "lazy/faster_rcnn_r50_fpn.py"} \
+        <= set(model_zoo.list_configs())
 
 
 def test_get_config_gives_unfrozen_configs_of_the_right_kind():
     det = model_zoo.get_config("coco_r101.yaml")
-    assert det.MODEL.RESNETS.DEPTH == 101 and det.MODEL.RESDET.SHORTCUT == "B" and not det.is_frozen()
+    assert det.MODEL.RESNETS.DEPTH == 101 and det.MODEL.RESDET.SHORTCUT == "B"
+    assert not det.is_frozen()
     pre = model_zoo.get_config("demo/pretrain_r18.yaml")  # a pretraining config outside imagenet/
     assert pre.PRETRAIN.RECIPE == "demo" and pre.INPUT.CROP_SIZE == 64
     cifar = model_zoo.get_config("cifar/resnet110.yaml")
@@ -173,8 +184,8 @@ def test_get_config_gives_unfrozen_configs_of_the_right_kind():
 
 
 def test_unknown_config_name_is_one_line_with_close_names(tmp_path):
-    with pytest.raises(ConfigError, match=r"'coco_r100.yaml' is not a shipped resdet config; close names: "
-                                          r"coco_r101.yaml") as e:
+    with pytest.raises(ConfigError, match=r"'coco_r100.yaml' is not a shipped resdet config; "
+                                          r"close names: coco_r101.yaml") as e:
         model_zoo.get_config("coco_r100.yaml")
     assert "\n" not in str(e.value)
     with pytest.raises(ConfigError, match="no such file, and"):
@@ -184,15 +195,18 @@ def test_unknown_config_name_is_one_line_with_close_names(tmp_path):
     assert model_zoo.resolve_config_file(mine) == mine  # an existing file is used as given
 
 
-@pytest.mark.parametrize("require, outcome, rc", [({}, "1 skipped", 0), ({"RESDET_REQUIRE_DATA": "1"}, "1 error", 1),
+@pytest.mark.parametrize("require, outcome, rc", [({}, "1 skipped", 0),
+                                                 ({"RESDET_REQUIRE_DATA": "1"}, "1 error", 1),
                                                  ({"CI": "true"}, "1 error", 1)])
 def test_missing_shared_data_skips_for_a_newcomer_and_fails_in_ci(tmp_path, require, outcome, rc):
     """tests/conftest.py's shared_data fixture, run on a one-line test that uses it."""
     shutil.copy(REPO / "tests" / "conftest.py", tmp_path / "conftest.py")
-    (tmp_path / "test_needs_data.py").write_text("def test_it(shared_data):\n    assert shared_data.is_dir()\n")
+    (tmp_path / "test_needs_data.py").write_text(
+        "def test_it(shared_data):\n    assert shared_data.is_dir()\n")
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "RESDET_REQUIRE_DATA")}
     env.update(require, RESDET_SHARED_DATA=str(tmp_path / "no-data"))
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "test_needs_data.py"],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+                        "test_needs_data.py"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=300)
     assert outcome in r.stdout and r.returncode == rc, r.stdout[-2000:]
     assert "set RESDET_SHARED_DATA" in r.stdout  # the one line says what to do

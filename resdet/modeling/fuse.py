@@ -31,8 +31,8 @@ def fold_frozen_batchnorm(model: nn.Module) -> nn.Module:
             pass
         else:
             continue
-        m.weight, m.bias = fuse_conv_bn_weights(m.weight, m.bias, norm.running_mean, norm.running_var,
-                                                norm.eps, norm.weight, norm.bias)
+        m.weight, m.bias = fuse_conv_bn_weights(m.weight, m.bias, norm.running_mean,
+                                                norm.running_var, norm.eps, norm.weight, norm.bias)
         m.norm = None
     return model
 
