@@ -194,7 +194,7 @@ def _tiny_fpn_overrides(train_name, test_name, max_iter):
     ]
 
 
-def test_train_lazy_trains_checkpoints_evaluates_and_resumes(shared_data, tmp_path):
+def test_train_lazy_trains_checkpoints_resumes_and_evaluates(shared_data, tmp_path):
     from resdet.data import register_coco_json
 
     images = shared_data / "coco128" / "train2017"
@@ -224,6 +224,25 @@ def test_train_lazy_trains_checkpoints_evaluates_and_resumes(shared_data, tmp_pa
     assert resumed["iteration"] == 2
     assert not torch.equal(resumed["model"]["roi_heads.box_predictor.cls_score.weight"],
                            final["model"]["roi_heads.box_predictor.cls_score.weight"])
+
+    # --eval-only of the final weights (BN folded) finds what the run's last evaluation found
+    ev = tmp_path / "eval"
+    results = train_lazy("lazy/faster_rcnn_r50_fpn.py",
+                         overrides + [f"train.init_checkpoint={out / 'model_final.pth'}"],
+                         output_dir=ev, eval_only=True)
+    assert json.loads((ev / "metrics.json").read_text())["bbox"].keys() == results["bbox"].keys()
+    assert not (ev / "model_final.pth").exists()
+
+    def best(run):
+        preds = json.loads((run / "inference" / "predictions.json").read_text())
+        return {i: max((p for p in preds if p["image_id"] == i), key=lambda p: p["score"])
+                for i in {p["image_id"] for p in preds}}
+
+    trained, evaluated = best(out), best(ev)
+    assert len(trained) == 4 and trained.keys() == evaluated.keys()
+    for i, p in trained.items():
+        assert abs(p["score"] - evaluated[i]["score"]) < 1e-3, (p, evaluated[i])
+        assert np.allclose(p["bbox"], evaluated[i]["bbox"], atol=0.1), (p, evaluated[i])
 
 
 def test_train_lazy_bad_input_is_one_line(tmp_path):
