@@ -27,6 +27,7 @@ from detectron2.config import CfgNode as CN
 from .cli import one_line as cli_one_line
 from .config import get_resdet_cfg
 from .io import CheckpointError, atomic_save, atomic_write, load_checkpoint_file
+from .model_zoo import get_config_file
 from .modeling.resnet import IMAGENET_DEPTHS, build_resnet
 
 __all__ = ["FORMATS", "LAYOUTS", "TOLERANCE", "Source", "Conversion", "detect_format",
@@ -38,7 +39,6 @@ FORMATS = ("auto", "resdet", "torchvision", "timm", "detectron2")
 LAYOUTS = ("c4", "fpn")
 STAGES = ("res2", "res3", "res4", "res5")
 TOLERANCE = 1e-4  # max abs feature difference per stage that --verify accepts
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 # What torchvision and timm weights were trained on: RGB in [0, 255] normalised by the
 # ImageNet mean/std, stride in the 3x3 conv.
@@ -387,7 +387,8 @@ def _detector(source: Source, layout: str):
     from detectron2.modeling import build_model
 
     cfg = get_resdet_cfg()
-    cfg.merge_from_file(str(CONFIGS / ("Base-RCNN-C4.yaml" if layout == "c4" else "Base-RCNN-FPN.yaml")))
+    base = "Base-RCNN-C4.yaml" if layout == "c4" else "Base-RCNN-FPN.yaml"
+    cfg.merge_from_file(str(get_config_file(base)))
     cfg.merge_from_other_cfg(fragment(source))
     cfg.MODEL.DEVICE = "cpu"
     return build_model(cfg).eval()

@@ -14,7 +14,6 @@ from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 import resdet
 from resdet.data import (DatasetError, datasets_root, holdout_split, load_coco_json, load_voc_folder,
                          register_standard_datasets, register_user_datasets, register_voc_folder)
-from conftest import REPO
 
 
 
@@ -195,9 +194,11 @@ def test_standard_names_resolve_under_detectron2_datasets(standard_root):
     assert len(MetadataCatalog.get("voc_2007_2012_trainval").thing_classes) == 20
 
 
-def test_default_root_is_repo_datasets(monkeypatch):
+def test_default_root_is_datasets_in_the_working_directory(monkeypatch, tmp_path):
+    """Detectron2's rule, so an installed resdet finds the same folder as Detectron2."""
     monkeypatch.delenv("DETECTRON2_DATASETS", raising=False)
-    assert datasets_root() == REPO / "datasets"
+    monkeypatch.chdir(tmp_path)
+    assert os.path.abspath(datasets_root()) == str(tmp_path / "datasets")
 
 
 def _bad_coco(shared_data, tmp_path, case):

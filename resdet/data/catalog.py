@@ -1,9 +1,9 @@
 """Dataset registration: the standard COCO/VOC names and user datasets with no code.
 
 Detectron2 registers coco_2017_* and voc_20xx_* when ``detectron2.data`` is imported, but
-with unchecked loaders and a root relative to the current directory. resdet re-registers
-the names it documents with its checked loaders (:mod:`resdet.data.datasets`) under
-``$DETECTRON2_DATASETS`` or ``<repo>/datasets``, keeping Detectron2's metadata (COCO class
+with unchecked loaders. resdet re-registers the names it documents with its checked
+loaders (:mod:`resdet.data.datasets`) under Detectron2's root (``$DETECTRON2_DATASETS``,
+else ``./datasets`` in the working directory), keeping Detectron2's metadata (COCO class
 names, ids and colours; the 20 VOC classes), and adds ``voc_2007_2012_trainval``.
 """
 import os
@@ -33,9 +33,9 @@ STANDARD_VOC = {
 
 
 def datasets_root() -> Path:
-    """``$DETECTRON2_DATASETS`` if set, else ``datasets/`` beside the resdet package."""
-    env = os.environ.get("DETECTRON2_DATASETS")
-    return Path(env).expanduser() if env else Path(__file__).resolve().parents[2] / "datasets"
+    """``$DETECTRON2_DATASETS`` if set, else ``datasets`` relative to the working directory,
+    as Detectron2 resolves it (``detectron2/data/datasets/builtin.py``)."""
+    return Path(os.environ.get("DETECTRON2_DATASETS", "datasets")).expanduser()
 
 
 def _register(name, loader, **metadata):
