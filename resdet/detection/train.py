@@ -8,7 +8,9 @@ model_best.pth, and each run leaves curves.png and predictions/ to look at.
 """
 import json
 import logging
+import math
 import os
+import weakref
 from pathlib import Path
 
 import torch
@@ -18,9 +20,13 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter, Tensorboard
 from detectron2.utils.logger import setup_logger
 
 from ..config import get_resdet_cfg
+from ..checkpoint import ResdetCheckpointer, RNGState, divergence_error
 from ..io import atomic_write
 from ..modeling import prepare_for_inference
-from .checkpoint import ResdetCheckpointer, explicit_keys, merge_weights_fragment
+from ..run_folder import discard_unstarted_run, listing, remove_orphan_temp_files
+from ..sampling import ResumableLoader
+from .checkpoint import explicit_keys, merge_weights_fragment
+from .data_loader import build_train_loader
 from .visualize import draw_predictions, plot_curves
 
 __all__ = ["Trainer", "setup_cfg", "main", "best_metric"]
@@ -139,13 +145,57 @@ def _draw(cfg, model):
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with resdet's checkpointer, evaluator, writers and outputs."""
+    """DefaultTrainer with resdet's checkpointer, evaluator, writers and outputs.
+
+    Its checkpoints carry everything the run depends on (the RNG states and the data
+    position beside Detectron2's model/optimizer/scheduler/iteration), so a resumed CPU
+    run ends bit-identical to an uninterrupted one. A non-finite loss stops it with a
+    TrainingError before the optimizer step, and non-finite weights are never saved.
+    """
+
+    def __init__(self, cfg):
+        if comm.is_main_process():
+            remove_orphan_temp_files(cfg.OUTPUT_DIR)
+        self._outputs_before = listing(cfg.OUTPUT_DIR)
+        super().__init__(cfg)
+        self._guard_loss()
+
+    def _guard_loss(self):
+        """Check the loss of every step before the optimizer uses it (Detectron2's own check
+        raises a FloatingPointError only on the main process, after logging a traceback)."""
+        inner, write = weakref.proxy(self._trainer), self._trainer._write_metrics
+        base_lr, out = self.cfg.SOLVER.BASE_LR, self.cfg.OUTPUT_DIR
+
+        def checked(loss_dict, data_time, prefix="", iter=None):
+            total = sum(float(v.detach()) for v in loss_dict.values())
+            if not math.isfinite(total):
+                raise divergence_error(total, inner.iter if iter is None else iter, base_lr, out)
+            return write(loss_dict, data_time, prefix=prefix, iter=iter)
+
+        self._trainer._write_metrics = checked
+
+    def train(self):
+        try:
+            return super().train()
+        except BaseException:
+            if self.start_iter == 0 and self.iter == 0 and comm.is_main_process():
+                discard_unstarted_run(self.cfg.OUTPUT_DIR, self._outputs_before)
+            raise
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_train_loader(cfg)
 
     def build_hooks(self):
         # DefaultTrainer.__init__ creates a plain DetectionCheckpointer right before it
-        # calls build_hooks; swap it here so every hook saves and loads through ours.
+        # calls build_hooks; swap it here so every hook saves and loads through ours, with
+        # the RNG states and the data position as checkpointables.
         old = self.checkpointer
-        self.checkpointer = ResdetCheckpointer(old.model, old.save_dir, **old.checkpointables)
+        extra = {"rng": RNGState()}
+        if isinstance(self._trainer.data_loader, ResumableLoader):
+            extra["data"] = self._trainer.data_loader
+        self.checkpointer = ResdetCheckpointer(old.model, old.save_dir, strict=self.cfg.RESDET.WEIGHTS.STRICT,
+                                               **old.checkpointables, **extra)
         ret = super().build_hooks()
         if comm.is_main_process():
             metric = best_metric(self.cfg, self.cfg.DATASETS.TEST[0]) if self.cfg.DATASETS.TEST else None
@@ -174,7 +224,13 @@ class Trainer(DefaultTrainer):
     def test(cls, cfg, model, evaluators=None):
         from ..evaluation import write_metrics
 
-        results = super().test(cfg, model, evaluators)
+        # evaluating must not move the training's random generators: an evaluation after a
+        # checkpoint would otherwise make the run differ from one resumed from that checkpoint
+        rng = RNGState().state_dict()
+        try:
+            results = super().test(cfg, model, evaluators)
+        finally:
+            RNGState().load_state_dict(rng)
         if comm.is_main_process():
             write_metrics(results, Path(cfg.OUTPUT_DIR) / "metrics.json")
         return results
