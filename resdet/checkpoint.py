@@ -41,14 +41,18 @@ def non_finite(state_dict) -> list:
 
 
 def divergence_error(loss, iteration: int, base_lr: float, save_dir) -> TrainingError:
-    """The one-line error of a run whose loss became non-finite."""
+    """The one-line error of a run whose loss became non-finite; ``loss`` is its value,
+    or a phrase saying what else became non-finite."""
     pointer = Path(save_dir) / "last_checkpoint" if save_dir else None
     if pointer is not None and pointer.is_file():
         advice = f"resume from {Path(save_dir) / pointer.read_text().strip()} (--resume)"
     else:
         advice = "start again (no checkpoint was saved yet)"
-    value = "nan" if math.isnan(loss) else str(loss)
-    return TrainingError(f"loss became {value} at iteration {iteration}; lower SOLVER.BASE_LR "
+    if isinstance(loss, str):
+        what = loss
+    else:
+        what = f"loss became {'nan' if math.isnan(loss) else loss}"
+    return TrainingError(f"{what} at iteration {iteration}; lower SOLVER.BASE_LR "
                          f"(now {base_lr:g}) and {advice}")
 
 

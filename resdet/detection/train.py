@@ -174,6 +174,13 @@ class Trainer(DefaultTrainer):
 
         self._trainer._write_metrics = checked
 
+    def run_step(self):
+        try:
+            super().run_step()
+        except FloatingPointError:  # Detectron2's own checks inside the model (RPN boxes)
+            raise divergence_error("the model's outputs became non-finite", self.iter,
+                                   self.cfg.SOLVER.BASE_LR, self.cfg.OUTPUT_DIR) from None
+
     def train(self):
         try:
             return super().train()
