@@ -49,10 +49,21 @@ def _det_args(opts, resume=False):
                      num_gpus=1, num_machines=1, machine_rank=0)
 
 
-def _det_trainer(opts, resume=False):
-    from resdet.detection import Trainer, setup_cfg
+def _det_cfg(opts):
+    import inspect
 
-    trainer = Trainer(setup_cfg(_det_args(opts, resume)))
+    from resdet.detection import setup_cfg
+
+    # setup_cfg(args) of Detectron2's train_net, or setup_cfg(config, opts) of the API
+    if "args" in inspect.signature(setup_cfg).parameters:
+        return setup_cfg(_det_args(opts))
+    return setup_cfg(FPN_CONFIG, opts)
+
+
+def _det_trainer(opts, resume=False):
+    from resdet.detection import Trainer
+
+    trainer = Trainer(_det_cfg(opts))
     trainer.resume_or_load(resume=resume)
     return trainer
 
@@ -257,8 +268,10 @@ def test_pretraining_divergence_never_saves_non_finite_weights(cifar_root, tmp_p
         assert non_finite(ckpt["model"]) == [] and non_finite(ckpt["ema"]) == [], path
     last = out / (out / "last_checkpoint").read_text()
     assert last == saved[-1] and f"resume from {last}" in str(e.value) and "\n" not in str(e.value)
-    # resuming from it restores finite weights and its iteration
+    # resuming from it restores finite weights and its iteration; a killed save's leftover goes
+    (out / ".model_0000009.pth.x1y2.tmp").write_bytes(b"half")
     resumed = PretrainTrainer(cfg, resume=True)
+    assert not list(out.glob(".*.tmp"))
     assert resumed.iter == torch.load(last, weights_only=True)["trainer"]["iteration"]
     assert non_finite(resumed.model.state_dict()) == []
 

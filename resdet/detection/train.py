@@ -156,9 +156,20 @@ class Trainer(DefaultTrainer):
     def __init__(self, cfg):
         if comm.is_main_process():
             remove_orphan_temp_files(cfg.OUTPUT_DIR)
+        self._output_dir = cfg.OUTPUT_DIR
         self._outputs_before = listing(cfg.OUTPUT_DIR)
-        super().__init__(cfg)
+        try:
+            super().__init__(cfg)
+        except BaseException:
+            self._discard_unstarted()
+            raise
         self._guard_loss()
+
+    def _discard_unstarted(self):
+        """A run that fails before its first step leaves only its log (no config.yaml of a
+        run that does not exist, no empty train_log.json or events file)."""
+        if comm.is_main_process():
+            discard_unstarted_run(self._output_dir, self._outputs_before)
 
     def _guard_loss(self):
         """Check the loss of every step before the optimizer uses it (Detectron2's own check
@@ -181,12 +192,19 @@ class Trainer(DefaultTrainer):
             raise divergence_error("the model's outputs became non-finite", self.iter,
                                    self.cfg.SOLVER.BASE_LR, self.cfg.OUTPUT_DIR) from None
 
+    def resume_or_load(self, resume=True):
+        try:
+            super().resume_or_load(resume=resume)
+        except BaseException:
+            self._discard_unstarted()
+            raise
+
     def train(self):
         try:
             return super().train()
         except BaseException:
-            if self.start_iter == 0 and self.iter == 0 and comm.is_main_process():
-                discard_unstarted_run(self.cfg.OUTPUT_DIR, self._outputs_before)
+            if self.start_iter == 0 and self.iter == 0:
+                self._discard_unstarted()
             raise
 
     @classmethod
@@ -204,6 +222,9 @@ class Trainer(DefaultTrainer):
         self.checkpointer = ResdetCheckpointer(old.model, old.save_dir, strict=self.cfg.RESDET.WEIGHTS.STRICT,
                                                **old.checkpointables, **extra)
         ret = super().build_hooks()
+        for h in ret:  # PreciseBN draws from a loader of its own: resume its position too
+            if isinstance(h, hooks.PreciseBN) and isinstance(h._data_loader, ResumableLoader):
+                self.checkpointer.checkpointables["precise_bn_data"] = h._data_loader
         if comm.is_main_process():
             metric = best_metric(self.cfg, self.cfg.DATASETS.TEST[0]) if self.cfg.DATASETS.TEST else None
             if metric:

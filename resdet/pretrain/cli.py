@@ -10,10 +10,9 @@ from detectron2.utils.logger import setup_logger
 from .. import cli
 from ..config import merge_config_file, merge_overrides
 from ..io import atomic_write
-from ..run_folder import discard_unstarted_run, listing
 from .config import get_pretrain_cfg
 from .data import load_splits
-from .engine import PretrainTrainer, check_cfg, evaluate_checkpoint
+from .engine import check_cfg, evaluate_checkpoint, train
 
 __all__ = ["argument_parser", "setup_cfg", "main"]
 
@@ -49,23 +48,10 @@ def setup_cfg(args):
 
 def _worker(cfg, resume, eval_only):
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="resdet")
-    before = listing(cfg.OUTPUT_DIR)
     if comm.is_main_process():
         with atomic_write(Path(cfg.OUTPUT_DIR) / "config.yaml", "w") as f:
             f.write(cfg.dump())
-    if eval_only:
-        return evaluate_checkpoint(cfg)
-    trainer = None
-    try:
-        trainer = PretrainTrainer(cfg, resume=resume)
-        return trainer.train()
-    except BaseException:
-        # a run that never made a step leaves only its log (no config.yaml of a run
-        # that does not exist, no empty metrics.json)
-        unstarted = trainer is None or trainer.iter == trainer.start_iter == 0
-        if unstarted and comm.is_main_process():
-            discard_unstarted_run(cfg.OUTPUT_DIR, before)
-        raise
+    return evaluate_checkpoint(cfg) if eval_only else train(cfg, resume=resume)
 
 
 def main(argv=None) -> int:

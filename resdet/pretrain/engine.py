@@ -33,7 +33,7 @@ from ..errors import ConfigError, DatasetError
 from ..io import CheckpointError, atomic_save, atomic_write, safe_torch_load
 from ..modeling import build_resnet
 from ..plots import plot_json_lines
-from ..run_folder import remove_orphan_temp_files
+from ..run_folder import discard_unstarted_run, listing, remove_orphan_temp_files
 from ..sampling import BatchSampler, ResumableLoader, ResumableSampler, sample_seed
 from .data import ClassFolder, check_readable, collate_skip_bad, load_splits
 from .evaluate import build_test_loader, evaluate, evaluate_modes
@@ -382,8 +382,20 @@ def plot_curves(metrics_json, png_path):
 
 
 def train(cfg, resume: bool = False) -> dict:
-    """Train per ``cfg`` (resuming from OUTPUT_DIR when asked); the final metrics."""
-    return PretrainTrainer(cfg, resume=resume).train()
+    """Train per ``cfg`` (resuming from OUTPUT_DIR when asked); the final metrics.
+
+    A run that fails before its first step leaves only its log in OUTPUT_DIR (no
+    config.yaml of a run that does not exist, no empty metrics.json)."""
+    before = listing(cfg.OUTPUT_DIR)
+    trainer = None
+    try:
+        trainer = PretrainTrainer(cfg, resume=resume)
+        return trainer.train()
+    except BaseException:
+        unstarted = trainer is None or trainer.iter == trainer.start_iter == 0
+        if unstarted and comm.is_main_process():
+            discard_unstarted_run(cfg.OUTPUT_DIR, before)
+        raise
 
 
 def evaluate_checkpoint(cfg, weights=None) -> dict:
