@@ -155,6 +155,27 @@ def test_kill_during_save_keeps_the_previous_checkpoint_and_start_removes_the_or
     assert not list(det.out.glob(".*.tmp"))
 
 
+def test_batches_group_as_detectron2_does_and_start_mid_stream():
+    from itertools import islice
+
+    from detectron2.data.common import AspectRatioGroupedDataset
+
+    from resdet.sampling import BatchSampler, ResumableSampler
+
+    gen = torch.Generator().manual_seed(0)
+    sizes = torch.randint(50, 200, (37, 2), generator=gen).tolist()
+    groups = [int(w > h) for w, h in sizes]
+    ours = list(islice(BatchSampler(ResumableSampler(37, seed=3), 4, groups), 40))  # > 4 epochs
+    stream = ({"width": sizes[k[0]][0], "height": sizes[k[0]][1], "key": k} for k in ResumableSampler(37, seed=3))
+    theirs = [[d["key"] for d in b] for b in islice(AspectRatioGroupedDataset(stream, 4), 40)]
+    assert ours == theirs
+    for grouping in (groups, None):
+        full = list(islice(BatchSampler(ResumableSampler(37, seed=3), 4, grouping), 40))
+        later = BatchSampler(ResumableSampler(37, seed=3), 4, grouping)
+        later.start = 23
+        assert list(islice(later, 17)) == full[23:]
+
+
 def _linear_checkpoints(tmp_path):
     model = nn.Linear(3, 2)
     ck = ResdetCheckpointer(model, str(tmp_path))

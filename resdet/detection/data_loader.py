@@ -45,7 +45,6 @@ class SeededMapDataset(Dataset):
                 data = self.mapper(self.dataset[index])
             if data is not None:
                 return data
-            logger.warning("the mapper skipped sample %d; using another one", index)
             index = rng.randrange(len(self.dataset))
         raise RuntimeError(f"the mapper returned None for {self.retries} samples in a row")
 

@@ -209,7 +209,12 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_train_loader(cfg)
+        from detectron2.data import DatasetMapper
+
+        from ..data.mapper import SkipUnreadable
+
+        # an image damaged after the load-time check is skipped (and logged), not fatal
+        return build_train_loader(cfg, mapper=SkipUnreadable(DatasetMapper(cfg, True)))
 
     def build_hooks(self):
         # DefaultTrainer.__init__ creates a plain DetectionCheckpointer right before it
