@@ -104,6 +104,7 @@ class ResdetCheckpointer(DetectionCheckpointer):
         self._loading = None
         self._preloaded = None  # (path, data): a file read while choosing what to resume
 
+    # ---- loading -----------------------------------------------------------------------
     def load(self, path, *args, **kwargs):
         self._loading = path
         return super().load(path, *args, **kwargs)
@@ -121,7 +122,6 @@ class ResdetCheckpointer(DetectionCheckpointer):
             self.logger.warning(f"RESDET.WEIGHTS.STRICT is False, loading anyway: {problem}")
         return incompatible
 
-    # ---- loading -----------------------------------------------------------------------
     def _load_file(self, filename):
         if self._preloaded is not None and self._preloaded[0] == filename:
             data, self._preloaded = self._preloaded[1], None

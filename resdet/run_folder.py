@@ -35,7 +35,9 @@ def discard_unstarted_run(folder, before) -> list:
     for p in folder.iterdir():
         if p.name.startswith("log") or not p.is_file():
             continue
-        created = p.name not in before or (p.name == "config.yaml" and not any(folder.glob("*.pth")))
+        ours = p.name not in before
+        orphan_config = p.name == "config.yaml" and not any(folder.glob("*.pth"))
+        created = ours or orphan_config
         if created:
             p.unlink(missing_ok=True)
             removed.append(p.name)

@@ -54,10 +54,13 @@ class ResumableSampler(Sampler):
     """Endless ``(index, seed)`` stream: epoch after epoch of DistributedSampler order
     (shuffled by ``seed + epoch``, sharded by rank, drop_last), from position ``start``."""
 
-    def __init__(self, size: int, *, seed: int, rank: int = 0, world_size: int = 1, start: int = 0):
+    def __init__(self, size: int, *, seed: int, rank: int = 0, world_size: int = 1,
+                 start: int = 0):
         if size < world_size:
-            raise DatasetError(f"{size} training images cannot be shared by {world_size} processes")
-        self.size, self.seed, self.rank, self.world_size, self.start = size, seed, rank, world_size, start
+            raise DatasetError(f"{size} training images cannot be shared by {world_size} "
+                               "processes")
+        self.size, self.seed, self.start = size, seed, start
+        self.rank, self.world_size = rank, world_size
         self.per_epoch = size // world_size
 
     def epoch_order(self, epoch: int):
@@ -84,7 +87,8 @@ class BatchSampler(Sampler):
     """
 
     def __init__(self, sampler: ResumableSampler, batch_size: int, group_ids=None):
-        self.sampler, self.batch_size, self.group_ids, self.start = sampler, batch_size, group_ids, 0
+        self.sampler, self.batch_size, self.group_ids = sampler, batch_size, group_ids
+        self.start = 0  # batches to skip
 
     def __iter__(self):
         if self.group_ids is None:

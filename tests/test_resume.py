@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 from argparse import Namespace
-from pathlib import Path
 
 import pytest
 import torch
@@ -103,8 +102,10 @@ _det_trainer(opts, resume).train()
 
 def _killed(opts, *, kill_iter=-1, kill_save="", resume=False):
     code = _KILLED.format(tests=str(REPO / "tests"))
-    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps([kill_iter, kill_save, opts, resume])],
+    path = f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=path)
+    argv = json.dumps([kill_iter, kill_save, opts, resume])
+    proc = subprocess.run([sys.executable, "-c", code, argv],
                           capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
 
@@ -127,8 +128,9 @@ def det(shared_data, tmp_path_factory):
     resumed = _det_trainer(_det_opts(shared_data, out, 0), resume=True)
     start = resumed.start_iter
     resumed.train()
-    return Namespace(work=work, full=work / "full", out=out, start=start, after_save_kill=after_save_kill,
-                     last_after_save_kill=last_after_save_kill, last_after_iter_kill=last_after_iter_kill,
+    return Namespace(work=work, full=work / "full", out=out, start=start,
+                     after_save_kill=after_save_kill, last_after_save_kill=last_after_save_kill,
+                     last_after_iter_kill=last_after_iter_kill,
                      log=(out / "log.txt").read_text())
 
 
@@ -149,7 +151,8 @@ def test_detection_killed_twice_and_resumed_is_bit_identical(det):
 
 def test_kill_during_save_keeps_the_previous_checkpoint_and_start_removes_the_orphan(det):
     assert det.last_after_save_kill == "model_0000001.pth"
-    orphans = [n for n in det.after_save_kill if n.startswith(".model_0000003.pth.") and n.endswith(".tmp")]
+    orphans = [n for n in det.after_save_kill
+               if n.startswith(".model_0000003.pth.") and n.endswith(".tmp")]
     assert len(orphans) == 1 and "model_0000003.pth" not in det.after_save_kill
     assert "removed 1 temporary file(s) left in" in det.log
     assert not list(det.out.glob(".*.tmp"))
@@ -166,7 +169,8 @@ def test_batches_group_as_detectron2_does_and_start_mid_stream():
     sizes = torch.randint(50, 200, (37, 2), generator=gen).tolist()
     groups = [int(w > h) for w, h in sizes]
     ours = list(islice(BatchSampler(ResumableSampler(37, seed=3), 4, groups), 40))  # > 4 epochs
-    stream = ({"width": sizes[k[0]][0], "height": sizes[k[0]][1], "key": k} for k in ResumableSampler(37, seed=3))
+    stream = ({"width": sizes[k[0]][0], "height": sizes[k[0]][1], "key": k}
+              for k in ResumableSampler(37, seed=3))
     theirs = [[d["key"] for d in b] for b in islice(AspectRatioGroupedDataset(stream, 4), 40)]
     assert ours == theirs
     for grouping in (groups, None):
@@ -207,7 +211,8 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     model, ck = _linear_checkpoints(tmp_path)
     with torch.no_grad():
         model.weight[0, 0] = float("nan")
-    with pytest.raises(TrainingError, match=r"not saving model_0000005.pth: 1 non-finite tensor\(s\) \(weight\)"):
+    with pytest.raises(TrainingError,
+                       match=r"not saving model_0000005.pth: 1 non-finite tensor\(s\) \(weight\)"):
         ck.save("model_0000005", iteration=5)
     assert not (tmp_path / "model_0000005.pth").exists() and not list(tmp_path.glob(".*.tmp"))
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000003.pth"
@@ -260,7 +265,8 @@ def cifar_root(shared_data, tmp_path):
 
 def test_pretraining_nan_loss_stops_with_one_line_naming_the_last_checkpoint(cifar_root, tmp_path):
     out = tmp_path / "nan"
-    trainer = PretrainTrainer(_tiny_cfg(cifar_root, out, "SOLVER.MAX_ITER", 6, "TEST.EVAL_PERIOD", 0))
+    cfg = _tiny_cfg(cifar_root, out, "SOLVER.MAX_ITER", 6, "TEST.EVAL_PERIOD", 0)
+    trainer = PretrainTrainer(cfg)
     normalize = trainer.normalize
 
     def poisoned(images):  # the 4th batch holds a NaN pixel
@@ -306,18 +312,21 @@ def test_pretraining_on_unreadable_images_fails_at_once_leaving_only_the_log(tmp
             for i in range(3):
                 (tmp_path / "data" / split / c / f"{i}.jpg").write_bytes(b"not an image")
     out = tmp_path / "out"
-    code = main(["--config", str(REPO / "configs/cifar/resnet20.yaml"), "--data", str(tmp_path / "data"),
+    code = main(["--config", str(REPO / "configs/cifar/resnet20.yaml"),
+                 "--data", str(tmp_path / "data"),
                  "--output", str(out), "MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0"])
     assert code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith(f"error: {tmp_path / 'data' / 'train'}: none of the 6 training images tried can be read")
+    train = tmp_path / "data" / "train"
+    assert last.startswith(f"error: {train}: none of the 6 training images tried can be read")
     assert sorted(p.name for p in out.iterdir()) == ["log.txt"]
 
 
 def test_pretraining_stops_when_images_become_unreadable_mid_run(cifar_root, tmp_path):
     """The start check passes; then every file goes bad: an epoch of empty batches stops it."""
     trainer = PretrainTrainer(_tiny_cfg(cifar_root, tmp_path / "out", "TEST.EVAL_PERIOD", 0))
-    trainer.train_set.samples = [(str(tmp_path / "gone.jpg"), label) for _, label in trainer.train_set.samples]
+    gone = str(tmp_path / "gone.jpg")
+    trainer.train_set.samples = [(gone, label) for _, label in trainer.train_set.samples]
     with pytest.raises(DatasetError, match="batches in a row without a readable image"):
         trainer.train()
     assert not (tmp_path / "out" / "metrics.json").exists()

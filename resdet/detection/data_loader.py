@@ -77,12 +77,14 @@ def build_train_loader(cfg, mapper=None):
                           f"multiple of the {world} process(es)")
     dicts = get_detection_dataset_dicts(
         cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
-        min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0,
+        min_keypoints=(cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
+                       if cfg.MODEL.KEYPOINT_ON else 0),
         proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None)
     groups = [int(_wide(d)) for d in dicts] if cfg.DATALOADER.ASPECT_RATIO_GROUPING else None
     seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
     sampler = ResumableSampler(len(dicts), seed=seed, rank=comm.get_rank(), world_size=world)
     dataset = SeededMapDataset(DatasetFromList(dicts, copy=False),
                                mapper if mapper is not None else DatasetMapper(cfg, True))
-    return ResumableLoader(dataset, BatchSampler(sampler, cfg.SOLVER.IMS_PER_BATCH // world, groups),
-                           num_workers=cfg.DATALOADER.NUM_WORKERS, collate_fn=trivial_batch_collator)
+    batches = BatchSampler(sampler, cfg.SOLVER.IMS_PER_BATCH // world, groups)
+    return ResumableLoader(dataset, batches, num_workers=cfg.DATALOADER.NUM_WORKERS,
+                           collate_fn=trivial_batch_collator)

@@ -18,13 +18,18 @@ __all__ = ["argument_parser", "setup_cfg", "main"]
 
 
 def argument_parser():
-    p = argparse.ArgumentParser(description="Pretrain a resdet ResNet classifier (ImageNet, CIFAR, any class folders).")
-    p.add_argument("--config", required=True, metavar="FILE", help="configs/imagenet/*.yaml or configs/cifar/*.yaml")
-    p.add_argument("--data", help="dataset root holding <train>/<class>/ and <val>/<class>/ (PRETRAIN.DATA.ROOT)")
+    p = argparse.ArgumentParser(
+        description="Pretrain a resdet ResNet classifier (ImageNet, CIFAR, any class folders).")
+    p.add_argument("--config", required=True, metavar="FILE",
+                   help="configs/imagenet/*.yaml or configs/cifar/*.yaml")
+    p.add_argument("--data", help="dataset root holding <train>/<class>/ and <val>/<class>/ "
+                                  "(PRETRAIN.DATA.ROOT)")
     p.add_argument("--output", help="output folder (OUTPUT_DIR)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint")
-    p.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS or OUTPUT_DIR/model_final.pth")
-    p.add_argument("--num-gpus", type=int, default=1, help="processes on this machine (gloo on CPU)")
+    p.add_argument("--eval-only", action="store_true",
+                   help="evaluate MODEL.WEIGHTS or OUTPUT_DIR/model_final.pth")
+    p.add_argument("--num-gpus", type=int, default=1,
+                   help="processes on this machine (gloo on CPU)")
     p.add_argument("--num-machines", type=int, default=1)
     p.add_argument("--machine-rank", type=int, default=0)
     p.add_argument("--dist-url", default="auto", help="tcp://HOST:PORT for several machines")
@@ -62,7 +67,8 @@ def main(argv=None) -> int:
         cfg = setup_cfg(args)
         check_cfg(cfg)
         load_splits(cfg)  # fail at start, once, before any process is spawned
-        launch(_worker, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(cfg, args.resume, args.eval_only))
+        launch(_worker, args.num_gpus, num_machines=args.num_machines,
+               machine_rank=args.machine_rank, dist_url=args.dist_url,
+               args=(cfg, args.resume, args.eval_only))
 
     return cli.run(run, debug=args.debug)

@@ -179,6 +179,10 @@ class PretrainTrainer:
         return ResumableLoader(self.train_set, BatchSampler(sampler, self.batch_size), num_workers=workers,
                                collate_fn=collate_skip_bad, pin_memory=self.device.type == "cuda")
 
+    def train_loader(self):
+        """The training batches ``(images, labels, num_bad)`` from the data position on."""
+        return self.loader
+
     @property
     def seed(self) -> int:
         """The data seed (the sampler's; restored on resume even when SEED is -1)."""
