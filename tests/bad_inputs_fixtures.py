@@ -633,6 +633,8 @@ BUILD = {
     "cf_train_zero": lambda c: c.class_folders("cf_train_zero", train="zero"),
     # checkpoints and run folders
     "run_noconfig": _run_noconfig,
+    # a classifier only the "output is the source" case uses (it may be overwritten)
+    "cls_copy": lambda c: _classifier(c.root / "cls_copy" / "model_final.pth"),
     "td_resume": _td_resume_trunc,
     "pt_resume_trunc": lambda c: c.pretrain_resume_dir("pt_resume_trunc"),
     "pt_resume_dangling": lambda c: c.pretrain_resume_dir("pt_resume_dangling", truncated=False),

@@ -1,6 +1,6 @@
 """The bad-input corpus (issue 11): what a hostile but realistic user hands the six tools.
 
-One case per line: ``C(id, tool, argv, *fragments)``. ``argv`` is split like a shell line,
+One entry per case: ``C(id, tool, argv, *fragments)``. ``argv`` is split like a shell line,
 then ``{name}`` is replaced by a corpus fixture path (tests/bad_inputs_fixtures.py: ``Corpus``
 attributes and the ``BUILD`` table), ``{tmp}`` (this case's own folder) or ``{out}`` (the
 output path inside it, not created). Every case must end as the design says bad input ends:
@@ -124,6 +124,7 @@ CASES = [
     C("cw-out-is-a-folder", CW, "{tv18} {bad}/adir.pth", "adir.pth"),
     C("cw-out-unwritable", CW, "{tv18} /sys/kernel/r18.pth", "/sys/kernel"),
     C("cw-out-cannot-be-created", CW, "{tv18} /proc/resdet/r18.pth", "/proc/resdet"),
+    C("cw-out-is-the-source", CW, "{cls_copy} {cls_copy}", "model_final.pth"),
     # ---- evaluate: bad prediction files ---------------------------------------------------
     C("ev-pred-missing", EV, EVA + " {tmp}/nope.json", "nope.json"),
     C("ev-pred-0-bytes", EV, EVA + " {p_empty_file}", "empty_file.json"),
@@ -222,6 +223,11 @@ CASES = [
     C("td-standard-dataset-absent", TD, TDA + " DATASETS.TRAIN \"('coco_2017_train',)\"",
       "instances_train2017.json"),
     C("td-eval-only-no-test-set", TD, TDE + " DATASETS.TEST ()", "DATASETS.TEST"),
+    C("td-eval-metric-unknown", TD, TDA + " RESDET.EVAL.METRIC mAP", "mAP"),
+    C("td-best-metric-unknown", TD, TDA + " TEST.EVAL_PERIOD 1 RESDET.EVAL.BEST_METRIC bbox/mAP",
+      "bbox/mAP"),
+    C("td-diverging-lr", TD, TDA + " SOLVER.BASE_LR 1e6 SOLVER.MAX_ITER 4", "SOLVER.BASE_LR",
+      started=True),
     # ---- train_det: bad training data -----------------------------------------------------
     C("td-image-0-bytes", TD, TDA + " RESDET.DATA.TRAIN {coco_zero}/train.json "
       "RESDET.DATA.TRAIN_IMAGES {coco_zero}/images", IMG9),
@@ -281,6 +287,9 @@ CASES = [
     C("pt-amp-float16-on-cpu", PT, PTA + " SOLVER.AMP.ENABLED True PRETRAIN.AMP_DTYPE float16",
       "float16"),
     C("pt-device-gpu", PT, PTA + " MODEL.DEVICE gpu", "gpu"),
+    C("pt-train-crop-unknown", PT, PTA + " PRETRAIN.AUG.TRAIN_CROP random", "random"),
+    C("pt-diverging-lr", PT, PTA + " SOLVER.BASE_LR 1e30 SOLVER.MAX_ITER 4", "SOLVER.BASE_LR",
+      started=True),
     # ---- pretrain_imagenet: data, weights, outputs, arguments -----------------------------
     C("pt-data-missing", PT, PTA + " --data {tmp}/nope", "nope"),
     C("pt-data-is-a-file", PT, PTA + " --data {bad}/plain.txt", "plain.txt"),
@@ -411,6 +420,12 @@ def _argv(case, corpus, tmp):
 @pytest.fixture(scope="session")
 def corpus(shared_data, tmp_path_factory):
     return Corpus(tmp_path_factory.mktemp("corpus"), shared_data)
+
+
+@pytest.fixture(autouse=True)
+def _no_debug(monkeypatch):
+    """The corpus checks what users see by default; RESDET_DEBUG=1 would add tracebacks."""
+    monkeypatch.delenv("RESDET_DEBUG", raising=False)
 
 
 _tools = {}
