@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from ..checkpoint import ResdetCheckpointer, RNGState, divergence_error
 from ..errors import ConfigError, DatasetError
+from ..config import check_device, check_solver
 from ..io import CheckpointError, atomic_save, atomic_write, safe_torch_load
 from ..modeling import build_resnet
 from ..plots import plot_json_lines
@@ -92,6 +93,10 @@ def _device(cfg) -> torch.device:
 
 def check_cfg(cfg):
     """One-line ConfigError for pretraining values Detectron2 does not check."""
+    check_device(cfg)
+    for key in ("CROP_SIZE", "TEST_SIZE"):
+        if cfg.INPUT[key] <= 0:
+            raise ConfigError(f"INPUT.{key} must be positive, got {cfg.INPUT[key]}")
     for m in cfg.PRETRAIN.TEST.MODES:
         if m not in TEST_MODES:
             raise ConfigError(f"PRETRAIN.TEST.MODES: {m!r} is not supported; allowed: {', '.join(TEST_MODES)}")
@@ -113,6 +118,7 @@ class PretrainTrainer:
 
     def __init__(self, cfg, resume: bool = False):
         check_cfg(cfg)
+        check_solver(cfg)
         self.cfg = cfg
         self.rank, self.world_size = comm.get_rank(), comm.get_world_size()
         self.device = _device(cfg)
