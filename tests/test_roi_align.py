@@ -8,6 +8,7 @@ issue asks) and check that the threaded path really ran.
 import copy
 import importlib
 import json
+import pickle
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,7 +23,14 @@ from detectron2.utils.events import EventStorage
 from PIL import Image
 
 import resdet
-from resdet.layers import FastROIPooler, ROIAlign, roi_align, use_fast_roi_align
+from resdet.layers import (
+    FastROIPooler,
+    PackedLinear,
+    ROIAlign,
+    roi_align,
+    use_fast_box_head,
+    use_fast_roi_align,
+)
 from resdet.modeling import prepare_for_inference
 
 # the module (the package's ``roi_align`` attribute is the function)
@@ -91,7 +99,7 @@ def real(shared_data):
 
 @pytest.fixture
 def parallel_runs(monkeypatch):
-    """How many runs each threaded call split its boxes into (proves the threads ran)."""
+    """Into how many runs each threaded call split its boxes (proves the threads ran)."""
     runs = []
     inner = fast_module._run_parallel
 
@@ -112,7 +120,7 @@ def test_equals_torchvision_on_real_features(real, parallel_runs, sampling_ratio
             got = roi_align(x, real.rois, 7, scale, sampling_ratio, aligned)
             assert got.shape == want.shape and want.abs().max() > 0
             assert torch.equal(got, want), (scale, (got - want).abs().max().item())
-    assert len(parallel_runs) == 2 * len(FPN_SCALES) and min(parallel_runs) == 2
+    assert len(parallel_runs) == 2 * len(FPN_SCALES) and min(parallel_runs) >= 2
 
 
 def test_box_list_input_and_other_output_sizes(real, parallel_runs):
@@ -120,7 +128,7 @@ def test_box_list_input_and_other_output_sizes(real, parallel_runs):
     for size in (14, (7, 5)):
         want = torchvision.ops.roi_align(x, real.box_lists, size, 0.25, 0, True)
         assert torch.equal(roi_align(x, real.box_lists, size, 0.25, 0, True), want)
-    assert parallel_runs == [2, 2]
+    assert len(parallel_runs) == 2 and min(parallel_runs) >= 2
 
 
 def test_empty_and_single_box(real, parallel_runs):
@@ -138,7 +146,10 @@ def test_any_thread_count(real, parallel_runs, threads):
     x = real.features[0]
     want = torchvision.ops.roi_align(x, real.rois, 7, 0.25, 0, True)
     assert torch.equal(roi_align(x, real.rois, 7, 0.25, 0, True), want)
-    assert parallel_runs == ([] if threads == 1 else [threads])
+    if threads == 1:
+        assert parallel_runs == []  # torchvision's op itself
+    else:
+        assert len(parallel_runs) == 1 and parallel_runs[0] >= threads
 
 
 @pytest.mark.parametrize("sampling_ratio", [0, 2])
@@ -154,7 +165,7 @@ def test_gradients_equal_torchvision(real, parallel_runs, sampling_ratio):
     (want, want_grad), (got, got_grad) = results
     assert torch.equal(got, want)
     assert want_grad.abs().max() > 0 and torch.equal(got_grad, want_grad)
-    assert parallel_runs == [2]
+    assert len(parallel_runs) == 1 and parallel_runs[0] >= 2
 
 
 def _pooler_pair(sampling_ratio=0, kind="ROIAlignV2"):
@@ -178,7 +189,7 @@ def test_pooler_equals_detectron2_over_levels(real, parallel_runs, sampling_rati
             assert got.shape == want.shape and torch.equal(got, want)
         none = [Boxes(torch.zeros(0, 4)), Boxes(torch.zeros(0, 4))]
         assert torch.equal(fast(real.features, none), slow(real.features, none))
-    assert len(parallel_runs) == 3 and min(parallel_runs) == 2
+    assert len(parallel_runs) == 3 and min(parallel_runs) >= 2
 
 
 def test_pooler_gradients_equal_detectron2(real, parallel_runs):
@@ -240,6 +251,7 @@ def test_prepare_for_inference_and_c4_heads_use_it():
     torch.manual_seed(0)
     model = prepare_for_inference(build_model(cfg))
     assert isinstance(model.roi_heads.box_pooler, FastROIPooler)
+    assert isinstance(model.roi_heads.box_head.fc1, PackedLinear)
     assert all(isinstance(p, ROIAlign) for p in model.roi_heads.box_pooler.level_poolers)
     c4 = build_model(_cfg("Base-RCNN-C4.yaml"))
     assert isinstance(c4.roi_heads.pooler, FastROIPooler)
@@ -254,3 +266,40 @@ def test_use_fast_roi_align_leaves_other_poolers_and_is_idempotent():
     use_fast_roi_align(holder)
     assert holder["b"] is swapped
     assert isinstance(use_fast_roi_align(ROIPooler(7, FPN_SCALES, 0, "ROIAlignV2")), FastROIPooler)
+
+
+def _close(got, want):
+    return (got - want).abs().max().item() <= 1e-5 * max(1.0, want.abs().max().item())
+
+
+def test_packed_box_head_matches_nn_linear_on_real_features(real):
+    """The oneDNN box head gives nn.Linear's values to 1e-5, follows weight updates, and
+    under autograd is nn.Linear exactly (same outputs and gradients)."""
+    head = copy.deepcopy(real.model.roi_heads.box_head)
+    fast = use_fast_box_head(copy.deepcopy(head))
+    assert isinstance(fast.fc1, PackedLinear) and isinstance(fast.fc2, PackedLinear)
+    assert fast.state_dict().keys() == head.state_dict().keys()
+    with torch.no_grad():
+        pooled = real.model.roi_heads.box_pooler(real.features, [Boxes(b) for b in real.box_lists])
+        want = head(pooled)
+        assert want.abs().max() > 0 and _close(fast(pooled), want)
+        for m in (head, fast):  # an in-place update (an optimiser step) must be seen
+            m.fc1.weight.mul_(-0.5)
+        want = head(pooled)
+        assert _close(fast(pooled), want)
+    pickle.loads(pickle.dumps(copy.deepcopy(fast)))  # the packed copy travels with neither
+    x = pooled.clone().requires_grad_()
+    y = pooled.clone().requires_grad_()
+    a, b = head(x), fast(y)
+    a.sum().backward()
+    b.sum().backward()
+    assert torch.equal(a, b) and torch.equal(x.grad, y.grad)
+    assert torch.equal(head.fc1.weight.grad, fast.fc1.weight.grad)
+
+
+def test_use_fast_box_head_shares_parameters(real):
+    model = copy.deepcopy(real.model)
+    before = dict(model.named_parameters())
+    use_fast_box_head(model)
+    after = dict(model.named_parameters())
+    assert before.keys() == after.keys() and all(after[k] is before[k] for k in before)

@@ -31,6 +31,7 @@ from detectron2.modeling.poolers import (
 
 __all__ = ["roi_align", "ROIAlign", "FastROIPooler", "use_fast_roi_align"]
 
+RUNS_PER_THREAD = 4
 _pool = None  # (pid, workers, executor); rebuilt after a fork or a thread-count change
 _pool_lock = threading.Lock()
 
@@ -48,11 +49,22 @@ def _executor(workers: int) -> ThreadPoolExecutor:
 
 
 def _run_parallel(fn, jobs: list) -> None:
-    """``fn(job)`` for every job: the first in this thread, the rest in the pool."""
-    pool = _executor(torch.get_num_threads() - 1)
-    futures = [pool.submit(fn, job) for job in jobs[1:]]
+    """``fn(job)`` for every job, taken in order from one queue by this thread and the
+    pool's (the cost estimate is rough; whoever is free takes the next run)."""
+    queue, lock = iter(jobs), threading.Lock()
+
+    def drain():
+        while True:
+            with lock:
+                job = next(queue, None)
+            if job is None:
+                return
+            fn(job)
+
+    workers = min(torch.get_num_threads(), len(jobs)) - 1
+    futures = [_executor(torch.get_num_threads() - 1).submit(drain) for _ in range(workers)]
     try:
-        fn(jobs[0])
+        drain()
     finally:
         for f in futures:
             f.result()  # waits for all, re-raises a worker's error
@@ -70,6 +82,11 @@ def _box_costs(rois, scales, output_size, sampling_ratio: int, aligned: bool):
     grid_h = (h / output_size[0]).ceil().clamp(min=0)
     grid_w = (w / output_size[1]).ceil().clamp(min=0)
     return grid_h * grid_w + 1
+
+
+def _parts() -> int:
+    # a few runs per thread, so that a rough cost estimate still evens out
+    return RUNS_PER_THREAD * torch.get_num_threads()
 
 
 def _cuts(costs, parts: int) -> list:
@@ -95,8 +112,7 @@ def _forward(input, rois, spatial_scale: float, output_size, sampling_ratio: int
     ph, pw = output_size
     input = input.contiguous()  # the kernel would otherwise copy a channels_last map per call
     scales = torch.full((1,), float(spatial_scale), dtype=torch.float64)
-    cuts = _cuts(_box_costs(rois, scales, output_size, sampling_ratio, aligned),
-                 torch.get_num_threads())
+    cuts = _cuts(_box_costs(rois, scales, output_size, sampling_ratio, aligned), _parts())
     if len(cuts) <= 2:
         return op(input, rois, spatial_scale, ph, pw, sampling_ratio, aligned)
     out = input.new_empty((len(rois), input.shape[1], ph, pw))
@@ -191,7 +207,7 @@ def _multilevel_forward(features, rois, levels, poolers):
     # one pooler per level, as Detectron2 builds them: same output size, sampling, alignment
     costs = _box_costs(rois[order], spatial[sorted_levels], p0.output_size, p0.sampling_ratio,
                        p0.aligned)
-    cuts = _cuts(costs, torch.get_num_threads())
+    cuts = _cuts(costs, _parts())
     used = sorted_levels.unique().tolist()
     maps = {lvl: features[lvl].contiguous() for lvl in used}  # one copy per channels_last map
     ph, pw = p0.output_size

@@ -10,7 +10,7 @@ from torch import nn
 
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 
-from ..layers import use_fast_roi_align
+from ..layers import use_fast_roi_heads
 
 __all__ = ["fold_frozen_batchnorm", "prepare_for_inference"]
 
@@ -53,8 +53,9 @@ def _conv_parts(model: nn.Module):
 
 def prepare_for_inference(model: nn.Module, compile: bool = False) -> nn.Module:
     """Eval mode, frozen norms folded into convs, channels_last weights (NHWC convs are
-    faster on CPUs and tensor cores), ROI poolers on resdet's multi-threaded ROIAlign
-    (``resdet.layers.use_fast_roi_align``, identical output). In place; returns ``model``.
+    faster on CPUs and tensor cores), ROI heads on resdet's CPU paths
+    (``resdet.layers.use_fast_roi_heads``: multi-threaded ROIAlign with identical output,
+    box-head FCs on oneDNN). In place; returns ``model``.
 
     ``compile``: also compile the convolution-heavy parts with TorchInductor's freezing
     (``nn.Module.compile``, so parameter names do not change): the weights become
@@ -65,7 +66,7 @@ def prepare_for_inference(model: nn.Module, compile: bool = False) -> nn.Module:
     """
     model.eval()
     fold_frozen_batchnorm(model)
-    model = use_fast_roi_align(model.to(memory_format=torch.channels_last))
+    model = use_fast_roi_heads(model.to(memory_format=torch.channels_last))
     if compile:
         for part in _conv_parts(model):
             part.compile(options={"freezing": True})
