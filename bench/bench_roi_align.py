@@ -42,7 +42,8 @@ def proposals(n=PROPOSALS, seed=0, max_side=None) -> torch.Tensor:
     """``n`` boxes in a 480x640 frame from coco128's annotations, jittered by up to 20% of
     their size, as an RPN's proposals around the objects are; ``max_side``: only boxes
     of at most that sqrt(area) (112: those FPN pools from p2)."""
-    meta = json.loads((SHARED_DATA / "coco128" / "annotations" / "instances_train2017.json").read_text())
+    ann = SHARED_DATA / "coco128" / "annotations" / "instances_train2017.json"
+    meta = json.loads(ann.read_text())
     size = {im["id"]: (im["height"], im["width"]) for im in meta["images"]}
     boxes = []
     for a in meta["annotations"]:
@@ -113,7 +114,8 @@ def main(argv=None):
             torch.set_num_threads(n)
             if not torch.equal(fast(feats, box_lists), d2(feats, box_lists)):
                 raise SystemExit("FastROIPooler's output differs from Detectron2's ROIPooler")
-            t = paired({"resdet": lambda: fast(feats, box_lists), "d2": lambda: d2(feats, box_lists),
+            t = paired({"resdet": lambda: fast(feats, box_lists),
+                        "d2": lambda: d2(feats, box_lists),
                         "resdet_p2": lambda: roi_align(p2, rois, 7, 0.25, 0, True),
                         "tv_p2": lambda: torchvision.ops.roi_align(p2, rois, 7, 0.25, 0, True)},
                        args.repeats)
@@ -139,7 +141,7 @@ def main(argv=None):
                             "Detectron2 FastRCNNConvFCHead as built (nn.Linear, MKL sgemm)",
                             threads=max(args.threads), boxes=PROPOSALS, fc="12544-1024-1024",
                             max_abs_diff=float(f"{diff:.2g}"),
-                            note="reference: resdet.layers.PackedLinear (oneDNN, weight packed once)"))
+                            note="reference: resdet.layers.PackedLinear (oneDNN, packed weight)"))
     emit(rows, args.output)
 
 

@@ -38,7 +38,8 @@ class PackedLinear(nn.Linear):
 
     def forward(self, x):
         w = self.weight
-        if (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)) or not _onednn_ok(x, w):
+        autograd = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
+        if autograd or not _onednn_ok(x, w):
             return F.linear(x, w, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, self._packed_weight(), self.bias, "none",
                                                   [], "")

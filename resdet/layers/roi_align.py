@@ -3,8 +3,9 @@
 torchvision's CPU ``roi_align`` loops over the boxes on one thread. Each box's output
 depends only on that box and the feature map, and torch ops release the GIL, so the same
 kernel called on disjoint runs of the boxes from ``torch.get_num_threads()`` threads gives
-bit-identical output in less time. The runs are cut to about equal work (the kernel's
-bilinear samples per box), across all FPN levels at once in :class:`FastROIPooler`.
+bit-identical output in less time. The boxes are cut into a few runs per thread of about
+equal estimated work (the kernel's bilinear samples per box) that the threads take from one
+queue; :class:`FastROIPooler` does this across all FPN levels at once.
 
 Gradients are torchvision's: the backward is its ``_roi_align_backward`` kernel on the
 whole batch, so training gets the faster forward and exactly the same gradients. Anything
@@ -13,6 +14,7 @@ else (GPU, quantized input, one thread, tracing or compiling) goes to torchvisio
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 
 import torch
 import torchvision  # noqa: F401  (registers torch.ops.torchvision)
@@ -121,7 +123,7 @@ def _forward(input, rois, spatial_scale: float, output_size, sampling_ratio: int
         a, b = run_range
         out[a:b] = op(input, rois[a:b], spatial_scale, ph, pw, sampling_ratio, aligned)
 
-    _run_parallel(run, list(zip(cuts[:-1], cuts[1:])))
+    _run_parallel(run, list(pairwise(cuts)))
     return out
 
 
@@ -171,9 +173,9 @@ class ROIAlign(D2ROIAlign):
 
 class FastROIPooler(ROIPooler):
     """Detectron2's ``ROIPooler`` whose levels run together: at inference the boxes of all
-    FPN levels are cut into one run per thread of about equal work, each written straight
-    into the output. With autograd it is Detectron2's forward over :class:`ROIAlign` levels.
-    Build it with :meth:`from_pooler`."""
+    FPN levels are cut into runs of about equal work shared by the threads, each written
+    straight into its rows of the output (no zero-filled buffer). With autograd it is
+    Detectron2's forward over :class:`ROIAlign` levels. Build it with :meth:`from_pooler`."""
 
     @classmethod
     def from_pooler(cls, pooler: ROIPooler) -> "FastROIPooler":
@@ -197,8 +199,8 @@ class FastROIPooler(ROIPooler):
 
 
 def _multilevel_forward(features, rois, levels, poolers):
-    """All levels' boxes in level order, cut into one run of about equal work per thread;
-    each run pools its boxes level by level into their rows of the output."""
+    """All levels' boxes in level order, cut into runs of about equal work; each run pools
+    its boxes level by level into their rows of the output."""
     op = torch.ops.torchvision.roi_align
     order = torch.argsort(levels, stable=True)
     sorted_levels = levels[order]
@@ -222,7 +224,7 @@ def _multilevel_forward(features, rois, levels, poolers):
             out[idx] = op(maps[lvl], rois[idx], p.spatial_scale, ph, pw, p.sampling_ratio,
                           p.aligned)
 
-    _run_parallel(run, list(zip(cuts[:-1], cuts[1:])))
+    _run_parallel(run, list(pairwise(cuts)))
     return out
 
 
@@ -235,8 +237,8 @@ def use_fast_roi_align(model: nn.Module) -> nn.Module:
     :class:`FastROIPooler`, and every other Detectron2 ``ROIAlign`` for :class:`ROIAlign`.
 
     In place; returns ``model`` (a new module only when ``model`` is itself such a pooler).
-    Outputs and gradients stay identical. ROIPool and rotated
-    poolers, and subclasses of ``ROIPooler`` (export wrappers), are left alone.
+    Outputs and gradients stay identical. ROIPool and rotated poolers are left alone;
+    subclasses of ``ROIPooler`` (export wrappers) keep their own forward.
     """
     if _is_plain_align_pooler(model):
         return FastROIPooler.from_pooler(model)
