@@ -98,62 +98,111 @@ def real(shared_data):
 
 
 @pytest.fixture
-def parallel_runs(monkeypatch):
-    """Into how many runs each threaded call split its boxes (proves the threads ran)."""
-    runs = []
-    inner = fast_module._run_parallel
+def paths(monkeypatch):
+    """Which of resdet's paths ran: ``gather`` (boxes per call), ``threaded`` (runs the
+    boxes were split into)."""
+    seen = {"gather": [], "threaded": []}
+    gather, run_parallel = fast_module._gather_forward, fast_module._run_parallel
 
-    def spy(fn, jobs):
-        runs.append(len(jobs))
-        return inner(fn, jobs)
+    def gather_spy(input, rois, *args):
+        seen["gather"].append(len(rois))
+        return gather(input, rois, *args)
 
-    monkeypatch.setattr(fast_module, "_run_parallel", spy)
-    return runs
+    def threaded_spy(fn, jobs):
+        seen["threaded"].append(len(jobs))
+        return run_parallel(fn, jobs)
+
+    monkeypatch.setattr(fast_module, "_gather_forward", gather_spy)
+    monkeypatch.setattr(fast_module, "_run_parallel", threaded_spy)
+    return seen
+
+
+def _assert_close(got, want, feature_map):
+    """Equal to 1e-5 of the feature map's largest value: float32 rounding. A bin of a
+    big box sums up to thousands of samples, in another order than torchvision's."""
+    assert got.shape == want.shape and want.abs().max() > 0
+    err = (got - want).abs().max().item()
+    assert err <= 1e-5 * feature_map.abs().max().item(), err
 
 
 @pytest.mark.parametrize("sampling_ratio", [0, 2])
 @pytest.mark.parametrize("aligned", [True, False])
-def test_equals_torchvision_on_real_features(real, parallel_runs, sampling_ratio, aligned):
+def test_inference_equals_torchvision_on_real_features(real, paths, sampling_ratio, aligned):
     for feat, scale in zip(real.features, FPN_SCALES):
         for x in (feat, feat.contiguous(memory_format=torch.channels_last)):
-            want = torchvision.ops.roi_align(x, real.rois, 7, scale, sampling_ratio, aligned)
-            got = roi_align(x, real.rois, 7, scale, sampling_ratio, aligned)
-            assert got.shape == want.shape and want.abs().max() > 0
-            assert torch.equal(got, want), (scale, (got - want).abs().max().item())
-    assert len(parallel_runs) == 2 * len(FPN_SCALES) and min(parallel_runs) >= 2
+            with torch.no_grad():
+                want = torchvision.ops.roi_align(x, real.rois, 7, scale, sampling_ratio, aligned)
+                got = roi_align(x, real.rois, 7, scale, sampling_ratio, aligned)
+            assert got.is_contiguous()
+            _assert_close(got, want, x)
+    assert paths["gather"] == [len(real.rois)] * 2 * len(FPN_SCALES)
 
 
-def test_box_list_input_and_other_output_sizes(real, parallel_runs):
+def test_proposal_sized_boxes_match_closely(real, paths):
+    """Boxes of the size FPN pools from each level (the case that matters) agree to
+    3e-6 of the map's scale, and degenerate boxes give torchvision's zeros exactly."""
+    box_lists = [Boxes(b) for b in real.box_lists]
+    levels = assign_boxes_to_levels(box_lists, 2, 5, 224, 4)
+    for lvl, (feat, scale) in enumerate(zip(real.features, FPN_SCALES)):
+        rois = real.rois[levels == lvl]
+        with torch.no_grad():
+            want = torchvision.ops.roi_align(feat, rois, 7, scale, 0, True)
+            got = roi_align(feat, rois, 7, scale, 0, True)
+        assert (got - want).abs().max() <= 3e-6 * feat.abs().max()
+        zero = want.flatten(1).abs().amax(1) == 0
+        assert torch.equal(got[zero], want[zero])
+    assert len(paths["gather"]) == 4
+
+
+def test_box_list_input_and_other_output_sizes(real, paths):
     x = real.features[0]
-    for size in (14, (7, 5)):
-        want = torchvision.ops.roi_align(x, real.box_lists, size, 0.25, 0, True)
-        assert torch.equal(roi_align(x, real.box_lists, size, 0.25, 0, True), want)
-    assert len(parallel_runs) == 2 and min(parallel_runs) >= 2
+    with torch.no_grad():
+        for size in (14, (7, 5)):
+            want = torchvision.ops.roi_align(x, real.box_lists, size, 0.25, 0, True)
+            _assert_close(roi_align(x, real.box_lists, size, 0.25, 0, True), want, x)
+    assert len(paths["gather"]) == 2
 
 
-def test_empty_and_single_box(real, parallel_runs):
+def test_memory_bounded_chunks_give_the_same_values(real, paths, monkeypatch):
+    x = real.features[0]
+    with torch.no_grad():
+        whole = roi_align(x, real.rois, 7, 0.25, 0, True)
+        monkeypatch.setattr(fast_module, "MAX_CORNERS", 5000)
+        chunked = roi_align(x, real.rois, 7, 0.25, 0, True)
+    assert torch.equal(chunked, whole)
+
+
+def test_empty_and_single_box(real, paths):
     x = real.features[1]
     for rois in (real.rois[:0], real.rois[:1]):
-        want = torchvision.ops.roi_align(x, rois, 7, 1 / 8, 0, True)
-        got = roi_align(x, rois, 7, 1 / 8, 0, True)
-        assert got.shape == (len(rois), x.shape[1], 7, 7) and torch.equal(got, want)
-    assert parallel_runs == []  # nothing to split
+        for grad in (False, True):
+            with torch.set_grad_enabled(grad):
+                xg = x.clone().requires_grad_(grad)
+                want = torchvision.ops.roi_align(xg, rois, 7, 1 / 8, 0, True)
+                got = roi_align(xg, rois, 7, 1 / 8, 0, True)
+            assert got.shape == (len(rois), x.shape[1], 7, 7)
+            assert torch.allclose(got, want, rtol=0, atol=1e-5 * x.abs().max().item())
+    assert paths == {"gather": [1], "threaded": []}  # one box: nothing to split
 
 
 @pytest.mark.parametrize("threads", [1, 3])
-def test_any_thread_count(real, parallel_runs, threads):
+def test_any_thread_count(real, paths, threads):
     torch.set_num_threads(threads)
     x = real.features[0]
-    want = torchvision.ops.roi_align(x, real.rois, 7, 0.25, 0, True)
-    assert torch.equal(roi_align(x, real.rois, 7, 0.25, 0, True), want)
+    with torch.no_grad():
+        want = torchvision.ops.roi_align(x, real.rois, 7, 0.25, 0, True)
+        _assert_close(roi_align(x, real.rois, 7, 0.25, 0, True), want, x)
+    xg = x.clone().requires_grad_()
+    got = roi_align(xg, real.rois, 7, 0.25, 0, True)
+    assert torch.equal(got, torchvision.ops.roi_align(x, real.rois, 7, 0.25, 0, True))
     if threads == 1:
-        assert parallel_runs == []  # torchvision's op itself
+        assert paths["threaded"] == []  # torchvision's op itself
     else:
-        assert len(parallel_runs) == 1 and parallel_runs[0] >= threads
+        assert len(paths["threaded"]) == 1 and paths["threaded"][0] >= threads
 
 
 @pytest.mark.parametrize("sampling_ratio", [0, 2])
-def test_gradients_equal_torchvision(real, parallel_runs, sampling_ratio):
+def test_training_output_and_gradients_equal_torchvision(real, paths, sampling_ratio):
     feat = real.features[1]
     grad_out = torch.randn(len(real.rois), feat.shape[1], 7, 7)
     results = []
@@ -165,7 +214,7 @@ def test_gradients_equal_torchvision(real, parallel_runs, sampling_ratio):
     (want, want_grad), (got, got_grad) = results
     assert torch.equal(got, want)
     assert want_grad.abs().max() > 0 and torch.equal(got_grad, want_grad)
-    assert len(parallel_runs) == 1 and parallel_runs[0] >= 2
+    assert len(paths["threaded"]) == 1 and paths["threaded"][0] >= 2
 
 
 def _pooler_pair(sampling_ratio=0, kind="ROIAlignV2"):
@@ -175,24 +224,24 @@ def _pooler_pair(sampling_ratio=0, kind="ROIAlignV2"):
 
 @pytest.mark.parametrize("sampling_ratio,kind", [(0, "ROIAlignV2"), (2, "ROIAlignV2"),
                                                  (0, "ROIAlign")])
-def test_pooler_equals_detectron2_over_levels(real, parallel_runs, sampling_ratio, kind):
+def test_pooler_equals_detectron2_over_levels(real, paths, sampling_ratio, kind):
     box_lists = [Boxes(b) for b in real.box_lists]
     levels = assign_boxes_to_levels(box_lists, 2, 5, 224, 4)
     assert levels.unique().tolist() == [0, 1, 2, 3]  # every level gets boxes
     slow, fast = _pooler_pair(sampling_ratio, kind)
     cl = [f.contiguous(memory_format=torch.channels_last) for f in real.features]
     empty_second = [box_lists[0], Boxes(torch.zeros(0, 4))]
+    scale = max(f.abs().max() for f in real.features)
     with torch.no_grad():
         for feats, boxes in ((real.features, box_lists), (cl, box_lists),
                              (real.features, empty_second)):
-            want, got = slow(feats, boxes), fast(feats, boxes)
-            assert got.shape == want.shape and torch.equal(got, want)
+            _assert_close(fast(feats, boxes), slow(feats, boxes), scale)
         none = [Boxes(torch.zeros(0, 4)), Boxes(torch.zeros(0, 4))]
         assert torch.equal(fast(real.features, none), slow(real.features, none))
-    assert len(parallel_runs) == 3 and min(parallel_runs) >= 2
+    assert len(paths["gather"]) == 3 * 4  # one call per level
 
 
-def test_pooler_gradients_equal_detectron2(real, parallel_runs):
+def test_pooler_training_output_and_gradients_equal_detectron2(real, paths):
     box_lists = [Boxes(b) for b in real.box_lists]
     grads = []
     for pooler in _pooler_pair():
@@ -202,7 +251,7 @@ def test_pooler_gradients_equal_detectron2(real, parallel_runs):
         grads.append([out.detach()] + [f.grad for f in feats])
     for want, got in zip(*grads):
         assert want.abs().max() > 0 and torch.equal(got, want)
-    assert len(parallel_runs) == 4  # one threaded forward per level under autograd
+    assert len(paths["threaded"]) == 4  # one threaded forward per level under autograd
 
 
 def _instances(model, inputs):
@@ -210,19 +259,22 @@ def _instances(model, inputs):
         return [o["instances"] for o in model(inputs)]
 
 
-def test_detector_gives_identical_detections(real, parallel_runs):
+def test_detector_gives_the_same_detections(real, paths):
+    """A whole R18-FPN Faster R-CNN on two real images: the same detections (count,
+    classes; boxes to 1e-3 px and scores to 1e-5) with and without resdet's ROIAlign."""
     fast = use_fast_roi_align(copy.deepcopy(real.model))
     assert isinstance(fast.roi_heads.box_pooler, FastROIPooler)
     assert not isinstance(real.model.roi_heads.box_pooler, FastROIPooler)
     want, got = _instances(real.model, real.inputs), _instances(fast, real.inputs)
-    assert parallel_runs  # the threaded pooler ran
+    assert paths["gather"]  # resdet's pooler ran
     for a, b in zip(want, got):
         assert len(a) > 0 and len(b) == len(a)
-        assert torch.equal(b.pred_boxes.tensor, a.pred_boxes.tensor)
-        assert torch.equal(b.scores, a.scores) and torch.equal(b.pred_classes, a.pred_classes)
+        assert torch.equal(b.pred_classes, a.pred_classes)
+        assert (b.pred_boxes.tensor - a.pred_boxes.tensor).abs().max() <= 1e-3
+        assert (b.scores - a.scores).abs().max() <= 1e-5
 
 
-def test_detector_training_losses_and_gradients_equal(real, parallel_runs):
+def test_detector_training_losses_and_gradients_equal(real, paths):
     """A training step (proposal sampling seeded alike) gives the same losses and the same
     gradient on every parameter."""
     inputs = []
@@ -243,7 +295,7 @@ def test_detector_training_losses_and_gradients_equal(real, parallel_runs):
     assert want_l.keys() == got_l.keys() and all(torch.equal(got_l[k], want_l[k]) for k in want_l)
     assert want_g.keys() == got_g.keys() and "backbone.fpn_output2.weight" in want_g
     assert all(torch.equal(got_g[k], want_g[k]) for k in want_g)
-    assert parallel_runs
+    assert paths["threaded"]
 
 
 def test_prepare_for_inference_and_c4_heads_use_it():

@@ -1,15 +1,21 @@
-"""A multi-threaded CPU ROIAlign: torchvision's own kernel on disjoint runs of the boxes.
+"""A faster CPU ROIAlign, equal to torchvision's ``roi_align``.
 
-torchvision's CPU ``roi_align`` loops over the boxes on one thread. Each box's output
-depends only on that box and the feature map, and torch ops release the GIL, so the same
-kernel called on disjoint runs of the boxes from ``torch.get_num_threads()`` threads gives
-bit-identical output in less time. The boxes are cut into a few runs per thread of about
-equal estimated work (the kernel's bilinear samples per box) that the threads take from one
-queue; :class:`FastROIPooler` does this across all FPN levels at once.
+torchvision's CPU kernel loops over the boxes on one thread, channel by channel, reading
+four scattered pixels per bilinear sample. Two paths replace it:
 
-Gradients are torchvision's: the backward is its ``_roi_align_backward`` kernel on the
-whole batch, so training gets the faster forward and exactly the same gradients. Anything
-else (GPU, quantized input, one thread, tracing or compiling) goes to torchvision as is.
+- Inference (no autograd): the same sampling points, positions and bilinear weights,
+  computed for all boxes at once with torch ops, then summed per bin by
+  ``F.embedding_bag`` over the feature map's NHWC rows, which reads whole channel vectors
+  and runs on ``torch.get_num_threads()`` threads. Values equal torchvision's to float
+  rounding (the weights are divided by the sample count before summing, and sums run in
+  another order): about 1e-6 on real feature maps.
+- Training: torchvision's own kernel on disjoint runs of the boxes from a thread pool
+  (each box's output depends only on that box, torch ops release the GIL), so the output
+  is bit-identical; the backward is torchvision's ``_roi_align_backward`` on the whole
+  batch, so gradients are exactly torchvision's.
+
+Anything else (GPU, quantized or reduced-precision input, tracing or compiling) goes to
+torchvision as is.
 """
 import os
 import threading
@@ -17,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 
 import torch
+import torch.nn.functional as F
 import torchvision  # noqa: F401  (registers torch.ops.torchvision)
 from torch import nn
 from torch.autograd.function import once_differentiable
@@ -101,13 +108,105 @@ def _cuts(costs, parts: int) -> list:
     return sorted({0, n, *inner})
 
 
-def _parallel_ok(input, n_boxes: int) -> bool:
-    return (input.device.type == "cpu" and not input.is_quantized and n_boxes > 1
-            and torch.get_num_threads() > 1 and not torch.jit.is_scripting()
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+def _cpu_ok(input) -> bool:
+    """Inputs resdet's paths take: fp32/fp64 on a CPU, outside scripting and compiling."""
+    return (input.device.type == "cpu" and input.dtype in (torch.float32, torch.float64)
+            and not torch.jit.is_scripting() and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling())
 
 
-def _forward(input, rois, spatial_scale: float, output_size, sampling_ratio: int,
+# bilinear corners gathered per embedding_bag call: bounds the sample table's memory
+MAX_CORNERS = 1 << 22
+
+
+def _sample_table(rois, spatial_scale: float, output_size, sampling_ratio: int, aligned: bool,
+                  height: int, width: int):
+    """Every bilinear sample torchvision's CPU kernel takes, as the four NHWC rows it
+    reads (``batch * H * W + y * W + x``) and their weights, the offset of each bin's bag
+    of corners, and each box's sample count per bin. The arithmetic follows the
+    kernel's (roi_align_kernel.cpp) step by step, in the boxes' dtype."""
+    ph, pw = output_size
+    dt = rois.dtype
+    off = 0.5 if aligned else 0.0
+    x1 = rois[:, 1] * spatial_scale - off
+    y1 = rois[:, 2] * spatial_scale - off
+    rw = (rois[:, 3] * spatial_scale - off) - x1
+    rh = (rois[:, 4] * spatial_scale - off) - y1
+    if not aligned:  # the legacy kernel forces boxes to at least 1x1
+        rw, rh = rw.clamp(min=1.0), rh.clamp(min=1.0)
+    bin_h, bin_w = rh / ph, rw / pw
+    if sampling_ratio > 0:
+        grid_h = grid_w = torch.full((len(rois),), sampling_ratio, dtype=torch.long)
+    else:
+        grid_h, grid_w = torch.ceil(rh / ph).long(), torch.ceil(rw / pw).long()
+    count = (grid_h * grid_w).clamp(min=1).to(dt)
+    # a box with no samples (inverted or empty) yields zeros, as in the kernel
+    grid_h, grid_w = grid_h.clamp(min=0), grid_w.clamp(min=0)
+    per_bin = grid_h * grid_w
+    per_box = per_bin * (ph * pw)
+    total = int(per_box.sum())
+    box = torch.repeat_interleave(torch.arange(len(rois)), per_box, output_size=total)
+    j = torch.arange(total) - (torch.cumsum(per_box, 0) - per_box)[box]
+    gw, gh = grid_w[box], grid_h[box]
+    ix, j = j % gw, j // gw
+    iy, j = j % gh, j // gh
+    bin_x, bin_y = j % pw, j // pw
+    bh, bw = bin_h[box], bin_w[box]
+    y = y1[box] + bin_y.to(dt) * bh + (iy.to(dt) + 0.5) * bh / gh.to(dt)
+    x = x1[box] + bin_x.to(dt) * bw + (ix.to(dt) + 0.5) * bw / gw.to(dt)
+    inside = (y >= -1.0) & (y <= height) & (x >= -1.0) & (x <= width)
+    y, x = y.clamp(min=0), x.clamp(min=0)
+    y_low, x_low = y.long(), x.long()
+    y_edge, x_edge = y_low >= height - 1, x_low >= width - 1
+    y_low = torch.where(y_edge, height - 1, y_low)
+    x_low = torch.where(x_edge, width - 1, x_low)
+    y_high = torch.where(y_edge, y_low, y_low + 1)
+    x_high = torch.where(x_edge, x_low, x_low + 1)
+    ly = torch.where(y_edge, 0.0, y - y_low)
+    lx = torch.where(x_edge, 0.0, x - x_low)
+    hy, hx = 1.0 - ly, 1.0 - lx
+    base = rois[:, 0].long()[box] * (height * width)
+    rows = torch.stack([base + y_low * width + x_low, base + y_low * width + x_high,
+                        base + y_high * width + x_low, base + y_high * width + x_high], 1)
+    weights = torch.stack([hy * hx, hy * lx, ly * hx, ly * lx], 1)
+    weights = torch.where(inside[:, None], weights, 0.0)
+    bag = (per_bin * 4).repeat_interleave(ph * pw)
+    return rows.reshape(-1), weights.reshape(-1), torch.cumsum(bag, 0) - bag, count
+
+
+def _gather_forward(input, rois, spatial_scale: float, output_size, sampling_ratio: int,
+                    aligned: bool):
+    """ROIAlign as one weighted ``embedding_bag`` over the NHWC rows of ``input`` (a free
+    view of a channels_last map); boxes in chunks of at most ``MAX_CORNERS`` corners.
+    Returns (K, C, PH, PW) with channels_last strides."""
+    n, c, h, w = input.shape
+    ph, pw = output_size
+    table = input.permute(0, 2, 3, 1).reshape(-1, c)
+    out = input.new_empty((len(rois), ph, pw, c))
+    scale = torch.full((1,), float(spatial_scale), dtype=torch.float64)
+    corners = 4 * ph * pw * _box_costs(rois, scale, output_size, sampling_ratio, aligned)
+    chunk = (torch.cumsum(corners, 0) // MAX_CORNERS).long()
+    for first, size in zip(*_runs(chunk)):
+        part = slice(first, first + size)
+        idx, wts, offsets, count = _sample_table(rois[part], spatial_scale, output_size,
+                                                 sampling_ratio, aligned, h, w)
+        sums = F.embedding_bag(idx, table, offsets, mode="sum", per_sample_weights=wts)
+        # divided after summing, as the kernel does
+        torch.div(sums.view(size, ph, pw, c), count.view(-1, 1, 1, 1), out=out[part])
+    return out.permute(0, 3, 1, 2)
+
+
+def _runs(values):
+    """(first index, length) of each run of equal consecutive ``values``."""
+    _, counts = torch.unique_consecutive(values, return_counts=True)
+    counts = counts.tolist()
+    firsts = [0]
+    for k in counts[:-1]:
+        firsts.append(firsts[-1] + k)
+    return firsts, counts
+
+
+def _threaded_forward(input, rois, spatial_scale: float, output_size, sampling_ratio: int,
              aligned: bool):
     """torchvision's forward kernel on runs of ``rois`` in parallel; no autograd."""
     op = torch.ops.torchvision.roi_align
@@ -134,7 +233,8 @@ class _ROIAlignFunction(torch.autograd.Function):
     def forward(ctx, input, rois, spatial_scale, output_size, sampling_ratio, aligned):
         ctx.save_for_backward(rois)
         ctx.args = (spatial_scale, output_size, sampling_ratio, aligned, input.shape)
-        return _forward(input, rois, spatial_scale, output_size, sampling_ratio, aligned)
+        return _threaded_forward(input, rois, spatial_scale, output_size, sampling_ratio,
+                                 aligned)
 
     @staticmethod
     @once_differentiable
@@ -148,16 +248,20 @@ class _ROIAlignFunction(torch.autograd.Function):
 
 def roi_align(input, boxes, output_size, spatial_scale: float = 1.0, sampling_ratio: int = -1,
               aligned: bool = False):
-    """``torchvision.ops.roi_align`` (same arguments, same output bit for bit), with the
-    boxes spread over ``torch.get_num_threads()`` threads on a CPU."""
+    """``torchvision.ops.roi_align``, same arguments and output, faster on a CPU: gathered
+    through ``embedding_bag`` at inference (equal to float rounding), torchvision's kernel
+    over a thread pool under autograd (bit-identical, torchvision's gradients)."""
     rois = boxes if isinstance(boxes, torch.Tensor) else convert_boxes_to_roi_format(boxes)
     output_size = _pair(output_size)
-    if rois.dim() != 2 or rois.size(1) != 5 or not _parallel_ok(input, len(rois)):
+    if (rois.dim() != 2 or rois.size(1) != 5 or len(rois) == 0 or input.is_quantized
+            or not _cpu_ok(input)):
         return tv_roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
     args = (float(spatial_scale), tuple(output_size), int(sampling_ratio), bool(aligned))
     if torch.is_grad_enabled() and (input.requires_grad or rois.requires_grad):
+        if len(rois) < 2 or torch.get_num_threads() < 2:
+            return tv_roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
         return _ROIAlignFunction.apply(input, rois, *args)
-    return _forward(input, rois, *args)
+    return _gather_forward(input, rois, *args).contiguous()
 
 
 class ROIAlign(D2ROIAlign):
@@ -172,10 +276,10 @@ class ROIAlign(D2ROIAlign):
 
 
 class FastROIPooler(ROIPooler):
-    """Detectron2's ``ROIPooler`` whose levels run together: at inference the boxes of all
-    FPN levels are cut into runs of about equal work shared by the threads, each written
-    straight into its rows of the output (no zero-filled buffer). With autograd it is
-    Detectron2's forward over :class:`ROIAlign` levels. Build it with :meth:`from_pooler`."""
+    """Detectron2's ``ROIPooler`` on resdet's ROIAlign: at inference each level's boxes are
+    gathered straight into their rows of the output (no zero-filled buffer); with autograd
+    it is Detectron2's forward over :class:`ROIAlign` levels (torchvision's kernel over the
+    thread pool). Build it with :meth:`from_pooler`."""
 
     @classmethod
     def from_pooler(cls, pooler: ROIPooler) -> "FastROIPooler":
@@ -190,7 +294,8 @@ class FastROIPooler(ROIPooler):
         if (len(self.level_poolers) == 1 or len(x) != len(self.level_poolers)
                 or len(box_lists) == 0 or len(box_lists) != len(x[0])
                 or (torch.is_grad_enabled() and any(f.requires_grad for f in x))
-                or not _parallel_ok(x[0], sum(len(b) for b in box_lists))):
+                or x[0].is_quantized or not _cpu_ok(x[0])
+                or sum(len(b) for b in box_lists) == 0):
             return super().forward(x, box_lists)
         rois = convert_boxes_to_pooler_format(box_lists).to(dtype=x[0].dtype)
         levels = assign_boxes_to_levels(box_lists, self.min_level, self.max_level,
@@ -199,32 +304,14 @@ class FastROIPooler(ROIPooler):
 
 
 def _multilevel_forward(features, rois, levels, poolers):
-    """All levels' boxes in level order, cut into runs of about equal work; each run pools
-    its boxes level by level into their rows of the output."""
-    op = torch.ops.torchvision.roi_align
-    order = torch.argsort(levels, stable=True)
-    sorted_levels = levels[order]
-    spatial = torch.tensor([p.spatial_scale for p in poolers], dtype=torch.float64)
-    p0 = poolers[0]
-    # one pooler per level, as Detectron2 builds them: same output size, sampling, alignment
-    costs = _box_costs(rois[order], spatial[sorted_levels], p0.output_size, p0.sampling_ratio,
-                       p0.aligned)
-    cuts = _cuts(costs, _parts())
-    used = sorted_levels.unique().tolist()
-    maps = {lvl: features[lvl].contiguous() for lvl in used}  # one copy per channels_last map
-    ph, pw = p0.output_size
-    out = rois.new_empty((len(rois), features[0].shape[1], ph, pw))
-
-    def run(run_range):
-        a, b = run_range
-        run_levels, counts = sorted_levels[a:b].unique_consecutive(return_counts=True)
-        for lvl, n in zip(run_levels.tolist(), counts.tolist()):
-            idx, a = order[a:a + n], a + n
-            p = poolers[lvl]
-            out[idx] = op(maps[lvl], rois[idx], p.spatial_scale, ph, pw, p.sampling_ratio,
-                          p.aligned)
-
-    _run_parallel(run, list(pairwise(cuts)))
+    """Each level's boxes gathered from its map and written into their rows of one
+    output (Detectron2 zero-fills it first; every row is written here)."""
+    out = rois.new_empty((len(rois), features[0].shape[1], *poolers[0].output_size))
+    for lvl in levels.unique().tolist():
+        idx = (levels == lvl).nonzero()[:, 0]
+        p = poolers[lvl]
+        out[idx] = _gather_forward(features[lvl], rois[idx], p.spatial_scale, p.output_size,
+                                   p.sampling_ratio, p.aligned)
     return out
 
 
