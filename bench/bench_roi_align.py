@@ -1,11 +1,12 @@
 """The ROI heads' two big CPU costs at inference, R50-FPN at 480x640 with 1000 proposals:
 ROIAlign and the box head's fully connected layers.
 
-ROIAlign: resdet's ``FastROIPooler`` (torchvision's kernel on runs of the boxes, all FPN
-levels at once, over ``torch.get_num_threads()`` threads) against Detectron2's
+ROIAlign: resdet's ``FastROIPooler`` (each level's samples gathered by one weighted
+``embedding_bag``, on ``torch.get_num_threads()`` threads) against Detectron2's
 ``ROIPooler`` (torchvision's ``roi_align``, one level after the other, on one thread),
-per thread count; and the issue's single-level setting (1000 boxes on one 256x120x160
-map) against ``torchvision.ops.roi_align`` itself. Outputs must be identical.
+per thread count; and the issue's single-level setting (1000 p2-sized boxes on one
+256x120x160 map) against ``torchvision.ops.roi_align`` itself. Outputs must agree to 1e-5
+of the feature maps' scale (the largest difference is reported).
 
 Box head: Detectron2's ``FastRCNNConvFCHead`` (FC 12544->1024->1024 on 1000 boxes) with
 resdet's oneDNN ``PackedLinear`` layers against the same head as built (MKL sgemm).
@@ -13,7 +14,7 @@ resdet's oneDNN ``PackedLinear`` layers against the same head as built (MKL sgem
 The boxes are coco128's annotated boxes, each image's scaled to the 480x640 frame and
 jittered as an RPN's proposals are; the feature maps are channels_last, as resdet's
 prepared detector makes them. Every ratio comes with its range over the repeats (each
-repeat runs both candidates back to back).
+repeat runs both candidates back to back) and the CPU time per call.
 """
 import copy
 import json
@@ -112,8 +113,11 @@ def main(argv=None):
     with torch.no_grad():
         for n in args.threads:
             torch.set_num_threads(n)
-            if not torch.equal(fast(feats, box_lists), d2(feats, box_lists)):
-                raise SystemExit("FastROIPooler's output differs from Detectron2's ROIPooler")
+            diff = max((fast(feats, box_lists) - d2(feats, box_lists)).abs().max().item(),
+                       (roi_align(p2, rois, 7, 0.25, 0, True)
+                        - torchvision.ops.roi_align(p2, rois, 7, 0.25, 0, True)).abs().max().item())
+            if diff > 1e-5 * max(f.abs().max().item() for f in feats):
+                raise SystemExit(f"resdet's ROIAlign differs from torchvision's by {diff}")
             t = paired({"resdet": lambda: fast(feats, box_lists),
                         "d2": lambda: d2(feats, box_lists),
                         "resdet_p2": lambda: roi_align(p2, rois, 7, 0.25, 0, True),
@@ -124,7 +128,7 @@ def main(argv=None):
                 "roi_align_vs_torchvision" + suffix, t, "resdet", "d2", 1.7 if n == 2 else None,
                 "Detectron2 ROIPooler (torchvision roi_align per level)", threads=n,
                 boxes=PROPOSALS, boxes_per_level_p2_p5=per_level, image=f"{H}x{W}",
-                sampling_ratio=0, identical_output=True))
+                sampling_ratio=0, max_abs_diff=float(f"{diff:.2g}")))
             rows.append(compare(
                 "roi_align_single_level_vs_torchvision" + suffix, t, "resdet_p2", "tv_p2", None,
                 "torchvision.ops.roi_align", threads=n, boxes=PROPOSALS,

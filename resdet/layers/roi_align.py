@@ -176,23 +176,25 @@ def _sample_table(rois, spatial_scale: float, output_size, sampling_ratio: int, 
 
 def _gather_forward(input, rois, spatial_scale: float, output_size, sampling_ratio: int,
                     aligned: bool):
-    """ROIAlign as one weighted ``embedding_bag`` over the NHWC rows of ``input`` (a free
-    view of a channels_last map); boxes in chunks of at most ``MAX_CORNERS`` corners.
-    Returns (K, C, PH, PW) with channels_last strides."""
+    """ROIAlign as one weighted ``embedding_bag`` over the NHWC rows of ``input`` (free for
+    a channels_last map, one copy otherwise); boxes in chunks of at most ``MAX_CORNERS``
+    corners. Returns (K, C, PH, PW) with channels_last strides."""
     n, c, h, w = input.shape
     ph, pw = output_size
-    table = input.permute(0, 2, 3, 1).reshape(-1, c)
-    out = input.new_empty((len(rois), ph, pw, c))
+    # whole channel vectors per row: the gather then reads contiguous memory
+    table = input.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
+    table = table.reshape(-1, c)
     scale = torch.full((1,), float(spatial_scale), dtype=torch.float64)
     corners = 4 * ph * pw * _box_costs(rois, scale, output_size, sampling_ratio, aligned)
     chunk = (torch.cumsum(corners, 0) // MAX_CORNERS).long()
+    parts = []
     for first, size in zip(*_runs(chunk)):
-        part = slice(first, first + size)
-        idx, wts, offsets, count = _sample_table(rois[part], spatial_scale, output_size,
-                                                 sampling_ratio, aligned, h, w)
+        idx, wts, offsets, count = _sample_table(rois[first:first + size], spatial_scale,
+                                                 output_size, sampling_ratio, aligned, h, w)
         sums = F.embedding_bag(idx, table, offsets, mode="sum", per_sample_weights=wts)
         # divided after summing, as the kernel does
-        torch.div(sums.view(size, ph, pw, c), count.view(-1, 1, 1, 1), out=out[part])
+        parts.append(sums.view(size, ph, pw, c).div_(count.view(-1, 1, 1, 1)))
+    out = parts[0] if len(parts) == 1 else torch.cat(parts)
     return out.permute(0, 3, 1, 2)
 
 
