@@ -163,13 +163,15 @@ def test_box_list_input_and_other_output_sizes(real, paths):
     assert len(paths["gather"]) == 2
 
 
-def test_memory_bounded_chunks_give_the_same_values(real, paths, monkeypatch):
+def test_chunks_and_table_pieces_give_the_same_values(real, paths, monkeypatch):
     x = real.features[0]
     with torch.no_grad():
         whole = roi_align(x, real.rois, 7, 0.25, 0, True)
         monkeypatch.setattr(fast_module, "MAX_CORNERS", 5000)
         chunked = roi_align(x, real.rois, 7, 0.25, 0, True)
-    assert torch.equal(chunked, whole)
+        monkeypatch.setattr(fast_module, "TABLE_CORNERS", 700)  # one box a piece, often
+        pieces = roi_align(x, real.rois, 7, 0.25, 0, True)
+    assert torch.equal(chunked, whole) and torch.equal(pieces, whole)
 
 
 def test_empty_and_single_box(real, paths):

@@ -88,9 +88,16 @@ def _box_costs(rois, scales, output_size, sampling_ratio: int, aligned: bool):
     w, h = r[:, 2] - r[:, 0], r[:, 3] - r[:, 1]
     if not aligned:  # the legacy kernel forces boxes to at least 1x1
         w, h = w.clamp(min=1), h.clamp(min=1)
-    grid_h = (h / output_size[0]).ceil().clamp(min=0)
-    grid_w = (w / output_size[1]).ceil().clamp(min=0)
-    return grid_h * grid_w + 1
+    grid_h = _ceil(h / output_size[0]).clamp(min=0)
+    grid_w = _ceil(w / output_size[1]).clamp(min=0)
+    return (grid_h * grid_w + 1).double()
+
+
+def _ceil(v):
+    """``ceil(v)`` as an integer tensor (what C++ ``(int)ceil`` gives); truncation plus
+    one where it cut something off (``torch.ceil`` was slow with two threads here)."""
+    t = v.long()
+    return t + (v > t).long()
 
 
 def _parts() -> int:
@@ -117,6 +124,9 @@ def _cpu_ok(input) -> bool:
 
 # bilinear corners gathered per embedding_bag call: bounds the sample table's memory
 MAX_CORNERS = 1 << 22
+# corners per piece of the sample table (estimated high): below ATen's grain size
+# (32768 elements), so that its ops stay on one thread
+TABLE_CORNERS = 30000
 
 
 def _sample_table(rois, spatial_scale: float, output_size, sampling_ratio: int, aligned: bool,
@@ -138,22 +148,31 @@ def _sample_table(rois, spatial_scale: float, output_size, sampling_ratio: int, 
     if sampling_ratio > 0:
         grid_h = grid_w = torch.full((len(rois),), sampling_ratio, dtype=torch.long)
     else:
-        grid_h, grid_w = torch.ceil(rh / ph).long(), torch.ceil(rw / pw).long()
+        grid_h, grid_w = _ceil(rh / ph), _ceil(rw / pw)
     count = (grid_h * grid_w).clamp(min=1).to(dt)
     # a box with no samples (inverted or empty) yields zeros, as in the kernel
     grid_h, grid_w = grid_h.clamp(min=0), grid_w.clamp(min=0)
     per_bin = grid_h * grid_w
     per_box = per_bin * (ph * pw)
     total = int(per_box.sum())
-    box = torch.repeat_interleave(torch.arange(len(rois)), per_box, output_size=total)
-    j = torch.arange(total) - (torch.cumsum(per_box, 0) - per_box)[box]
-    gw, gh = grid_w[box], grid_h[box]
+    # the box of each sample: count the box starts at or before it (an empty box's start
+    # coincides with the next one's, so its id is skipped)
+    starts = torch.cumsum(per_box, 0) - per_box
+    marks = torch.zeros(total + 1, dtype=torch.long)
+    marks.index_add_(0, starts[1:], torch.ones(len(rois) - 1, dtype=torch.long))
+    box = marks[:total].cumsum(0)
+
+    def take(t):  # index_select: ``t[box]`` is much slower here
+        return t.index_select(0, box)
+
+    j = torch.arange(total) - take(starts)
+    gw, gh = take(grid_w), take(grid_h)
     ix, j = j % gw, j // gw
     iy, j = j % gh, j // gh
     bin_x, bin_y = j % pw, j // pw
-    bh, bw = bin_h[box], bin_w[box]
-    y = y1[box] + bin_y.to(dt) * bh + (iy.to(dt) + 0.5) * bh / gh.to(dt)
-    x = x1[box] + bin_x.to(dt) * bw + (ix.to(dt) + 0.5) * bw / gw.to(dt)
+    bh, bw = take(bin_h), take(bin_w)
+    y = take(y1) + bin_y.to(dt) * bh + (iy.to(dt) + 0.5) * bh / gh.to(dt)
+    x = take(x1) + bin_x.to(dt) * bw + (ix.to(dt) + 0.5) * bw / gw.to(dt)
     inside = (y >= -1.0) & (y <= height) & (x >= -1.0) & (x <= width)
     y, x = y.clamp(min=0), x.clamp(min=0)
     y_low, x_low = y.long(), x.long()
@@ -165,12 +184,12 @@ def _sample_table(rois, spatial_scale: float, output_size, sampling_ratio: int, 
     ly = torch.where(y_edge, 0.0, y - y_low)
     lx = torch.where(x_edge, 0.0, x - x_low)
     hy, hx = 1.0 - ly, 1.0 - lx
-    base = rois[:, 0].long()[box] * (height * width)
+    base = take(rois[:, 0].long()) * (height * width)
     rows = torch.stack([base + y_low * width + x_low, base + y_low * width + x_high,
                         base + y_high * width + x_low, base + y_high * width + x_high], 1)
     weights = torch.stack([hy * hx, hy * lx, ly * hx, ly * lx], 1)
     weights = torch.where(inside[:, None], weights, 0.0)
-    bag = (per_bin * 4).repeat_interleave(ph * pw)
+    bag = (per_bin * 4)[:, None].expand(-1, ph * pw).reshape(-1)
     return rows.reshape(-1), weights.reshape(-1), torch.cumsum(bag, 0) - bag, count
 
 
@@ -186,16 +205,31 @@ def _gather_forward(input, rois, spatial_scale: float, output_size, sampling_rat
     table = table.reshape(-1, c)
     scale = torch.full((1,), float(spatial_scale), dtype=torch.float64)
     corners = 4 * ph * pw * _box_costs(rois, scale, output_size, sampling_ratio, aligned)
-    chunk = (torch.cumsum(corners, 0) // MAX_CORNERS).long()
+    cum = torch.cumsum(corners, 0)
     parts = []
-    for first, size in zip(*_runs(chunk)):
-        idx, wts, offsets, count = _sample_table(rois[first:first + size], spatial_scale,
-                                                 output_size, sampling_ratio, aligned, h, w)
+    for first, size in zip(*_runs((cum // MAX_CORNERS).long())):
+        idx, wts, offsets, count = _sample_table_serial(
+            rois[first:first + size], cum[first:first + size], spatial_scale, output_size,
+            sampling_ratio, aligned, h, w)
         sums = F.embedding_bag(idx, table, offsets, mode="sum", per_sample_weights=wts)
         # divided after summing, as the kernel does
         parts.append(sums.view(size, ph, pw, c).div_(count.view(-1, 1, 1, 1)))
     out = parts[0] if len(parts) == 1 else torch.cat(parts)
     return out.permute(0, 3, 1, 2)
+
+
+def _sample_table_serial(rois, cum_corners, *args):
+    """:func:`_sample_table` built in pieces small enough that each element-wise op runs
+    on one thread: a few dozen ops, each its own parallel region otherwise, cost more in
+    thread wake-ups than they save (by far on a busy machine)."""
+    pieces = [_sample_table(rois[first:first + size], *args)
+              for first, size in zip(*_runs((cum_corners // TABLE_CORNERS).long()))]
+    if len(pieces) == 1:
+        return pieces[0]
+    idx, wts, offsets, count = zip(*pieces)
+    shift = torch.tensor([0] + [len(i) for i in idx[:-1]]).cumsum(0).tolist()
+    offsets = [o + k for o, k in zip(offsets, shift)]
+    return torch.cat(idx), torch.cat(wts), torch.cat(offsets), torch.cat(count)
 
 
 def _runs(values):
