@@ -4,11 +4,11 @@ torchvision's CPU kernel loops over the boxes on one thread, channel by channel,
 four scattered pixels per bilinear sample. Two paths replace it:
 
 - Inference (no autograd): the same sampling points, positions and bilinear weights,
-  computed for all boxes at once with torch ops, then summed per bin by
-  ``F.embedding_bag`` over the feature map's NHWC rows, which reads whole channel vectors
-  and runs on ``torch.get_num_threads()`` threads. Values equal torchvision's to float
-  rounding (the weights are divided by the sample count before summing, and sums run in
-  another order): about 1e-6 on real feature maps.
+  computed with torch ops (in pieces that each op runs on one thread), then summed per
+  bin by ``F.embedding_bag`` over the feature map's NHWC rows, which reads whole channel
+  vectors and runs on ``torch.get_num_threads()`` threads. Values equal torchvision's to
+  float rounding (the sums run in another order): about 1e-6 of the map's scale for
+  proposal-sized boxes, up to 1e-5 for bins of thousands of samples.
 - Training: torchvision's own kernel on disjoint runs of the boxes from a thread pool
   (each box's output depends only on that box, torch ops release the GIL), so the output
   is bit-identical; the backward is torchvision's ``_roi_align_backward`` on the whole
