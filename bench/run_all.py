@@ -18,6 +18,7 @@ RESULTS_JSON, RESULTS_MD = HERE / "results.json", HERE / "results.md"
 BENCHMARKS = [
     ("bench_backbone.py", ["--repeats", "7"], ["--repeats", "2"]),
     ("bench_detection.py", ["--repeats", "5"], ["--repeats", "2"]),
+    ("bench_roi_align.py", ["--repeats", "7"], ["--repeats", "2"]),
     ("bench_coco_eval.py", ["--repeats", "7"], ["--repeats", "2"]),
     ("bench_loading.py", ["--repeats", "5"], ["--repeats", "2", "--images", "50"]),
     ("bench_train_step.py", ["--repeats", "9", "--batch", "8", "--size", "160"], ["--repeats", "2", "--batch", "4", "--size", "128"]),

@@ -11,6 +11,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 
+from ..layers import use_fast_roi_heads
+
 __all__ = ["fold_frozen_batchnorm", "prepare_for_inference"]
 
 
@@ -48,7 +50,9 @@ def _conv_parts(model: nn.Module):
 
 def prepare_for_inference(model: nn.Module, compile: bool = False) -> nn.Module:
     """Eval mode, frozen norms folded into convs, channels_last weights (NHWC convs are
-    faster on CPUs and tensor cores). In place; returns ``model``.
+    faster on CPUs and tensor cores), ROI heads on resdet's CPU paths
+    (``resdet.layers.use_fast_roi_heads``: multi-threaded ROIAlign with identical output,
+    box-head FCs on oneDNN). In place; returns ``model``.
 
     ``compile``: also compile the convolution-heavy parts with TorchInductor's freezing
     (``nn.Module.compile``, so parameter names do not change): the weights become
@@ -59,7 +63,7 @@ def prepare_for_inference(model: nn.Module, compile: bool = False) -> nn.Module:
     """
     model.eval()
     fold_frozen_batchnorm(model)
-    model = model.to(memory_format=torch.channels_last)
+    model = use_fast_roi_heads(model.to(memory_format=torch.channels_last))
     if compile:
         for part in _conv_parts(model):
             part.compile(options={"freezing": True})

@@ -9,6 +9,7 @@ from torch import nn
 from detectron2.modeling import ROI_HEADS_REGISTRY
 from detectron2.modeling.roi_heads import Res5ROIHeads
 
+from ..layers import FastROIPooler
 from .backbone import resnet_kwargs_from_cfg
 from .resnet import make_stages, stage_specs
 
@@ -17,7 +18,14 @@ __all__ = ["ResdetRes5ROIHeads"]
 
 @ROI_HEADS_REGISTRY.register()
 class ResdetRes5ROIHeads(Res5ROIHeads):
-    """Res5ROIHeads whose res5 (``roi_heads.res5.*``) is resdet's res5 stage."""
+    """Res5ROIHeads whose res5 (``roi_heads.res5.*``) is resdet's res5 stage, pooling
+    through resdet's multi-threaded ROIAlign (identical output and gradients)."""
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        ret["pooler"] = FastROIPooler.from_pooler(ret["pooler"])
+        return ret
 
     @classmethod
     def _build_res5_block(cls, cfg):
