@@ -24,7 +24,7 @@ from ..errors import CheckpointError, ConfigError, OutputError, ResdetError
 from .dense import INPUT_NAME, DenseRCNN, check_exportable, dense_outputs, fingerprint
 
 __all__ = ["FORMATS", "MODEL_FILES", "load_config", "build_detector", "export_model", "export_dense",
-           "read_export", "require"]
+           "read_export", "require", "write_onnx"]
 
 FORMATS = ("onnx", "openvino", "torchscript")
 MODEL_FILES = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.ts"}
@@ -83,9 +83,14 @@ def build_detector(cfg):
         raise CheckpointError("MODEL.WEIGHTS is empty: pass --weights, the trained detector to export")
     if not Path(weights).is_file():
         raise CheckpointError(f"{weights}: weights file not found")
+    class Strict(ResdetCheckpointer):  # keeps what Detectron2 would only log
+        def _log_incompatible_keys(self, incompatible):
+            self.incompatible = incompatible
+
     model = build_model(cfg).eval()
-    checkpointer = ResdetCheckpointer(model)
-    incompatible = checkpointer._load_model(checkpointer._load_file(weights))
+    checkpointer = Strict(model)
+    checkpointer.load(weights)
+    incompatible = checkpointer.incompatible
     bad = (list(incompatible.missing_keys) + list(incompatible.unexpected_keys)
            + [k for k, *_ in incompatible.incorrect_shapes])
     if bad:
@@ -135,7 +140,7 @@ def export_dense(model, cfg, fmt, output_dir, *, verify=True, onnx_export=None) 
     div = model.backbone.size_divisibility
     metadata = _metadata(model, cfg, fmt, outputs)
     with _atomic_dir(output_dir) as tmp, torch.no_grad():
-        writer = {"onnx": _write_onnx, "openvino": _write_openvino, "torchscript": _write_torchscript}[fmt]
+        writer = {"onnx": write_onnx, "openvino": _write_openvino, "torchscript": _write_torchscript}[fmt]
         if onnx_export is not None:
             if fmt != "openvino":
                 raise ConfigError(f"onnx_export: only an openvino export converts an ONNX export, not {fmt}")
@@ -262,7 +267,9 @@ def _example(div, batch=2, h=4, w=5):
     return torch.randn(batch, 3, h * step, w * step)
 
 
-def _write_onnx(dense, folder, output_names, div, name=MODEL_FILES["onnx"]):
+def write_onnx(dense, folder, output_names, div, name=MODEL_FILES["onnx"]):
+    """``dense`` (images -> tuple of tensors) to ``folder/name`` with dynamic batch and
+    size (multiples of ``div`` when it is > 0), through torch.export."""
     require("onnxscript", "--format onnx")
     from torch.export import Dim
 
@@ -272,7 +279,7 @@ def _write_onnx(dense, folder, output_names, div, name=MODEL_FILES["onnx"]):
     else:
         shape = {0: Dim("batch", min=1), 2: Dim("height", min=32), 3: Dim("width", min=32)}
     # the exporter narrates each stage on stdout; a tool's output is its result only
-    with contextlib.redirect_stdout(open(os.devnull, "w")):
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
         program = torch.onnx.export(dense, (_example(div),), dynamo=True, dynamic_shapes={"images": shape},
                                     input_names=[INPUT_NAME], output_names=output_names,
                                     optimize=True, verbose=False)
@@ -287,7 +294,7 @@ def _write_openvino(dense, folder, output_names, div, onnx_file=None):
     try:
         if onnx_file is None:
             onnx_file = onnx_dir / MODEL_FILES["onnx"]
-            _write_onnx(dense, onnx_dir, output_names, div)
+            write_onnx(dense, onnx_dir, output_names, div)
         model = ov.convert_model(str(onnx_file))
         # keep fp32 weights: reduced precision is a runtime choice (INFERENCE_PRECISION_HINT)
         ov.save_model(model, str(folder / MODEL_FILES["openvino"]), compress_to_fp16=False)

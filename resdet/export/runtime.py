@@ -86,7 +86,9 @@ class TorchScriptDense:
         self.names = names
 
     def __call__(self, x):
-        with torch.no_grad():
+        # without the profiling executor's re-optimisation at every new input shape (seconds
+        # each, for no gain on a frozen conv graph)
+        with torch.no_grad(), torch.jit.optimized_execution(False):
             outs = self.module(x.contiguous(memory_format=torch.channels_last))
         return dict(zip(self.names, outs))
 
