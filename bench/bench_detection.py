@@ -137,7 +137,8 @@ def main(argv=None):
     counts = {"proposals_resdet": proposal_count(ours.roi_heads, 2, lambda: ours(d2_in)),
               "proposals_detectron2": proposal_count(builtin.roi_heads, 2, lambda: builtin(d2_in)),
               "proposals_torchvision": proposal_count(tv.roi_heads, 1, lambda: tv(tv_in))}
-    counts.update({f"proposals_{k}": proposal_count(m.roi_heads, 2, lambda: m(d2_in)) for k, m in hybrids.items()})
+    for k, m in hybrids.items():
+        counts[f"proposals_{k}"] = proposal_count(m.roi_heads, 2, lambda: m(d2_in))
     fp32_paths = {"compiled": ours, **{k: m for k, m in hybrids.items() if not k.endswith("bf16")}}
     with torch.no_grad():
         # same weights, so the same boxes up to the float rounding of the folded BN
@@ -146,7 +147,8 @@ def main(argv=None):
         for k, m in fp32_paths.items():
             a = m(d2_in)[0]["instances"]
             n = min(len(a), len(ref))
-            diffs[k] = float((a.pred_boxes.tensor[:n] - ref.pred_boxes.tensor[:n]).abs().max()) if n else 0.0
+            diff = (a.pred_boxes.tensor[:n] - ref.pred_boxes.tensor[:n]).abs()
+            diffs[k] = float(diff.max()) if n else 0.0
         counts["detections"] = len(ref)
         fns = {k: (lambda m: lambda: m(d2_in))(m) for k, m in {**fp32_paths, **hybrids}.items()}
         fns.update({"eager": lambda: eager(d2_in), "detectron2": lambda: builtin(d2_in),
@@ -160,7 +162,8 @@ def main(argv=None):
     ratios = {f"ratio_{k}": round(t["torchvision"] / t[k], 3) for k in fp32_paths}
     where = {}
     if best in hybrids:  # the profile: what the runtime takes, what stays in PyTorch
-        where = {"dense_s": round(tb[f"dense_{best}"], 4), "pytorch_rest_s": round(t[best] - tb[f"dense_{best}"], 4)}
+        dense_s = tb[f"dense_{best}"]
+        where = {"dense_s": round(dense_s, 4), "pytorch_rest_s": round(t[best] - dense_s, 4)}
     common = dict(image=f"{H}x{W}", **counts)
     rows = [
         result("detection_r50fpn_vs_torchvision", t[best], t["torchvision"], 1.8,
@@ -187,9 +190,10 @@ def main(argv=None):
             dense_s=round(tb["dense_openvino_bf16"], 4),
             pytorch_rest_s=round(t["openvino_bf16"] - tb["dense_openvino_bf16"], 4),
             coco128_detection_agreement=round(sum(matched) / len(matched), 3) if matched else None,
-            coco128_mean_score_diff=round(sum(d for _, d in agree if d is not None) / max(1, len(matched)), 4),
-            note="random calibrated weights: agreement of bf16 with fp32 detections (same class, IoU>=0.5) "
-                 "on 4 coco128 images, not an AP change"))
+            coco128_mean_score_diff=round(
+                sum(d for _, d in agree if d is not None) / max(1, len(matched)), 4),
+            note="random calibrated weights: agreement of bf16 with fp32 detections "
+                 "(same class, IoU>=0.5) on 4 coco128 images, not an AP change"))
     emit(rows, args.output)
 
 
@@ -202,7 +206,8 @@ def runtime_models(trained, cfg, tmp):
     export_dense(trained, cfg, "openvino", tmp / "openvino", onnx_export=tmp / "onnx")
     return {"onnxruntime": runtime_model(trained, cfg, "onnxruntime", export_dir=tmp / "onnx"),
             "openvino": runtime_model(trained, cfg, "openvino", export_dir=tmp / "openvino"),
-            "openvino_bf16": runtime_model(trained, cfg, "openvino", "bf16", export_dir=tmp / "openvino")}
+            "openvino_bf16": runtime_model(trained, cfg, "openvino", "bf16",
+                                           export_dir=tmp / "openvino")}
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def interleaved(fns: dict, repeats: int, device="cpu", warmup: int = 1, stat=statistics.median) -> dict:
+def interleaved(fns: dict, repeats: int, device="cpu", warmup: int = 1,
+                stat=statistics.median) -> dict:
     """Median (or ``stat``) seconds per call of each fn in ``fns``, measured in alternation;
     ``stat=list`` gives every time."""
     for fn in fns.values():

@@ -10,23 +10,30 @@ normalisation, size divisibility, test resize, class names, outputs and their st
 versions). Run it with resdet.export.runtime_model(...) or resdet.export.load_dense(DIR).
 The export is checked against PyTorch before it is written; errors are one line.
 """
+
 import argparse
 import sys
 import warnings
 
 # fvcore/Detectron2 call torch.jit.script at import time, which torch deprecates; keep
 # stderr for this tool's own one-line errors.
-warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+warnings.filterwarnings(
+    "ignore", message="`torch.jit.script` is deprecated", category=FutureWarning
+)
 
 from resdet import cli  # noqa: E402
 
 
 def parser():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", required=True, help="the detector's config (YAML)")
     ap.add_argument("--weights", required=True, help="its trained weights (.pth/.pkl)")
     ap.add_argument("--format", required=True, help="onnx, openvino or torchscript")
-    ap.add_argument("--output", required=True, help="folder to write (an earlier export there is replaced)")
+    ap.add_argument(
+        "--output", required=True, help="folder to write (an earlier export there is replaced)"
+    )
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     return cli.add_debug_flag(ap)
 

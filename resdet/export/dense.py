@@ -9,6 +9,7 @@ The graph's one input is the batch ``GeneralizedRCNN.preprocess_image`` builds
 (normalised, zero-padded to the size divisibility); its outputs are the features the ROI
 heads read and, per RPN level, the objectness logits and anchor deltas.
 """
+
 import copy
 import hashlib
 
@@ -28,11 +29,15 @@ def check_exportable(model) -> None:
     from detectron2.modeling.proposal_generator import RPN
 
     if not isinstance(model, GeneralizedRCNN):
-        raise ConfigError(f"MODEL.META_ARCHITECTURE: only GeneralizedRCNN detectors export, "
-                          f"got {type(model).__name__}")
+        raise ConfigError(
+            f"MODEL.META_ARCHITECTURE: only GeneralizedRCNN detectors export, "
+            f"got {type(model).__name__}"
+        )
     if not isinstance(model.proposal_generator, RPN):
         name = type(model.proposal_generator).__name__
-        raise ConfigError(f"MODEL.PROPOSAL_GENERATOR.NAME: only the standard RPN exports, got {name}")
+        raise ConfigError(
+            f"MODEL.PROPOSAL_GENERATOR.NAME: only the standard RPN exports, got {name}"
+        )
     if model.roi_heads is None or not hasattr(model.roi_heads, "in_features"):
         raise ConfigError("MODEL.ROI_HEADS.NAME: the ROI heads must declare their in_features")
 
@@ -42,12 +47,21 @@ def dense_outputs(model) -> list:
     shapes = model.backbone.output_shape()
     rpn = model.proposal_generator
     num_anchors = rpn.anchor_generator.num_anchors
-    outs = [{"name": f, "kind": "feature", "stride": shapes[f].stride, "channels": shapes[f].channels}
-            for f in model.roi_heads.in_features]
+    outs = [
+        {"name": f, "kind": "feature", "stride": shapes[f].stride, "channels": shapes[f].channels}
+        for f in model.roi_heads.in_features
+    ]
     for kind, per_anchor in (("rpn_logits", 1), ("rpn_deltas", rpn.anchor_generator.box_dim)):
-        outs += [{"name": f"{kind}_{f}", "kind": kind, "stride": shapes[f].stride,
-                  "channels": n * per_anchor, "level": f}
-                 for f, n in zip(rpn.in_features, num_anchors)]
+        outs += [
+            {
+                "name": f"{kind}_{f}",
+                "kind": kind,
+                "stride": shapes[f].stride,
+                "channels": n * per_anchor,
+                "level": f,
+            }
+            for f, n in zip(rpn.in_features, num_anchors)
+        ]
     return outs
 
 

@@ -7,6 +7,7 @@ temporary name beside the target, checked (the exported graph is run at a size i
 not traced at and compared with PyTorch), and only then renamed into place: an export
 that fails leaves nothing behind.
 """
+
 import contextlib
 import copy
 import functools
@@ -23,8 +24,17 @@ import torch
 from ..errors import CheckpointError, ConfigError, OutputError, ResdetError
 from .dense import INPUT_NAME, DenseRCNN, check_exportable, dense_outputs, fingerprint
 
-__all__ = ["FORMATS", "MODEL_FILES", "load_config", "build_detector", "export_model", "export_dense",
-           "read_export", "require", "write_onnx"]
+__all__ = [
+    "FORMATS",
+    "MODEL_FILES",
+    "load_config",
+    "build_detector",
+    "export_model",
+    "export_dense",
+    "read_export",
+    "require",
+    "write_onnx",
+]
 
 FORMATS = ("onnx", "openvino", "torchscript")
 MODEL_FILES = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.ts"}
@@ -32,8 +42,12 @@ METADATA = "export.json"
 # what the export check tolerates on random input (parity on real images is the tests' job)
 VERIFY_RTOL = 1e-3
 # the pip package behind each module; all in the "deploy" extra
-PACKAGES = {"onnx": "onnx", "onnxscript": "onnxscript", "onnxruntime": "onnxruntime",
-            "openvino": "openvino"}
+PACKAGES = {
+    "onnx": "onnx",
+    "onnxscript": "onnxscript",
+    "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
+}
 
 
 def require(module: str, what: str):
@@ -41,8 +55,10 @@ def require(module: str, what: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ConfigError(f"{what} needs the Python package {PACKAGES.get(module, module)}, which is "
-                          f"not installed: pip install 'resdet[deploy]'") from None
+        raise ConfigError(
+            f"{what} needs the Python package {PACKAGES.get(module, module)}, which is "
+            f"not installed: pip install 'resdet[deploy]'"
+        ) from None
 
 
 def load_config(config_file=None, weights=None, opts=()):
@@ -63,7 +79,9 @@ def load_config(config_file=None, weights=None, opts=()):
     try:
         cfg.merge_from_list(list(opts or []))
     except (KeyError, ValueError, AssertionError) as e:
-        raise ConfigError(f"command-line KEY VALUE pairs: {str(e).strip().splitlines()[0]}") from None
+        raise ConfigError(
+            f"command-line KEY VALUE pairs: {str(e).strip().splitlines()[0]}"
+        ) from None
     if weights is not None:
         cfg.MODEL.WEIGHTS = str(weights)
     cfg.MODEL.DEVICE = "cpu"  # the runtimes here run on the CPU
@@ -80,9 +98,12 @@ def build_detector(cfg):
 
     weights = cfg.MODEL.WEIGHTS
     if not weights:
-        raise CheckpointError("MODEL.WEIGHTS is empty: pass --weights, the trained detector to export")
+        raise CheckpointError(
+            "MODEL.WEIGHTS is empty: pass --weights, the trained detector to export"
+        )
     if not Path(weights).is_file():
         raise CheckpointError(f"{weights}: weights file not found")
+
     class Strict(ResdetCheckpointer):  # keeps what Detectron2 would only log
         def _log_incompatible_keys(self, incompatible):
             self.incompatible = incompatible
@@ -91,23 +112,32 @@ def build_detector(cfg):
     checkpointer = Strict(model)
     checkpointer.load(weights)
     incompatible = checkpointer.incompatible
-    bad = (list(incompatible.missing_keys) + list(incompatible.unexpected_keys)
-           + [k for k, *_ in incompatible.incorrect_shapes])
+    bad = (
+        list(incompatible.missing_keys)
+        + list(incompatible.unexpected_keys)
+        + [k for k, *_ in incompatible.incorrect_shapes]
+    )
     if bad:
-        raise CheckpointError(f"{weights}: does not fit the model of the config ({len(bad)} keys "
-                              f"missing, unexpected or of another shape, first {bad[0]}); "
-                              f"export the config it was trained with")
+        raise CheckpointError(
+            f"{weights}: does not fit the model of the config ({len(bad)} keys "
+            f"missing, unexpected or of another shape, first {bad[0]}); "
+            f"export the config it was trained with"
+        )
     return model
 
 
-def export_model(cfg, weights=None, fmt="onnx", output_dir="export", *, opts=(), verify=True) -> Path:
+def export_model(
+    cfg, weights=None, fmt="onnx", output_dir="export", *, opts=(), verify=True
+) -> Path:
     """Export the trained detector of ``cfg`` (a CfgNode, or a config file path merged with
     ``opts``) with ``weights`` (default cfg.MODEL.WEIGHTS) to ``output_dir`` in ``fmt``.
 
     An existing export in ``output_dir`` is replaced; any other non-empty folder is
     refused. Returns the output folder."""
     if fmt not in FORMATS:
-        raise ConfigError(f"--format {fmt!r}: not an export format; choose one of {', '.join(FORMATS)}")
+        raise ConfigError(
+            f"--format {fmt!r}: not an export format; choose one of {', '.join(FORMATS)}"
+        )
     if weights is not None and not Path(weights).is_file():
         raise CheckpointError(f"{weights}: weights file not found")
     if isinstance(cfg, (str, os.PathLike)):
@@ -128,7 +158,9 @@ def export_dense(model, cfg, fmt, output_dir, *, verify=True, onnx_export=None) 
     ``onnx_export``: for ``fmt="openvino"``, an ONNX export folder of this same model to
     convert instead of exporting the graph again (the ONNX export is most of the time)."""
     if fmt not in FORMATS:
-        raise ConfigError(f"--format {fmt!r}: not an export format; choose one of {', '.join(FORMATS)}")
+        raise ConfigError(
+            f"--format {fmt!r}: not an export format; choose one of {', '.join(FORMATS)}"
+        )
     check_exportable(model)
     if next(model.parameters()).device.type != "cpu":
         raise ConfigError("MODEL.DEVICE: export runs on the CPU; set MODEL.DEVICE cpu")
@@ -140,21 +172,33 @@ def export_dense(model, cfg, fmt, output_dir, *, verify=True, onnx_export=None) 
     div = model.backbone.size_divisibility
     metadata = _metadata(model, cfg, fmt, outputs)
     with _atomic_dir(output_dir) as tmp, torch.no_grad():
-        writer = {"onnx": write_onnx, "openvino": _write_openvino, "torchscript": _write_torchscript}[fmt]
+        writer = {
+            "onnx": write_onnx,
+            "openvino": _write_openvino,
+            "torchscript": _write_torchscript,
+        }[fmt]
         if onnx_export is not None:
             if fmt != "openvino":
-                raise ConfigError(f"onnx_export: only an openvino export converts an ONNX export, not {fmt}")
+                raise ConfigError(
+                    f"onnx_export: only an openvino export converts an ONNX export, not {fmt}"
+                )
             source = read_export(onnx_export)
             if source["format"] != "onnx" or source["fingerprint"] != metadata["fingerprint"]:
-                raise ConfigError(f"{onnx_export}: not an ONNX export of this model; export it again")
-            writer = functools.partial(_write_openvino, onnx_file=Path(onnx_export) / MODEL_FILES["onnx"])
+                raise ConfigError(
+                    f"{onnx_export}: not an ONNX export of this model; export it again"
+                )
+            writer = functools.partial(
+                _write_openvino, onnx_file=Path(onnx_export) / MODEL_FILES["onnx"]
+            )
         try:
             writer(dense, tmp, [o["name"] for o in outputs], div)
         except ResdetError:
             raise
         except Exception as e:  # the converters' own errors, e.g. an op a format lacks
-            raise ConfigError(f"{cfg.MODEL.BACKBONE.NAME} cannot be exported to {fmt}: "
-                              f"{type(e).__name__}: {_first_line(e)}") from e
+            raise ConfigError(
+                f"{cfg.MODEL.BACKBONE.NAME} cannot be exported to {fmt}: "
+                f"{type(e).__name__}: {_first_line(e)}"
+            ) from e
         metadata["files"] = sorted(p.name for p in tmp.iterdir())
         (tmp / METADATA).write_text(json.dumps(metadata, indent=1))
         if verify:
@@ -173,8 +217,10 @@ def read_export(export_dir) -> dict:
         raise ConfigError(f"{path}: not valid JSON ({e}); export again") from None
     model_file = Path(export_dir) / MODEL_FILES.get(meta.get("format"), "?")
     if not model_file.is_file():
-        raise ConfigError(f"{export_dir}: {METADATA} names format {meta.get('format')!r} "
-                          f"but {model_file.name} is missing; export again")
+        raise ConfigError(
+            f"{export_dir}: {METADATA} names format {meta.get('format')!r} "
+            f"but {model_file.name} is missing; export again"
+        )
     return meta
 
 
@@ -188,30 +234,42 @@ def _metadata(model, cfg, fmt, outputs) -> dict:
 
     div = model.backbone.size_divisibility
     versions = {"resdet": resdet.__version__, "torch": torch.__version__}
-    runtime_modules = {"onnx": ("onnx", "onnxruntime"), "openvino": ("openvino",),
-                       "torchscript": ()}[fmt]
+    runtime_modules = {
+        "onnx": ("onnx", "onnxruntime"),
+        "openvino": ("openvino",),
+        "torchscript": (),
+    }[fmt]
     for name in runtime_modules:
         versions[name] = require(name, f"--format {fmt}").__version__
     return {
         "format": fmt,
         "model": MODEL_FILES[fmt],
         "input": {
-            "name": INPUT_NAME, "layout": "NCHW", "dtype": "float32",
+            "name": INPUT_NAME,
+            "layout": "NCHW",
+            "dtype": "float32",
             "format": cfg.INPUT.FORMAT,
             "pixel_mean": [float(v) for v in cfg.MODEL.PIXEL_MEAN],
             "pixel_std": [float(v) for v in cfg.MODEL.PIXEL_STD],
             "preprocess": "(image - pixel_mean) / pixel_std, then zero-padded at the bottom and "
-                          "right to a multiple of size_divisibility, batched",
+            "right to a multiple of size_divisibility, batched",
             "size_divisibility": div,
             "dynamic": ["batch", "height", "width"],
         },
-        "test_resize": {"min_size": cfg.INPUT.MIN_SIZE_TEST, "max_size": cfg.INPUT.MAX_SIZE_TEST,
-                        "note": "shortest side to min_size, longest at most max_size, before preprocess"},
+        "test_resize": {
+            "min_size": cfg.INPUT.MIN_SIZE_TEST,
+            "max_size": cfg.INPUT.MAX_SIZE_TEST,
+            "note": "shortest side to min_size, longest at most max_size, before preprocess",
+        },
         "class_names": _class_names(cfg),
         "num_classes": cfg.MODEL.ROI_HEADS.NUM_CLASSES,
         "outputs": outputs,
-        "architecture": {"meta": cfg.MODEL.META_ARCHITECTURE, "backbone": cfg.MODEL.BACKBONE.NAME,
-                         "depth": cfg.MODEL.RESNETS.DEPTH, "roi_heads": cfg.MODEL.ROI_HEADS.NAME},
+        "architecture": {
+            "meta": cfg.MODEL.META_ARCHITECTURE,
+            "backbone": cfg.MODEL.BACKBONE.NAME,
+            "depth": cfg.MODEL.RESNETS.DEPTH,
+            "roi_heads": cfg.MODEL.ROI_HEADS.NAME,
+        },
         "in_pytorch": "anchor decoding, RPN top-k and NMS, ROI heads, per-class NMS, rescaling",
         "weights": cfg.MODEL.WEIGHTS,
         "fingerprint": fingerprint(model),
@@ -228,8 +286,10 @@ def _class_names(cfg):
         if classes is None:
             continue
         if len(classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
-            raise ConfigError(f"DATASETS: {name} has {len(classes)} classes but "
-                              f"MODEL.ROI_HEADS.NUM_CLASSES is {cfg.MODEL.ROI_HEADS.NUM_CLASSES}")
+            raise ConfigError(
+                f"DATASETS: {name} has {len(classes)} classes but "
+                f"MODEL.ROI_HEADS.NUM_CLASSES is {cfg.MODEL.ROI_HEADS.NUM_CLASSES}"
+            )
         return list(classes)
     return None
 
@@ -246,8 +306,10 @@ def _atomic_dir(output_dir):
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     except OSError as e:
-        raise OutputError(f"{out}: cannot write here ({e.strerror or type(e).__name__}); "
-                          f"choose a folder you can write to") from None
+        raise OutputError(
+            f"{out}: cannot write here ({e.strerror or type(e).__name__}); "
+            f"choose a folder you can write to"
+        ) from None
     try:
         yield tmp
         old = None
@@ -274,15 +336,25 @@ def write_onnx(dense, folder, output_names, div, name=MODEL_FILES["onnx"]):
     from torch.export import Dim
 
     if div > 0:  # FPN: the top-down sum needs sizes divisible by the coarsest stride
-        shape = {0: Dim("batch", min=1), 2: div * Dim("height_div", min=1),
-                 3: div * Dim("width_div", min=1)}
+        shape = {
+            0: Dim("batch", min=1),
+            2: div * Dim("height_div", min=1),
+            3: div * Dim("width_div", min=1),
+        }
     else:
         shape = {0: Dim("batch", min=1), 2: Dim("height", min=32), 3: Dim("width", min=32)}
     # the exporter narrates each stage on stdout; a tool's output is its result only
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-        program = torch.onnx.export(dense, (_example(div),), dynamo=True, dynamic_shapes={"images": shape},
-                                    input_names=[INPUT_NAME], output_names=output_names,
-                                    optimize=True, verbose=False)
+        program = torch.onnx.export(
+            dense,
+            (_example(div),),
+            dynamo=True,
+            dynamic_shapes={"images": shape},
+            input_names=[INPUT_NAME],
+            output_names=output_names,
+            optimize=True,
+            verbose=False,
+        )
         program.save(str(folder / name), external_data=False)
 
 
@@ -323,8 +395,14 @@ def _verify(reference, folder, fmt, div):
     names = [o["name"] for o in json.loads((folder / METADATA).read_text())["outputs"]]
     for name, e in zip(names, expected):
         g = got[name]
-        err = float((g - e).abs().max() / e.abs().max().clamp_min(1e-12)) if g.shape == e.shape else None
+        err = (
+            float((g - e).abs().max() / e.abs().max().clamp_min(1e-12))
+            if g.shape == e.shape
+            else None
+        )
         if err is None or not err <= VERIFY_RTOL:
-            raise ConfigError(f"the {fmt} export of output {name} does not match PyTorch "
-                              f"({'shape ' + str(tuple(g.shape)) if err is None else f'relative error {err:.2g}'})"
-                              f"; the model cannot be exported to {fmt} faithfully")
+            how = f"shape {tuple(g.shape)}" if err is None else f"relative error {err:.2g}"
+            raise ConfigError(
+                f"the {fmt} export of output {name} does not match PyTorch ({how}); "
+                f"the model cannot be exported to {fmt} faithfully"
+            )

@@ -10,6 +10,7 @@ the detections follow the same code as the PyTorch model's.
 Runtimes run on the CPU with as many threads as PyTorch uses (``torch.get_num_threads()``
 when the module is built).
 """
+
 import copy
 import tempfile
 import warnings
@@ -25,8 +26,12 @@ from .exporter import MODEL_FILES, export_dense, read_export, require
 __all__ = ["RUNTIMES", "PRECISIONS", "load_dense", "RuntimeRCNN", "runtime_model"]
 
 # runtime -> the export formats it reads, the first one being what it exports on the fly
-RUNTIMES = {"onnxruntime": ("onnx",), "openvino": ("openvino", "onnx"), "torchscript": ("torchscript",),
-            "torch": ()}
+RUNTIMES = {
+    "onnxruntime": ("onnx",),
+    "openvino": ("openvino", "onnx"),
+    "torchscript": ("torchscript",),
+    "torch": (),
+}
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -57,8 +62,11 @@ class OpenVinoDense:
     def __init__(self, path, names, threads, precision):
         ov = require("openvino", "runtime openvino")
         core = ov.Core()
-        config = {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
-                  "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        config = {
+            "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",
+        }
         self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         self.request = self.compiled.create_infer_request()
         index = {}
@@ -73,7 +81,10 @@ class OpenVinoDense:
     def __call__(self, x):
         self.request.infer({0: x.float().contiguous().numpy()})
         # the request's buffers are reused by the next call: copy out
-        return {n: torch.from_numpy(self.request.get_output_tensor(i).data.copy()) for n, i in self.outputs}
+        return {
+            n: torch.from_numpy(self.request.get_output_tensor(i).data.copy())
+            for n, i in self.outputs
+        }
 
 
 class TorchScriptDense:
@@ -117,11 +128,16 @@ def load_dense(export_dir, runtime=None, precision="fp32", threads=None):
     on ``runtime`` (default: the one its format is made for)."""
     meta = read_export(export_dir)
     fmt = meta["format"]
-    runtime = runtime or {"onnx": "onnxruntime", "openvino": "openvino", "torchscript": "torchscript"}[fmt]
+    runtime = (
+        runtime
+        or {"onnx": "onnxruntime", "openvino": "openvino", "torchscript": "torchscript"}[fmt]
+    )
     _check_choice(runtime, precision)
     if fmt not in RUNTIMES[runtime]:
-        raise ConfigError(f"{export_dir}: a {fmt} export cannot run on {runtime}; export to "
-                          f"{' or '.join(RUNTIMES[runtime])}")
+        raise ConfigError(
+            f"{export_dir}: a {fmt} export cannot run on {runtime}; export to "
+            f"{' or '.join(RUNTIMES[runtime])}"
+        )
     threads = threads or torch.get_num_threads()
     path = Path(export_dir) / MODEL_FILES[fmt]
     names = [o["name"] for o in meta["outputs"]]
@@ -138,15 +154,34 @@ def _check_choice(runtime, precision):
     if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if precision == "bf16" and runtime not in ("openvino", "torch"):
-        raise ConfigError(f"precision bf16: runtime {runtime} has no bf16 CPU path; use openvino or torch")
+        raise ConfigError(
+            f"precision bf16: runtime {runtime} has no bf16 CPU path; use openvino or torch"
+        )
+
+
+class Bf16(nn.Module):
+    """``module`` with bf16 weights: bf16 in, fp32 out. For the per-ROI head of the bf16
+    path (the box head's FCs or the C4 res5), which runs about twice as fast in bf16 on
+    CPUs with bf16 dot products."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module.to(torch.bfloat16)
+        # Detectron2's StandardROIHeads reads the box head's output_shape
+        if hasattr(module, "output_shape"):
+            self.output_shape = module.output_shape
+
+    def forward(self, x):
+        return self.module(x.to(torch.bfloat16)).float()
 
 
 class RuntimeRCNN(nn.Module):
     """GeneralizedRCNN inference with the dense part in ``dense`` (a ``load_dense`` callable)
     and the rest in PyTorch: Detectron2's own RPN decoding and ROI heads (copied from
-    ``model``, their frozen norms folded), so only the dense features can differ."""
+    ``model``, their frozen norms folded), so only the dense features can differ.
+    ``bf16_head``: the per-ROI head (box head, or res5 for C4) in bf16 as well."""
 
-    def __init__(self, model, dense, outputs):
+    def __init__(self, model, dense, outputs, bf16_head=False):
         super().__init__()
         from ..modeling import fold_frozen_batchnorm
 
@@ -163,6 +198,9 @@ class RuntimeRCNN(nn.Module):
         self.proposal_generator = copy.deepcopy(pg, {id(pg.rpn_head): None}).cpu().eval()
         roi_heads = fold_frozen_batchnorm(copy.deepcopy(model.roi_heads).cpu().eval())
         self.roi_heads = roi_heads.to(memory_format=torch.channels_last)
+        if bf16_head:
+            head = "box_head" if hasattr(roi_heads, "box_head") else "res5"
+            setattr(roi_heads, head, Bf16(getattr(roi_heads, head)))
 
     @property
     def device(self):
@@ -171,9 +209,12 @@ class RuntimeRCNN(nn.Module):
     def preprocess_image(self, batched_inputs):
         from detectron2.structures import ImageList
 
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
-        return ImageList.from_tensors(images, self.size_divisibility,
-                                      padding_constraints=self.padding_constraints)
+        images = [
+            (x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs
+        ]
+        return ImageList.from_tensors(
+            images, self.size_divisibility, padding_constraints=self.padding_constraints
+        )
 
     def _proposals(self, images, out):
         rpn = self.proposal_generator
@@ -183,8 +224,12 @@ class RuntimeRCNN(nn.Module):
         # the layout RPN.forward gives the head's outputs before predict_proposals
         logits = [s.permute(0, 2, 3, 1).flatten(1) for s in logits]
         box_dim = rpn.anchor_generator.box_dim
-        deltas = [d.view(d.shape[0], -1, box_dim, d.shape[-2], d.shape[-1]).permute(0, 3, 4, 1, 2).flatten(1, -2)
-                  for d in deltas]
+        deltas = [
+            d.view(d.shape[0], -1, box_dim, d.shape[-2], d.shape[-1])
+            .permute(0, 3, 4, 1, 2)
+            .flatten(1, -2)
+            for d in deltas
+        ]
         return rpn.predict_proposals(anchors, logits, deltas, images.image_sizes)
 
     def forward(self, batched_inputs):
@@ -207,7 +252,8 @@ def runtime_model(model, cfg, runtime, precision="fp32", export_dir=None) -> nn.
 
     ``export_dir``: an export of this model to use; exported there first if it holds
     none; an export of other weights is refused. None: exported to a temporary folder
-    that lives as long as the returned module. ``precision`` "bf16": openvino or torch."""
+    that lives as long as the returned module. ``precision`` "bf16" (openvino or torch):
+    the dense part and the per-ROI head compute in bf16; proposals, pooling and NMS stay fp32."""
     _check_choice(runtime, precision)
     check_exportable(model)
     if next(model.parameters()).device.type != "cpu":
@@ -229,9 +275,11 @@ def runtime_model(model, cfg, runtime, precision="fp32", export_dir=None) -> nn.
             export_dense(model, cfg, fmt, export_dir)
         meta = read_export(export_dir)
         if meta.get("fingerprint") != fingerprint(model):
-            raise ConfigError(f"{export_dir}: exported from other weights than this model's; "
-                              f"delete it or choose another export folder")
+            raise ConfigError(
+                f"{export_dir}: exported from other weights than this model's; "
+                f"delete it or choose another export folder"
+            )
         dense = load_dense(export_dir, runtime, precision)
-    wrapped = RuntimeRCNN(model, dense, outputs).eval()
+    wrapped = RuntimeRCNN(model, dense, outputs, bf16_head=precision == "bf16").eval()
     wrapped._export_tmp = keep  # the temporary export lives as long as the module
     return wrapped
