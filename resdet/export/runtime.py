@@ -198,8 +198,10 @@ class RuntimeRCNN(nn.Module):
         self.proposal_generator = copy.deepcopy(pg, {id(pg.rpn_head): None}).cpu().eval()
         roi_heads = fold_frozen_batchnorm(copy.deepcopy(model.roi_heads).cpu().eval())
         self.roi_heads = roi_heads.to(memory_format=torch.channels_last)
-        if bf16_head:
-            head = "box_head" if hasattr(roi_heads, "box_head") else "res5"
+        head = "box_head" if hasattr(roi_heads, "box_head") else "res5"
+        # one head module (not Cascade R-CNN's list of stages): those keep fp32
+        if bf16_head and isinstance(getattr(roi_heads, head, None), nn.Module) \
+                and not isinstance(getattr(roi_heads, head), nn.ModuleList):
             setattr(roi_heads, head, Bf16(getattr(roi_heads, head)))
 
     @property
