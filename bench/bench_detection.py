@@ -1,15 +1,20 @@
 """Detection inference: resdet R50-FPN Faster R-CNN vs Detectron2's built-in R50-FPN vs
 torchvision's fasterrcnn_resnet50_fpn, fp32, same image size and proposal counts.
 
-resdet's model is Detectron2's GeneralizedRCNN with the resdet backbone, run through
+resdet's model is Detectron2's GeneralizedRCNN with the resdet backbone. Its fp32 paths:
 resdet's inference preparation (BN folded into convs, channels_last, backbone and RPN head
-Inductor-compiled with frozen weights); its eager form (not compiled) is reported beside
-it. Detectron2's built-in gets the very same weights (identical parameter names);
-torchvision's has its own random init (it takes the same image, proposal and detection
-counts).
+Inductor-compiled with frozen weights), and the hybrid runtime models of resdet.export
+(backbone, FPN and RPN head exported and run on ONNX Runtime or OpenVINO; RPN decoding,
+ROI heads and NMS in PyTorch); the fastest is the row, each path's ratio beside it, with
+the time split between the runtime and PyTorch. The bf16 row is the OpenVINO hybrid at
+bf16 inference precision, with its agreement with fp32 on coco128 images. The eager
+PyTorch form is a reference row. Detectron2's built-in gets the very same weights
+(identical parameter names); torchvision's has its own random init (it takes the same
+image, proposal and detection counts).
 """
 import copy
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -20,7 +25,7 @@ from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit, interleaved, parser, result  # noqa: E402
+from common import SHARED_DATA, emit, interleaved, parser, result  # noqa: E402
 
 import resdet  # noqa: E402
 from resdet.modeling import prepare_for_inference  # noqa: E402
@@ -69,6 +74,44 @@ def proposal_count(roi_heads, index, run):
     return seen[0]
 
 
+def coco_inputs(n=4):
+    """The first ``n`` coco128 images, resized as the benchmark's input (shortest side H)."""
+    from detectron2.data import detection_utils
+    from detectron2.data.transforms import ResizeShortestEdge
+
+    files = sorted((SHARED_DATA / "coco128" / "train2017").glob("*.jpg"))[:n]
+    resize = ResizeShortestEdge(H, W)
+    out = []
+    for f in files:
+        img = detection_utils.read_image(str(f), format="RGB")
+        img = resize.get_transform(img).apply_image(img)
+        out.append({"image": torch.as_tensor(img.transpose(2, 0, 1).copy()), "height": img.shape[0],
+                    "width": img.shape[1]})
+    return out
+
+
+def agreement(ref, low, iou=0.5):
+    """Fraction of ``ref``'s detections that ``low`` has too (same class, IoU >= ``iou``,
+    greedy by score), and the mean |score difference| over those matched."""
+    from detectron2.structures import pairwise_iou
+
+    if len(ref) == 0:
+        return None, None
+    ious = pairwise_iou(ref.pred_boxes, low.pred_boxes)
+    ious[ref.pred_classes[:, None] != low.pred_classes[None]] = 0
+    used, matched, dscore = set(), 0, []
+    for i in range(len(ref)):
+        for j in ious[i].argsort(descending=True).tolist():
+            if ious[i, j] < iou:
+                break
+            if j not in used:
+                used.add(j)
+                matched += 1
+                dscore.append(abs(float(ref.scores[i] - low.scores[j])))
+                break
+    return matched / len(ref), (sum(dscore) / len(dscore) if dscore else None)
+
+
 def main(argv=None):
     args = parser(__doc__).parse_args(argv)
     dev = args.device
@@ -76,44 +119,102 @@ def main(argv=None):
     img = torch.randint(0, 255, (3, H, W), dtype=torch.uint8, device=dev)
     d2_in = [{"image": img, "height": H, "width": W}]
     tv_in = [img.float() / 255]
-    ours = build_model(d2_cfg("build_resdet_fpn_backbone", dev)).eval()
+    cfg = d2_cfg("build_resdet_fpn_backbone", dev)
+    ours = build_model(cfg).eval()
     calibrate_norms(ours, lambda: ours(d2_in))
     builtin = build_model(d2_cfg("build_resnet_fpn_backbone", dev)).eval()
     builtin.load_state_dict(ours.state_dict())  # the same weights (same names), before folding
+    trained = copy.deepcopy(ours)  # as a checkpoint would hold it, for the exports
     eager = prepare_for_inference(ours)
     ours = prepare_for_inference(copy.deepcopy(eager), compile=True)
     tv = torchvision.models.detection.fasterrcnn_resnet50_fpn(
         weights=None, weights_backbone=None, min_size=H, max_size=W, rpn_post_nms_top_n_test=PROPOSALS,
         box_detections_per_img=DETECTIONS, box_score_thresh=SCORE_THRESH).eval().to(dev)
     calibrate_norms(tv, lambda: tv(tv_in))
+    tmp = tempfile.TemporaryDirectory()  # the exports, for as long as their runtimes run
+    # the runtimes are CPU back-ends (the CUDA path is PyTorch's own)
+    hybrids = runtime_models(trained, cfg, Path(tmp.name)) if dev == "cpu" else {}
     counts = {"proposals_resdet": proposal_count(ours.roi_heads, 2, lambda: ours(d2_in)),
               "proposals_detectron2": proposal_count(builtin.roi_heads, 2, lambda: builtin(d2_in)),
               "proposals_torchvision": proposal_count(tv.roi_heads, 1, lambda: tv(tv_in))}
+    for k, m in hybrids.items():
+        counts[f"proposals_{k}"] = proposal_count(m.roi_heads, 2, lambda: m(d2_in))
+    fp32_paths = {"compiled": ours, **{k: m for k, m in hybrids.items() if not k.endswith("bf16")}}
     with torch.no_grad():
         # same weights, so the same boxes up to the float rounding of the folded BN
-        a, b = ours(d2_in)[0]["instances"], builtin(d2_in)[0]["instances"]
-        n = min(len(a), len(b))
-        box_diff = float((a.pred_boxes.tensor[:n] - b.pred_boxes.tensor[:n]).abs().max()) if n else 0.0
-        counts["detections"] = len(a)
-        t = interleaved({"resdet": lambda: ours(d2_in), "eager": lambda: eager(d2_in),
-                         "detectron2": lambda: builtin(d2_in), "torchvision": lambda: tv(tv_in)}, args.repeats, dev)
+        ref = builtin(d2_in)[0]["instances"]
+        diffs = {}
+        for k, m in fp32_paths.items():
+            a = m(d2_in)[0]["instances"]
+            n = min(len(a), len(ref))
+            diff = (a.pred_boxes.tensor[:n] - ref.pred_boxes.tensor[:n]).abs()
+            diffs[k] = float(diff.max()) if n else 0.0
+        counts["detections"] = len(ref)
+        fns = {k: (lambda m: lambda: m(d2_in))(m) for k, m in {**fp32_paths, **hybrids}.items()}
+        fns.update({"eager": lambda: eager(d2_in), "detectron2": lambda: builtin(d2_in),
+                    "torchvision": lambda: tv(tv_in)})
+        t = interleaved(fns, args.repeats, dev)
         x = ours.preprocess_image(d2_in).tensor
-        tb = interleaved({"resdet": lambda: ours.backbone(x), "detectron2": lambda: builtin.backbone(x)},
-                         args.repeats, dev)
+        parts = {"resdet": lambda: ours.backbone(x), "detectron2": lambda: builtin.backbone(x)}
+        parts.update({f"dense_{k}": (lambda m: lambda: m.dense(x))(m) for k, m in hybrids.items()})
+        rpn = ours.proposal_generator
+
+        def dense_compiled():  # the same part in compiled PyTorch: backbone + RPN head
+            f = ours.backbone(x)
+            return rpn.rpn_head([f[k] for k in rpn.in_features])
+        parts["dense_compiled"] = dense_compiled
+        tb = interleaved(parts, args.repeats, dev)
+    best = min(fp32_paths, key=t.get)
+    ratios = {f"ratio_{k}": round(t["torchvision"] / t[k], 3) for k in fp32_paths}
+    # the profile: the dense part (backbone, FPN, RPN head) per path, and the rest of the
+    # best path (RPN decoding and NMS, ROI heads, per-class NMS: PyTorch in every path)
+    dense_s = tb[f"dense_{best}"]
+    where = {f"dense_s_{k}": round(tb[f"dense_{k}"], 4) for k in fp32_paths}
+    where["rest_s"] = round(t[best] - dense_s, 4)
+    common = dict(image=f"{H}x{W}", **counts)
     rows = [
-        result("detection_r50fpn_vs_torchvision", t["resdet"], t["torchvision"], 2.0,
-               "torchvision fasterrcnn_resnet50_fpn", image=f"{H}x{W}", **counts),
-        result("detection_r50fpn_vs_detectron2", t["resdet"], t["detectron2"], 1.3,
-               "detectron2 build_resnet_fpn_backbone (same weights)", image=f"{H}x{W}", **counts,
-               max_box_diff_vs_detectron2=round(box_diff, 4)),
+        result("detection_r50fpn_vs_torchvision", t[best], t["torchvision"], 1.8,
+               "torchvision fasterrcnn_resnet50_fpn", path=best, **ratios, **where, **common),
+        result("detection_r50fpn_vs_detectron2", t[best], t["detectron2"], 1.6,
+               "detectron2 build_resnet_fpn_backbone (same weights)", path=best,
+               **{f"ratio_{k}": round(t["detectron2"] / t[k], 3) for k in fp32_paths}, **common,
+               max_box_diff_vs_detectron2=round(diffs[best], 4)),
         result("detection_r50fpn_eager_vs_detectron2", t["eager"], t["detectron2"], None,
-               "detectron2 build_resnet_fpn_backbone (same weights)", image=f"{H}x{W}", **counts,
+               "detectron2 build_resnet_fpn_backbone (same weights)", **common,
                note="reference: resdet's path without torch.compile (BN folded, channels_last)"),
         result("detection_backbone_fpn_vs_detectron2", tb["resdet"], tb["detectron2"], None,
                "detectron2 build_resnet_fpn_backbone (same weights)", image=f"{H}x{W}",
                note="reference: the part resdet replaces (bottom-up + FPN); RPN and ROI heads are Detectron2's"),
     ]
+    if "openvino_bf16" in hybrids:
+        low = hybrids["openvino_bf16"]
+        agree = [agreement(fp32_paths["openvino"]([b])[0]["instances"], low([b])[0]["instances"])
+                 for b in coco_inputs()]
+        matched = [a for a, _ in agree if a is not None]
+        rows.append(result(
+            "detection_r50fpn_bf16_vs_torchvision", t["openvino_bf16"], t["torchvision"], 3.0,
+            "torchvision fasterrcnn_resnet50_fpn fp32", path="openvino_bf16", **common,
+            dense_s=round(tb["dense_openvino_bf16"], 4),
+            pytorch_rest_s=round(t["openvino_bf16"] - tb["dense_openvino_bf16"], 4),
+            coco128_detection_agreement=round(sum(matched) / len(matched), 3) if matched else None,
+            coco128_mean_score_diff=round(
+                sum(d for _, d in agree if d is not None) / max(1, len(matched)), 4),
+            note="random calibrated weights: agreement of bf16 with fp32 detections "
+                 "(same class, IoU>=0.5) on 4 coco128 images, not an AP change"))
     emit(rows, args.output)
+
+
+def runtime_models(trained, cfg, tmp):
+    """The detector with its dense part on each runtime resdet ships (exported once to
+    ONNX; the OpenVINO IR converted from it)."""
+    from resdet.export import export_dense, runtime_model
+
+    export_dense(trained, cfg, "onnx", tmp / "onnx")
+    export_dense(trained, cfg, "openvino", tmp / "openvino", onnx_export=tmp / "onnx")
+    return {"onnxruntime": runtime_model(trained, cfg, "onnxruntime", export_dir=tmp / "onnx"),
+            "openvino": runtime_model(trained, cfg, "openvino", export_dir=tmp / "openvino"),
+            "openvino_bf16": runtime_model(trained, cfg, "openvino", "bf16",
+                                           export_dir=tmp / "openvino")}
 
 
 if __name__ == "__main__":

@@ -31,8 +31,10 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def interleaved(fns: dict, repeats: int, device="cpu", warmup: int = 1) -> dict:
-    """Median seconds per call of each fn in ``fns``, measured in alternation."""
+def interleaved(fns: dict, repeats: int, device="cpu", warmup: int = 1,
+                stat=statistics.median) -> dict:
+    """Median (or ``stat``) seconds per call of each fn in ``fns``, measured in alternation;
+    ``stat=list`` gives every time."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -44,7 +46,7 @@ def interleaved(fns: dict, repeats: int, device="cpu", warmup: int = 1) -> dict:
             fn()
             sync(device)
             times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: stat(v) for k, v in times.items()}
 
 
 def result(name, ours_s, other_s, goal, other_name, **extra):

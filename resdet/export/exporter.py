@@ -1,0 +1,411 @@
+"""Export the dense part of a resdet Faster R-CNN to ONNX, OpenVINO IR or TorchScript.
+
+One folder per export: the model file(s) and ``export.json`` (what a caller needs to feed
+and read the graph: input format, normalisation, padding, test resize, class names,
+outputs with their strides, the versions that made it). The folder is built under a
+temporary name beside the target, checked (the exported graph is run at a size it was
+not traced at and compared with PyTorch), and only then renamed into place: an export
+that fails leaves nothing behind.
+"""
+
+import contextlib
+import copy
+import functools
+import importlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError, ConfigError, OutputError, ResdetError
+from .dense import INPUT_NAME, DenseRCNN, check_exportable, dense_outputs, fingerprint
+
+__all__ = [
+    "FORMATS",
+    "MODEL_FILES",
+    "load_config",
+    "build_detector",
+    "export_model",
+    "export_dense",
+    "read_export",
+    "require",
+    "write_onnx",
+]
+
+FORMATS = ("onnx", "openvino", "torchscript")
+MODEL_FILES = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.ts"}
+METADATA = "export.json"
+# what the export check tolerates on random input (parity on real images is the tests' job)
+VERIFY_RTOL = 1e-3
+# the pip package behind each module; all in the "deploy" extra
+PACKAGES = {
+    "onnx": "onnx",
+    "onnxscript": "onnxscript",
+    "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
+}
+
+
+def require(module: str, what: str):
+    """Import an optional runtime module, or a one-line ConfigError saying how to get it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(
+            f"{what} needs the Python package {PACKAGES.get(module, module)}, which is "
+            f"not installed: pip install 'resdet[deploy]'"
+        ) from None
+
+
+def load_config(config_file=None, weights=None, opts=()):
+    """resdet defaults + ``config_file`` + ``opts`` (KEY VALUE ...) + MODEL.WEIGHTS and the
+    YAML fragment beside it, on the CPU. (The training tools' ``setup_cfg`` also sets up
+    logging and output folders, which an export must not do.)"""
+    from ..config import get_resdet_cfg
+    from ..detection.checkpoint import merge_weights_fragment
+
+    cfg = get_resdet_cfg()
+    if config_file:
+        if not Path(config_file).is_file():
+            raise ConfigError(f"{config_file}: config file not found")
+        if str(config_file).endswith(".py"):
+            raise ConfigError(f"{config_file}: LazyConfig (.py) detectors do not export yet; "
+                              f"use a YAML config")
+        try:
+            cfg.merge_from_file(str(config_file))
+        except (KeyError, ValueError, AssertionError) as e:
+            raise ConfigError(f"{config_file}: {str(e).strip().splitlines()[0]}") from None
+    try:
+        cfg.merge_from_list(list(opts or []))
+    except (KeyError, ValueError, AssertionError) as e:
+        raise ConfigError(
+            f"command-line KEY VALUE pairs: {str(e).strip().splitlines()[0]}"
+        ) from None
+    if weights is not None:
+        cfg.MODEL.WEIGHTS = str(weights)
+    cfg.MODEL.DEVICE = "cpu"  # the runtimes here run on the CPU
+    merge_weights_fragment(cfg)
+    return cfg
+
+
+def build_detector(cfg):
+    """The detector of ``cfg`` with MODEL.WEIGHTS loaded, in eval mode. Every parameter must
+    come from the weights: an export with randomly initialised layers would be wrong."""
+    from detectron2.modeling import build_model
+
+    from ..detection.checkpoint import ResdetCheckpointer
+
+    weights = cfg.MODEL.WEIGHTS
+    if not weights:
+        raise CheckpointError(
+            "MODEL.WEIGHTS is empty: pass --weights, the trained detector to export"
+        )
+    if not Path(weights).is_file():
+        raise CheckpointError(f"{weights}: weights file not found")
+
+    class Strict(ResdetCheckpointer):  # keeps what Detectron2 would only log
+        def _log_incompatible_keys(self, incompatible):
+            self.incompatible = incompatible
+
+    model = build_model(cfg).eval()
+    checkpointer = Strict(model)
+    checkpointer.load(weights)
+    incompatible = checkpointer.incompatible
+    bad = (
+        list(incompatible.missing_keys)
+        + list(incompatible.unexpected_keys)
+        + [k for k, *_ in incompatible.incorrect_shapes]
+    )
+    if bad:
+        raise CheckpointError(
+            f"{weights}: does not fit the model of the config ({len(bad)} keys "
+            f"missing, unexpected or of another shape, first {bad[0]}); "
+            f"export the config it was trained with"
+        )
+    return model
+
+
+def export_model(
+    cfg, weights=None, fmt="onnx", output_dir="export", *, opts=(), verify=True
+) -> Path:
+    """Export the trained detector of ``cfg`` (a CfgNode, or a config file path merged with
+    ``opts``) with ``weights`` (default cfg.MODEL.WEIGHTS) to ``output_dir`` in ``fmt``.
+
+    An existing export in ``output_dir`` is replaced; any other non-empty folder is
+    refused. Returns the output folder."""
+    if fmt not in FORMATS:
+        raise ConfigError(
+            f"--format {fmt!r}: not an export format; choose one of {', '.join(FORMATS)}"
+        )
+    if weights is not None and not Path(weights).is_file():
+        raise CheckpointError(f"{weights}: weights file not found")
+    if isinstance(cfg, (str, os.PathLike)):
+        cfg = load_config(cfg, weights, opts)
+    else:
+        cfg = cfg.clone()
+        cfg.defrost()
+        if weights is not None:
+            cfg.MODEL.WEIGHTS = str(weights)
+        cfg.MODEL.DEVICE = "cpu"
+    model = build_detector(cfg)
+    return export_dense(model, cfg, fmt, output_dir, verify=verify)
+
+
+def export_dense(model, cfg, fmt, output_dir, *, verify=True, onnx_export=None) -> Path:
+    """Export the dense part of a built detector (weights loaded) to ``output_dir``.
+
+    ``onnx_export``: for ``fmt="openvino"``, an ONNX export folder of this same model to
+    convert instead of exporting the graph again (the ONNX export is most of the time)."""
+    if fmt not in FORMATS:
+        raise ConfigError(
+            f"--format {fmt!r}: not an export format; choose one of {', '.join(FORMATS)}"
+        )
+    check_exportable(model)
+    if next(model.parameters()).device.type != "cpu":
+        raise ConfigError("MODEL.DEVICE: export runs on the CPU; set MODEL.DEVICE cpu")
+    from ..modeling import fold_frozen_batchnorm
+
+    outputs = dense_outputs(model)
+    reference = DenseRCNN(model).eval()
+    dense = fold_frozen_batchnorm(copy.deepcopy(reference))
+    div = model.backbone.size_divisibility
+    metadata = _metadata(model, cfg, fmt, outputs)
+    with _atomic_dir(output_dir) as tmp, torch.no_grad():
+        writer = {
+            "onnx": write_onnx,
+            "openvino": _write_openvino,
+            "torchscript": _write_torchscript,
+        }[fmt]
+        if onnx_export is not None:
+            if fmt != "openvino":
+                raise ConfigError(
+                    f"onnx_export: only an openvino export converts an ONNX export, not {fmt}"
+                )
+            source = read_export(onnx_export)
+            if source["format"] != "onnx" or source["fingerprint"] != metadata["fingerprint"]:
+                raise ConfigError(
+                    f"{onnx_export}: not an ONNX export of this model; export it again"
+                )
+            writer = functools.partial(
+                _write_openvino, onnx_file=Path(onnx_export) / MODEL_FILES["onnx"]
+            )
+        try:
+            writer(dense, tmp, [o["name"] for o in outputs], div)
+        except ResdetError:
+            raise
+        except Exception as e:  # the converters' own errors, e.g. an op a format lacks
+            raise ConfigError(
+                f"{cfg.MODEL.BACKBONE.NAME} cannot be exported to {fmt}: "
+                f"{type(e).__name__}: {_first_line(e)}"
+            ) from e
+        metadata["files"] = sorted(p.name for p in tmp.iterdir())
+        (tmp / METADATA).write_text(json.dumps(metadata, indent=1))
+        if verify:
+            _verify(reference, tmp, fmt, div)
+    return Path(output_dir)
+
+
+def read_export(export_dir) -> dict:
+    """The metadata of an export folder, or a one-line error if it is not one."""
+    path = Path(export_dir) / METADATA
+    if not path.is_file():
+        raise ConfigError(f"{export_dir}: not a resdet export (no {METADATA}); run tools/export.py")
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e}); export again") from None
+    model_file = Path(export_dir) / MODEL_FILES.get(meta.get("format"), "?")
+    if not model_file.is_file():
+        raise ConfigError(
+            f"{export_dir}: {METADATA} names format {meta.get('format')!r} "
+            f"but {model_file.name} is missing; export again"
+        )
+    return meta
+
+
+def _first_line(e):
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
+def _metadata(model, cfg, fmt, outputs) -> dict:
+    import resdet
+
+    div = model.backbone.size_divisibility
+    versions = {"resdet": resdet.__version__, "torch": torch.__version__}
+    runtime_modules = {
+        "onnx": ("onnx", "onnxruntime"),
+        "openvino": ("openvino",),
+        "torchscript": (),
+    }[fmt]
+    for name in runtime_modules:
+        versions[name] = require(name, f"--format {fmt}").__version__
+    return {
+        "format": fmt,
+        "model": MODEL_FILES[fmt],
+        "input": {
+            "name": INPUT_NAME,
+            "layout": "NCHW",
+            "dtype": "float32",
+            "format": cfg.INPUT.FORMAT,
+            "pixel_mean": [float(v) for v in cfg.MODEL.PIXEL_MEAN],
+            "pixel_std": [float(v) for v in cfg.MODEL.PIXEL_STD],
+            "preprocess": "(image - pixel_mean) / pixel_std, then zero-padded at the bottom and "
+            "right to a multiple of size_divisibility, batched",
+            "size_divisibility": div,
+            "dynamic": ["batch", "height", "width"],
+        },
+        "test_resize": {
+            "min_size": cfg.INPUT.MIN_SIZE_TEST,
+            "max_size": cfg.INPUT.MAX_SIZE_TEST,
+            "note": "shortest side to min_size, longest at most max_size, before preprocess",
+        },
+        "class_names": _class_names(cfg),
+        "num_classes": cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+        "outputs": outputs,
+        "architecture": {
+            "meta": cfg.MODEL.META_ARCHITECTURE,
+            "backbone": cfg.MODEL.BACKBONE.NAME,
+            "depth": cfg.MODEL.RESNETS.DEPTH,
+            "roi_heads": cfg.MODEL.ROI_HEADS.NAME,
+        },
+        "in_pytorch": "anchor decoding, RPN top-k and NMS, ROI heads, per-class NMS, rescaling",
+        "weights": cfg.MODEL.WEIGHTS,
+        "fingerprint": fingerprint(model),
+        "versions": versions,
+    }
+
+
+def _class_names(cfg):
+    """The class names of the config's datasets when known; None when not registered."""
+    from detectron2.data import MetadataCatalog
+
+    for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
+        classes = MetadataCatalog.get(name).get("thing_classes")
+        if classes is None:
+            continue
+        if len(classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+            raise ConfigError(
+                f"DATASETS: {name} has {len(classes)} classes but "
+                f"MODEL.ROI_HEADS.NUM_CLASSES is {cfg.MODEL.ROI_HEADS.NUM_CLASSES}"
+            )
+        return list(classes)
+    return None
+
+
+@contextlib.contextmanager
+def _atomic_dir(output_dir):
+    """A temporary folder beside ``output_dir`` that replaces it on success."""
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: is a file; choose a folder for the export")
+    if out.is_dir() and any(out.iterdir()) and not (out / METADATA).is_file():
+        raise OutputError(f"{out}: exists and is not a resdet export; choose a new or empty folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as e:
+        raise OutputError(
+            f"{out}: cannot write here ({e.strerror or type(e).__name__}); "
+            f"choose a folder you can write to"
+        ) from None
+    try:
+        yield tmp
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.rename(out, old / "x")
+        os.rename(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _example(div, batch=2, h=4, w=5):
+    step = div if div > 0 else 32
+    return torch.randn(batch, 3, h * step, w * step)
+
+
+def write_onnx(dense, folder, output_names, div, name=MODEL_FILES["onnx"]):
+    """``dense`` (images -> tuple of tensors) to ``folder/name`` with dynamic batch and
+    size (multiples of ``div`` when it is > 0), through torch.export."""
+    require("onnxscript", "--format onnx")
+    from torch.export import Dim
+
+    if div > 0:  # FPN: the top-down sum needs sizes divisible by the coarsest stride
+        shape = {
+            0: Dim("batch", min=1),
+            2: div * Dim("height_div", min=1),
+            3: div * Dim("width_div", min=1),
+        }
+    else:
+        shape = {0: Dim("batch", min=1), 2: Dim("height", min=32), 3: Dim("width", min=32)}
+    # the exporter narrates each stage on stdout; a tool's output is its result only
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        program = torch.onnx.export(
+            dense,
+            (_example(div),),
+            dynamo=True,
+            dynamic_shapes={"images": shape},
+            input_names=[INPUT_NAME],
+            output_names=output_names,
+            optimize=True,
+            verbose=False,
+        )
+        program.save(str(folder / name), external_data=False)
+
+
+def _write_openvino(dense, folder, output_names, div, onnx_file=None):
+    """Through the ONNX graph: OpenVINO's direct PyTorch conversion was no faster and its
+    dynamic shapes are the ONNX export's anyway."""
+    ov = require("openvino", "--format openvino")
+    onnx_dir = Path(tempfile.mkdtemp(dir=folder))
+    try:
+        if onnx_file is None:
+            onnx_file = onnx_dir / MODEL_FILES["onnx"]
+            write_onnx(dense, onnx_dir, output_names, div)
+        model = ov.convert_model(str(onnx_file))
+        # keep fp32 weights: reduced precision is a runtime choice (INFERENCE_PRECISION_HINT)
+        ov.save_model(model, str(folder / MODEL_FILES["openvino"]), compress_to_fp16=False)
+    finally:
+        shutil.rmtree(onnx_dir, ignore_errors=True)
+
+
+def _write_torchscript(dense, folder, output_names, div):
+    dense = dense.to(memory_format=torch.channels_last)
+    x = _example(div).contiguous(memory_format=torch.channels_last)
+    # torch deprecates TorchScript as a whole; it is the format asked for, and works
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.trace(dense, (x,), check_trace=False)
+        # weights become constants (conv + bias folding); layout rewrites stay a load-time choice
+        torch.jit.save(torch.jit.freeze(traced), str(folder / MODEL_FILES["torchscript"]))
+
+
+def _verify(reference, folder, fmt, div):
+    """Run the export at a batch and size it was not traced at; compare with PyTorch."""
+    from .runtime import load_dense
+
+    x = _example(div, batch=1, h=3, w=2)
+    expected = reference(x)
+    got = load_dense(folder, precision="fp32")(x)
+    names = [o["name"] for o in json.loads((folder / METADATA).read_text())["outputs"]]
+    for name, e in zip(names, expected):
+        g = got[name]
+        err = (
+            float((g - e).abs().max() / e.abs().max().clamp_min(1e-12))
+            if g.shape == e.shape
+            else None
+        )
+        if err is None or not err <= VERIFY_RTOL:
+            how = f"shape {tuple(g.shape)}" if err is None else f"relative error {err:.2g}"
+            raise ConfigError(
+                f"the {fmt} export of output {name} does not match PyTorch ({how}); "
+                f"the model cannot be exported to {fmt} faithfully"
+            )

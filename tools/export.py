@@ -1,0 +1,54 @@
+"""Export a trained resdet Faster R-CNN's dense part (backbone, FPN, RPN head) for
+deployment, with dynamic batch, height and width:
+
+    python tools/export.py --config configs/coco_r50_fpn.yaml --weights model_final.pth \\
+        --format onnx --output export/r50_fpn_onnx [KEY VALUE ...]
+
+Formats: onnx (ONNX Runtime; also read by OpenVINO), openvino (IR .xml/.bin, fp32
+weights), torchscript. The folder gets the model and export.json (input format,
+normalisation, size divisibility, test resize, class names, outputs and their strides,
+versions). Run it with resdet.export.runtime_model(...) or resdet.export.load_dense(DIR).
+The export is checked against PyTorch before it is written; errors are one line.
+"""
+
+import argparse
+import sys
+import warnings
+
+# fvcore/Detectron2 call torch.jit.script at import time, which torch deprecates; keep
+# stderr for this tool's own one-line errors.
+warnings.filterwarnings(
+    "ignore", message="`torch.jit.script` is deprecated", category=FutureWarning
+)
+
+from resdet import cli  # noqa: E402
+
+
+def parser():
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--config", required=True, help="the detector's config (YAML)")
+    ap.add_argument("--weights", required=True, help="its trained weights (.pth/.pkl)")
+    ap.add_argument("--format", required=True, help="onnx, openvino or torchscript")
+    ap.add_argument(
+        "--output", required=True, help="folder to write (an earlier export there is replaced)"
+    )
+    ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    return cli.add_debug_flag(ap)
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+
+    def export():
+        from resdet.export import export_model
+
+        out = export_model(args.config, args.weights, args.format, args.output, opts=args.opts)
+        print(f"exported {args.format} to {out}")
+
+    return cli.run(export, debug=args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
