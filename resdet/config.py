@@ -4,7 +4,12 @@ resdet reuses Detectron2's keys wherever they mean the same thing (MODEL.RESNETS
 NORM, STRIDE_IN_1X1, RES5_DILATION, OUT_FEATURES, RES2_OUT_CHANNELS,
 MODEL.BACKBONE.FREEZE_AT); only what Detectron2 has no key for lives under MODEL.RESDET.
 """
+import difflib
+from pathlib import Path
+
 from detectron2.config import CfgNode as CN
+
+from .errors import ConfigError
 
 
 def add_resdet_config(cfg):
@@ -56,3 +61,69 @@ def get_resdet_cfg():
     from detectron2.config import get_cfg
 
     return add_resdet_config(get_cfg())
+
+
+def _keys(node, prefix=""):
+    for k, v in node.items():
+        if isinstance(v, dict):
+            yield from _keys(v, f"{prefix}{k}.")
+        else:
+            yield prefix + k
+
+
+def merge_opts(cfg, opts, where="overrides"):
+    """``cfg.merge_from_list(opts)`` with one-line ConfigErrors: an odd number of values, an
+    unknown key (naming the closest known keys) or a value of the wrong type."""
+    opts = list(opts or [])
+    if len(opts) % 2:
+        raise ConfigError(f"{where}: KEY VALUE pairs expected, got {len(opts)} values "
+                          f"(last: {opts[-1]!r})")
+    known = set(_keys(cfg))
+    for key, value in zip(opts[0::2], opts[1::2]):
+        key = str(key)
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=3)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise ConfigError(f"{where}: unknown config key {key}{hint}")
+        node, leaf = cfg, key.split(".")
+        for part in leaf[:-1]:
+            node = node[part]
+        if isinstance(node[leaf[-1]], float) and _is_int(value):
+            value = float(value)  # SOLVER.BASE_LR 2 means 2.0
+        try:
+            cfg.merge_from_list([key, value])
+        except (KeyError, ValueError, AssertionError) as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"{where}: {key} {value!r}: {msg}") from None
+    return cfg
+
+
+def _is_int(value):
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    try:
+        int(str(value))
+        return True
+    except ValueError:
+        return False
+
+
+def merge_file(cfg, path):
+    """``cfg.merge_from_file(path)`` with one-line ConfigErrors for a missing file (or
+    ``_BASE_``), broken YAML, an unknown key or a value of the wrong type."""
+    import yaml
+
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        cfg.merge_from_file(str(path))
+    except FileNotFoundError as e:
+        raise ConfigError(f"{e.filename or path}: no such config file") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    except (KeyError, ValueError, AssertionError) as e:
+        msg = (e.args[0] if isinstance(e, KeyError) and e.args else str(e)).strip()
+        raise ConfigError(f"{path}: {msg.splitlines()[0] if msg else type(e).__name__}") from None
+    return cfg

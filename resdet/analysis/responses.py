@@ -15,6 +15,7 @@ from torch import nn
 
 from detectron2.layers import Conv2d
 
+from ..errors import CheckpointError, ConfigError
 from ..io import atomic_write, safe_torch_load
 from ..plots import save_figure
 from ..modeling import build_resnet
@@ -26,7 +27,7 @@ def load_classifier(path):
     """Rebuild a resdet classifier from a pretraining checkpoint (``model`` + ``meta``)."""
     ckpt = safe_torch_load(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "meta" not in ckpt:
-        raise ValueError(f"{path}: not a resdet classifier checkpoint (needs 'model' and 'meta')")
+        raise CheckpointError(f"{path}: not a resdet classifier checkpoint (needs 'model' and 'meta')")
     meta = ckpt["meta"]
     model = build_resnet(meta["depth"], dataset=meta["dataset"], shortcut=meta["shortcut"],
                          residual=meta["residual"], num_classes=meta["num_classes"],
@@ -94,6 +95,8 @@ def _test_batches(meta, data_dir, max_images, batch_size=100):
 
 def run_layer_responses(checkpoints, data_dir, output_dir, max_images=1000) -> dict:
     """Compute, plot (responses.png) and save (responses.json) the layer responses."""
+    if int(max_images) < 1:
+        raise ConfigError(f"--max-images {max_images}: must be at least 1")
     output_dir = Path(output_dir)
     stds = {}
     for ckpt in checkpoints:
