@@ -19,7 +19,8 @@ path, a CfgNode or a LazyConfig. Datasets (``train``/``test``/``gt``), one of:
 - a COCO JSON with its image folder: ``("file.json", "images/")`` or
   ``{"json": "file.json", "images": "images/"}``.
 
-Every function returns what its command prints and writes (metrics as in metrics.json);
+Given ``train`` data and no ``test``, training runs without a test set (the config's own
+test set would have other classes). Every function returns what its command prints and writes (metrics as in metrics.json);
 bad input raises a one-line :class:`resdet.errors.ResdetError`.
 """
 import logging
@@ -337,6 +338,8 @@ def _data_opts(train=None, test=None):
         opts += ["DATASETS.TRAIN", (train_name,)]
     if test_name:
         opts += ["DATASETS.TEST", (test_name,)]
+    elif train_name:  # the config's own test set has other classes than the given data
+        opts += ["DATASETS.TEST", ()]
     return opts
 
 

@@ -138,5 +138,6 @@ def test_one_class_voc_folder_summary_is_the_detect_stages_ap50(one_class_voc, t
     crops = out / "data" / "classification"
     assert sorted(p.name for p in (crops / "train").iterdir()) == ["WBC", "__background__"]
     assert len(list((crops / "train" / "__background__").iterdir())) >= 10
-    pretrain = json.loads((out / "manifest.json").read_text())["stages"]["pretrain"]["metrics"]
-    assert pretrain["classes"] == 2
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    assert stages["pretrain"]["metrics"]["classes"] == 2
+    assert stages["detect"]["metrics"]["bbox"] == pytest.approx(detect)  # what train_detector returned

@@ -230,7 +230,9 @@ def train(cfg, resume: bool = False) -> dict:
     when ``resume``; the final evaluation (metrics.json's content; {} without a test set)."""
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=resume)
-    return _plain(trainer.train())
+    trainer.train()
+    # DefaultTrainer.train returns them only when TEST.EXPECTED_RESULTS is set
+    return _plain(getattr(trainer, "_last_eval_results", None))
 
 
 def evaluate(cfg, resume: bool = False) -> dict:
