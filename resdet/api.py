@@ -228,6 +228,7 @@ class Predictor:
     def __call__(self, images):
         import numpy as np
         import torch
+        from detectron2.data import transforms as T
 
         single = not isinstance(images, (list, tuple))
         images = [images] if single else list(images)
@@ -235,7 +236,9 @@ class Predictor:
         for i, image in enumerate(images):
             array = self._as_array(image, i)
             height, width = array.shape[:2]
-            resized = self.aug.get_transform(array).apply_image(array)
+            aug_input = T.AugInput(array)
+            self.aug(aug_input)  # what DefaultPredictor does: get_transform, then apply_image
+            resized = aug_input.image
             tensor = torch.as_tensor(np.ascontiguousarray(resized.astype("float32").transpose(2, 0, 1)))
             inputs.append({"image": tensor, "height": height, "width": width})
         groups = {}

@@ -221,3 +221,35 @@ def test_negative_max_images_is_an_argparse_error(capsys):
         load_tool("layer_responses").main(["--checkpoints", "x.pth", "--max-images", "-3"])
     assert e.value.code == 2
     assert "--max-images: -3: must be at least 1" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_predictor_takes_a_detectron2_lazyconfig(shared_data, tmp_path):
+    """A LazyConfig from Detectron2's zoo (its Faster R-CNN R50-FPN: mask_rcnn_fpn.py without
+    the mask head) predicts what DefaultPredictor does with the equal yacs config."""
+    from detectron2 import model_zoo
+    from detectron2.config import LazyCall as L
+    from detectron2.config import get_cfg
+    from detectron2.data import transforms as T
+    from detectron2.data.detection_utils import read_image
+    from detectron2.engine import DefaultPredictor
+    from detectron2.modeling import build_model
+
+    cfg = get_cfg()
+    cfg.merge_from_file(model_zoo.get_config_file("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", 128, "INPUT.MAX_SIZE_TEST", 192])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.weight.normal_(0, 0.3)
+    cfg.MODEL.WEIGHTS = str(tmp_path / "r50.pth")
+    torch.save({"model": model.state_dict()}, cfg.MODEL.WEIGHTS)
+    lazy = model_zoo.get_config("common/models/mask_rcnn_fpn.py")
+    lazy.model.roi_heads.update(mask_in_features=None, mask_pooler=None, mask_head=None)
+    lazy.dataloader = {"test": {"mapper": {"augmentations": [
+        L(T.ResizeShortestEdge)(short_edge_length=128, max_size=192)]}}}
+    paths = sorted((shared_data / "coco128" / "train2017").glob("*.jpg"))[:3]
+    want = [DefaultPredictor(cfg)(read_image(str(p), "BGR"))["instances"] for p in paths]
+    got = resdet.Predictor(lazy, cfg.MODEL.WEIGHTS)([str(p) for p in paths])
+    assert sum(len(w) for w in want) > 0
+    for w, g in zip(want, got):
+        _same(w, g["instances"])
