@@ -253,3 +253,15 @@ def test_predictor_takes_a_detectron2_lazyconfig(shared_data, tmp_path):
     assert sum(len(w) for w in want) > 0
     for w, g in zip(want, got):
         _same(w, g["instances"])
+
+
+def test_resdet_pretrain_is_the_api_and_the_package(tmp_path):
+    """``resdet.pretrain(...)`` is the API call and ``resdet.pretrain.train`` the package's
+    function: neither name shadows the other, in any import order."""
+    from resdet.errors import DatasetError
+    from resdet.pretrain import train
+
+    assert resdet.pretrain.train is train
+    with pytest.raises(DatasetError, match="no such folder"):
+        resdet.pretrain("imagenet/r18.yaml", data=tmp_path / "none", output_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
