@@ -20,9 +20,11 @@ path, a CfgNode or a LazyConfig. Datasets (``train``/``test``/``gt``), one of:
   ``{"json": "file.json", "images": "images/"}``.
 
 Given ``train`` data and no ``test``, training runs without a test set (the config's own
-test set would have other classes). Every function returns what its command prints and writes (metrics as in metrics.json);
+test set would have other classes). Every function returns what its command prints and
+writes (metrics as in metrics.json);
 bad input raises a one-line :class:`resdet.errors.ResdetError`.
 """
+
 import logging
 import math
 import os
@@ -30,8 +32,17 @@ from pathlib import Path
 
 from .errors import CheckpointError, ConfigError
 
-__all__ = ["Predictor", "train_detector", "evaluate_detector", "evaluate_predictions", "pretrain",
-           "convert_weights", "config_file", "register_datasets", "RUNTIMES"]
+__all__ = [
+    "Predictor",
+    "train_detector",
+    "evaluate_detector",
+    "evaluate_predictions",
+    "pretrain",
+    "convert_weights",
+    "config_file",
+    "register_datasets",
+    "RUNTIMES",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +60,7 @@ def config_file(name) -> str:
     if path.is_file():
         return str(path)
     rel = path.as_posix()
-    rel = rel[len("configs/"):] if rel.startswith("configs/") else rel
+    rel = rel[len("configs/") :] if rel.startswith("configs/") else rel
     try:
         from .model_zoo import get_config_file
     except ImportError:  # resdet.model_zoo not there yet: the checkout's configs/ folder
@@ -111,8 +122,17 @@ class Predictor:
     ``runtime``: "torch", or a back-end of resdet.export (``pip install resdet[deploy]``).
     """
 
-    def __init__(self, config, weights, *, input_format="RGB", device=None, runtime="torch",
-                 overrides=None, batch_size=8):
+    def __init__(
+        self,
+        config,
+        weights,
+        *,
+        input_format="RGB",
+        device=None,
+        runtime="torch",
+        overrides=None,
+        batch_size=8,
+    ):
         import torch
 
         if input_format not in ("RGB", "BGR"):
@@ -161,8 +181,12 @@ class Predictor:
         cfg.freeze()
         model = build_model(cfg)
         _load_weights(model, weights)
-        aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
-        model.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if len(cfg.DATASETS.TEST) else None
+        aug = T.ResizeShortestEdge(
+            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
+        )
+        model.metadata = (
+            MetadataCatalog.get(cfg.DATASETS.TEST[0]) if len(cfg.DATASETS.TEST) else None
+        )
         return model, aug, cfg
 
     @staticmethod
@@ -183,7 +207,11 @@ class Predictor:
         _load_weights(model, weights)
         test = cfg.get("dataloader", {}).get("test", {})
         augs = test.get("mapper", {}).get("augmentations") if hasattr(test, "get") else None
-        aug = T.AugmentationList(instantiate(augs)) if augs else T.ResizeShortestEdge([800, 800], 1333)
+        aug = (
+            T.AugmentationList(instantiate(augs))
+            if augs
+            else T.ResizeShortestEdge([800, 800], 1333)
+        )
         return model, aug, cfg
 
     @property
@@ -208,13 +236,17 @@ class Predictor:
                 image = image.permute(1, 2, 0)  # CHW -> HWC
             image = image.detach().cpu().numpy()
         if not isinstance(image, np.ndarray):
-            raise ConfigError(f"image {index}: a path, a numpy array or a tensor, got {type(image).__name__}")
+            raise ConfigError(
+                f"image {index}: a path, a numpy array or a tensor, got {type(image).__name__}"
+            )
         if image.dtype != np.uint8:
             raise ConfigError(f"image {index}: dtype {image.dtype}; give uint8 pixels (0-255)")
         if image.ndim == 2:
             image = image[:, :, None]
         if image.ndim != 3 or image.shape[2] not in (1, 3) or min(image.shape[:2]) < 1:
-            raise ConfigError(f"image {index}: shape {tuple(image.shape)}; expected HxWx3 (or HxW grey)")
+            raise ConfigError(
+                f"image {index}: shape {tuple(image.shape)}; expected HxWx3 (or HxW grey)"
+            )
         if image.shape[2] == 1:
             return np.repeat(image, 3, axis=2)
         return image[:, :, ::-1] if self.input_format != self.model_format else image
@@ -239,7 +271,9 @@ class Predictor:
             aug_input = T.AugInput(array)
             self.aug(aug_input)  # what DefaultPredictor does: get_transform, then apply_image
             resized = aug_input.image
-            tensor = torch.as_tensor(np.ascontiguousarray(resized.astype("float32").transpose(2, 0, 1)))
+            tensor = torch.as_tensor(
+                np.ascontiguousarray(resized.astype("float32").transpose(2, 0, 1))
+            )
             inputs.append({"image": tensor, "height": height, "width": width})
         groups = {}
         for i, inp in enumerate(inputs):
@@ -248,7 +282,7 @@ class Predictor:
         with torch.no_grad():
             for members in groups.values():
                 for k in range(0, len(members), self.batch_size):
-                    chunk = members[k:k + self.batch_size]
+                    chunk = members[k : k + self.batch_size]
                     for i, out in zip(chunk, self.model([inputs[i] for i in chunk])):
                         outputs[i] = out
         return outputs[0] if single else outputs
@@ -270,12 +304,16 @@ def _load_weights(model, weights):
     missing = list(incompatible.missing_keys)
     if incompatible.incorrect_shapes:
         key, got, want = incompatible.incorrect_shapes[0]
-        raise CheckpointError(f"{weights}: {key} has shape {tuple(got)}, the model needs {tuple(want)} "
-                              f"({len(incompatible.incorrect_shapes)} such); use the config the weights "
-                              f"were trained with (their run's config.yaml)")
+        raise CheckpointError(
+            f"{weights}: {key} has shape {tuple(got)}, the model needs {tuple(want)} "
+            f"({len(incompatible.incorrect_shapes)} such); use the config the weights "
+            f"were trained with (their run's config.yaml)"
+        )
     if missing:
-        raise CheckpointError(f"{weights}: {len(missing)} model parameters are not in the file (first: "
-                              f"{missing[0]}); give detector weights that fit the config")
+        raise CheckpointError(
+            f"{weights}: {len(missing)} model parameters are not in the file (first: "
+            f"{missing[0]}); give detector weights that fit the config"
+        )
 
 
 def _runtime_model(model, cfg, runtime):
@@ -283,8 +321,9 @@ def _runtime_model(model, cfg, runtime):
     try:
         from .export import runtime_model
     except ImportError as e:
-        raise ConfigError(f"runtime {runtime!r} needs resdet's deploy extras ({e}); "
-                          f"{DEPLOY_HINT}") from None
+        raise ConfigError(
+            f"runtime {runtime!r} needs resdet's deploy extras ({e}); {DEPLOY_HINT}"
+        ) from None
     try:
         return runtime_model(model, cfg, runtime)
     except ImportError as e:
@@ -293,8 +332,10 @@ def _runtime_model(model, cfg, runtime):
         if DEPLOY_HINT in str(e):
             raise
         msg = (e.args[0] if isinstance(e, KeyError) and e.args else str(e)).strip().splitlines()
-        raise ConfigError(f"runtime {runtime!r}: {msg[0] if msg else type(e).__name__} "
-                          f"(torch, or the back-ends of {DEPLOY_HINT})") from None
+        raise ConfigError(
+            f"runtime {runtime!r}: {msg[0] if msg else type(e).__name__} "
+            f"(torch, or the back-ends of {DEPLOY_HINT})"
+        ) from None
 
 
 # ---------------------------------------------------------------------------- datasets
@@ -309,7 +350,9 @@ def _dataset(spec, part):
     key, name = f"RESDET.DATA.{part}", f"resdet_{part.lower()}"
     if isinstance(spec, (tuple, list)):
         if len(spec) != 2:
-            raise ConfigError(f"{part.lower()} {spec!r}: a COCO dataset is (json_file, image_folder)")
+            raise ConfigError(
+                f"{part.lower()} {spec!r}: a COCO dataset is (json_file, image_folder)"
+            )
         spec = {"json": spec[0], "images": spec[1]}
     if isinstance(spec, dict):
         if "json" in spec:
@@ -324,11 +367,12 @@ def _dataset(spec, part):
     if spec in DatasetCatalog.list():
         return [], spec
     if spec.endswith(".json"):
-        raise ConfigError(f"{spec}: a COCO file needs its image folder: give (\"{spec}\", \"images/\")")
+        raise ConfigError(f'{spec}: a COCO file needs its image folder: give ("{spec}", "images/")')
     if os.path.isdir(spec):
         return [key, spec], name
-    raise ConfigError(f"{spec}: neither a registered dataset name, a VOC folder nor a COCO "
-                      f"(json, images) pair")
+    raise ConfigError(
+        f"{spec}: neither a registered dataset name, a VOC folder nor a COCO (json, images) pair"
+    )
 
 
 def _data_opts(train=None, test=None):
@@ -355,14 +399,18 @@ def register_datasets(train=None, test=None):
 
     cfg = merge_opts(get_resdet_cfg(), _data_opts(train, test))
     register_user_datasets(cfg)
-    return (cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else None,
-            cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
+    return (
+        cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else None,
+        cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None,
+    )
 
 
 def _yaml_config(config):
     """A path or CfgNode for resdet.detection.setup_cfg (no LazyConfig here)."""
     if _is_lazy(config) or (not hasattr(config, "clone") and str(config).endswith(".py")):
-        raise ConfigError("LazyConfig .py configs: not yet supported by train_detector/evaluate_detector")
+        raise ConfigError(
+            "LazyConfig .py configs: not yet supported by train_detector/evaluate_detector"
+        )
     return config if hasattr(config, "clone") else config_file(config)
 
 
@@ -375,9 +423,18 @@ def _launch(fn, args, num_gpus, num_machines, machine_rank, dist_url, cuda_only)
     from detectron2.engine import launch
 
     if cuda_only and not torch.cuda.is_available():
-        raise ConfigError("--num-gpus/--num-machines above 1 need CUDA (Detectron2 runs "
-                          "DistributedDataParallel on GPUs only); this machine has none")
-    launch(fn, num_gpus, num_machines=num_machines, machine_rank=machine_rank, dist_url=dist_url, args=args)
+        raise ConfigError(
+            "--num-gpus/--num-machines above 1 need CUDA (Detectron2 runs "
+            "DistributedDataParallel on GPUs only); this machine has none"
+        )
+    launch(
+        fn,
+        num_gpus,
+        num_machines=num_machines,
+        machine_rank=machine_rank,
+        dist_url=dist_url,
+        args=args,
+    )
     return None
 
 
@@ -391,8 +448,20 @@ def _read_metrics(output_dir):
 # ---------------------------------------------------------------------------- detection
 
 
-def train_detector(config, *, weights=None, train=None, test=None, output_dir=None, resume=False,
-                   overrides=None, num_gpus=1, num_machines=1, machine_rank=0, dist_url="auto") -> dict:
+def train_detector(
+    config,
+    *,
+    weights=None,
+    train=None,
+    test=None,
+    output_dir=None,
+    resume=False,
+    overrides=None,
+    num_gpus=1,
+    num_machines=1,
+    machine_rank=0,
+    dist_url="auto",
+) -> dict:
     """Fine-tune Faster R-CNN (tools/train_det.py); the final evaluation as in
     OUTPUT_DIR/metrics.json (``{"bbox": {"AP": ..., ...}}``; {} without a test set).
 
@@ -403,13 +472,31 @@ def train_detector(config, *, weights=None, train=None, test=None, output_dir=No
 
     opts = (["MODEL.WEIGHTS", str(weights)] if weights else []) + _data_opts(train, test)
     opts += (["OUTPUT_DIR", str(output_dir)] if output_dir else []) + list(overrides or [])
-    result = _launch(train_net, (_yaml_config(config), opts, False, resume), num_gpus, num_machines,
-                     machine_rank, dist_url, cuda_only=True)
+    result = _launch(
+        train_net,
+        (_yaml_config(config), opts, False, resume),
+        num_gpus,
+        num_machines,
+        machine_rank,
+        dist_url,
+        cuda_only=True,
+    )
     return result if result is not None else _read_metrics(_output_dir_of(config, opts))
 
 
-def evaluate_detector(config, weights=None, *, test=None, output_dir=None, resume=False, overrides=None,
-                      num_gpus=1, num_machines=1, machine_rank=0, dist_url="auto") -> dict:
+def evaluate_detector(
+    config,
+    weights=None,
+    *,
+    test=None,
+    output_dir=None,
+    resume=False,
+    overrides=None,
+    num_gpus=1,
+    num_machines=1,
+    machine_rank=0,
+    dist_url="auto",
+) -> dict:
     """Evaluate detector ``weights`` on ``test`` (default: the config's DATASETS.TEST), as
     ``tools/train_det.py --eval-only``; what OUTPUT_DIR/metrics.json holds."""
     from .detection.train import train_net
@@ -418,8 +505,15 @@ def evaluate_detector(config, weights=None, *, test=None, output_dir=None, resum
     if test is not None:  # the classes come from the test set, not the config's training set
         opts += _data_opts(None, test) + ["DATASETS.TRAIN", ()]
     opts += (["OUTPUT_DIR", str(output_dir)] if output_dir else []) + list(overrides or [])
-    result = _launch(train_net, (_yaml_config(config), opts, True, resume), num_gpus, num_machines,
-                     machine_rank, dist_url, cuda_only=True)
+    result = _launch(
+        train_net,
+        (_yaml_config(config), opts, True, resume),
+        num_gpus,
+        num_machines,
+        machine_rank,
+        dist_url,
+        cuda_only=True,
+    )
     return result if result is not None else _read_metrics(_output_dir_of(config, opts))
 
 
@@ -445,8 +539,13 @@ def _ground_truth(gt, split=None):
         if "voc" not in gt:
             raise ConfigError(f"gt {gt!r}: a dict needs 'json' or 'voc'")
         # the test side of the folder (its held-out part with "holdout"): what was predicted
-        records, meta = load_voc_folder(gt["voc"], gt.get("split") or None, holdout=float(gt.get("holdout") or 0),
-                                        part="test", check_images=False)
+        records, meta = load_voc_folder(
+            gt["voc"],
+            gt.get("split") or None,
+            holdout=float(gt.get("holdout") or 0),
+            part="test",
+            check_images=False,
+        )
         classes = meta["thing_classes"]
         return GroundTruth(records, classes, "voc", list(range(1, len(classes) + 1)))
     if str(gt) in DatasetCatalog.list():
@@ -475,8 +574,19 @@ def evaluate_predictions(gt, pred, metric="auto", *, split=None, output=None) ->
 # ---------------------------------------------------------------------------- pretraining
 
 
-def pretrain(config, *, data=None, output_dir=None, resume=False, overrides=None, eval_only=False,
-             num_gpus=1, num_machines=1, machine_rank=0, dist_url="auto") -> dict:
+def pretrain(
+    config,
+    *,
+    data=None,
+    output_dir=None,
+    resume=False,
+    overrides=None,
+    eval_only=False,
+    num_gpus=1,
+    num_machines=1,
+    machine_rank=0,
+    dist_url="auto",
+) -> dict:
     """Pretrain a resdet classifier (tools/pretrain_imagenet.py): ``data`` is the
     class-folder root (PRETRAIN.DATA.ROOT). Returns the final metrics (``top1``, ``top5``,
     ...; with ``eval_only`` what eval.json holds). Several processes (``num_gpus``) use
@@ -498,8 +608,15 @@ def pretrain(config, *, data=None, output_dir=None, resume=False, overrides=None
     merge_opts(cfg, overrides or [])
     cfg.freeze()
     load_splits(cfg)  # a bad dataset fails here, once, before any process is spawned
-    result = _launch(_pretrain_worker, (cfg, resume, eval_only), num_gpus, num_machines, machine_rank,
-                     dist_url, cuda_only=False)
+    result = _launch(
+        _pretrain_worker,
+        (cfg, resume, eval_only),
+        num_gpus,
+        num_machines,
+        machine_rank,
+        dist_url,
+        cuda_only=False,
+    )
     if result is None:
         path = Path(cfg.OUTPUT_DIR) / "eval.json"
         result = json.loads(path.read_text()) if path.is_file() else {}
@@ -523,23 +640,44 @@ def _pretrain_worker(cfg, resume, eval_only):
 # ---------------------------------------------------------------------------- conversion
 
 
-def convert_weights(src, out, *, layout="c4", verify=False, kind="auto", depth=None, size=224) -> dict:
+def convert_weights(
+    src, out, *, layout="c4", verify=False, kind="auto", depth=None, size=224
+) -> dict:
     """Convert ResNet weights (resdet, torchvision, timm, Detectron2/MSRA) to a Detectron2
     checkpoint ``out`` (.pth) plus its YAML fragment (tools/convert_weights.py).
 
     ``verify``: False, True (a fixed input) or an image path: compare the features of every
-    stage with the source network at ``size`` px; above 1e-4 nothing is written. Returns what was found
-    and written: format, depth, shortcut, input format, stride_in_1x1, the files, and
-    ``diffs`` (stage -> reference -> max abs difference; {} without verify)."""
+    stage with the source network at ``size`` px; above 1e-4 nothing is written. Returns what
+    was found and written: format, depth, shortcut, input format, stride_in_1x1, the files, and
+    ``diffs`` (stage -> reference -> max abs difference; {} without verify).
+    """
     from .convert import convert
 
     image = str(verify) if isinstance(verify, (str, os.PathLike)) else None
-    result = convert(src, out, kind=kind, layout=layout, depth=depth, verify_features=bool(verify), image=image,
-                     size=size)
+    result = convert(
+        src,
+        out,
+        kind=kind,
+        layout=layout,
+        depth=depth,
+        verify_features=bool(verify),
+        image=image,
+        size=size,
+    )
     s = result.source
     diffs = result.diffs or {}
-    return {"format": s.kind, "depth": s.depth, "shortcut": s.shortcut, "residual": s.residual,
-            "input_format": s.input_format, "stride_in_1x1": s.stride_in_1x1, "pixel_mean": list(s.pixel_mean),
-            "pixel_std": list(s.pixel_std), "layout": layout, "out": str(result.out),
-            "fragment": str(result.fragment), "diffs": diffs,
-            "max_abs_diff": max((d for refs in diffs.values() for d in refs.values()), default=None)}
+    return {
+        "format": s.kind,
+        "depth": s.depth,
+        "shortcut": s.shortcut,
+        "residual": s.residual,
+        "input_format": s.input_format,
+        "stride_in_1x1": s.stride_in_1x1,
+        "pixel_mean": list(s.pixel_mean),
+        "pixel_std": list(s.pixel_std),
+        "layout": layout,
+        "out": str(result.out),
+        "fragment": str(result.fragment),
+        "diffs": diffs,
+        "max_abs_diff": max((d for refs in diffs.values() for d in refs.values()), default=None),
+    }

@@ -14,6 +14,7 @@ The pipeline config (configs/pipeline/*.yaml) names the stage configs; the defau
 (configs/pipeline/demo.yaml) generates an offline dataset so ``make demo`` needs nothing
 but the repository.
 """
+
 import hashlib
 import json
 import logging
@@ -27,8 +28,17 @@ from fvcore.common.config import CfgNode as CN
 from .errors import DatasetError
 from .io import atomic_write
 
-__all__ = ["get_pipeline_cfg", "load_pipeline_cfg", "run_pipeline", "PIPELINE_STAGES", "RunPaths",
-           "sha256", "package_versions", "background_boxes", "BACKGROUND"]
+__all__ = [
+    "get_pipeline_cfg",
+    "load_pipeline_cfg",
+    "run_pipeline",
+    "PIPELINE_STAGES",
+    "RunPaths",
+    "sha256",
+    "package_versions",
+    "background_boxes",
+    "BACKGROUND",
+]
 
 logger = logging.getLogger("resdet.pipeline")
 
@@ -44,8 +54,8 @@ def get_pipeline_cfg():
     cfg.DATA = CN()
     # "" = generate the built-in shapes dataset; else a VOC-style folder or a COCO JSON
     cfg.DATA.ROOT = ""
-    cfg.DATA.IMAGES = ""          # COCO JSON only: its image folder
-    cfg.DATA.TEST = ""            # optional separate test set (COCO JSON or VOC folder)
+    cfg.DATA.IMAGES = ""  # COCO JSON only: its image folder
+    cfg.DATA.TEST = ""  # optional separate test set (COCO JSON or VOC folder)
     cfg.DATA.TEST_IMAGES = ""
     cfg.DATA.HOLDOUT_FRACTION = 0.2  # VOC folder without train/test splits: test share
     cfg.DATA.GENERATE = CN()
@@ -53,9 +63,9 @@ def get_pipeline_cfg():
     cfg.DATA.GENERATE.NUM_TEST = 100
     cfg.DATA.GENERATE.IMAGE_SIZE = 192
     cfg.DATA.GENERATE.CLS_PER_CLASS = 120
-    cfg.DATA.CROP_SIZE = 64       # classification crops cut from user detection data
+    cfg.DATA.CROP_SIZE = 64  # classification crops cut from user detection data
     cfg.PRETRAIN = CN()
-    cfg.PRETRAIN.CONFIG = "demo/pretrain_r18.yaml"   # a packaged config name or a path
+    cfg.PRETRAIN.CONFIG = "demo/pretrain_r18.yaml"  # a packaged config name or a path
     cfg.PRETRAIN.OPTS = []
     cfg.CONVERT = CN()
     cfg.CONVERT.LAYOUT = "fpn"
@@ -63,11 +73,13 @@ def get_pipeline_cfg():
     cfg.DETECT.CONFIG = "demo/det_r18_fpn.yaml"
     cfg.DETECT.OPTS = []
     cfg.REPORT = CN()
-    cfg.REPORT.NUM_IMAGES = 8     # prediction images in the report's grid
+    cfg.REPORT.NUM_IMAGES = 8  # prediction images in the report's grid
     return cfg
 
 
-def load_pipeline_cfg(config=DEFAULT_CONFIG, *, data=None, images=None, output_dir=None, overrides=()):
+def load_pipeline_cfg(
+    config=DEFAULT_CONFIG, *, data=None, images=None, output_dir=None, overrides=()
+):
     """The pipeline config: defaults + ``config`` (a packaged name or a path) + the
     arguments + KEY VALUE ``overrides`` (one-line ConfigErrors for bad keys or values)."""
     from .api import config_file
@@ -114,9 +126,14 @@ def package_versions() -> dict:
 
     import resdet
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "detectron2": detectron2.__version__,
-            "resdet": resdet.__version__, "platform": platform.platform()}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "detectron2": detectron2.__version__,
+        "resdet": resdet.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def _json_safe(x):
@@ -146,9 +163,14 @@ class _Manifest:
         return all(v is not None for v in now.values()) and now == rec["outputs"]
 
     def record(self, stage, inputs, outputs, metrics, seconds, config=None):
-        self.data["stages"][stage] = {"inputs": _checksums(inputs), "outputs": _checksums(outputs),
-                                      "metrics": _json_safe(metrics), "seconds": round(seconds, 1),
-                                      "config": config, "versions": package_versions()}
+        self.data["stages"][stage] = {
+            "inputs": _checksums(inputs),
+            "outputs": _checksums(outputs),
+            "metrics": _json_safe(metrics),
+            "seconds": round(seconds, 1),
+            "config": config,
+            "versions": package_versions(),
+        }
         self.save()
 
     def save(self):
@@ -196,6 +218,7 @@ class Stage(NamedTuple):
     run: Callable
     inputs: Callable
     outputs: Callable
+    always: bool = False  # run even when its recorded outputs are still valid
 
 
 # ---------------------------------------------------------------------------- stages
@@ -207,9 +230,15 @@ def _data(cfg, p, ctx):
 
     if not cfg.DATA.ROOT:
         g = cfg.DATA.GENERATE
-        paths = generate_dataset(p.data_dir, num_train=g.NUM_TRAIN, num_test=g.NUM_TEST,
-                                 image_size=(g.IMAGE_SIZE, g.IMAGE_SIZE), num_cls_per_class=g.CLS_PER_CLASS,
-                                 cls_size=cfg.DATA.CROP_SIZE, seed=cfg.SEED)
+        paths = generate_dataset(
+            p.data_dir,
+            num_train=g.NUM_TRAIN,
+            num_test=g.NUM_TEST,
+            image_size=(g.IMAGE_SIZE, g.IMAGE_SIZE),
+            num_cls_per_class=g.CLS_PER_CLASS,
+            cls_size=cfg.DATA.CROP_SIZE,
+            seed=cfg.SEED,
+        )
         voc = str(paths["voc"])
         det = {"train": {"voc": voc, "split": "train"}, "test": {"voc": voc, "split": "test"}}
     else:
@@ -228,7 +257,11 @@ def _data_outputs(cfg, p):
 
 def _spec(path, images):
     """A resdet.api dataset spec for a COCO JSON (+ images) or a VOC folder."""
-    return {"json": str(path), "images": str(images)} if str(path).endswith(".json") else {"voc": str(path)}
+    return (
+        {"json": str(path), "images": str(images)}
+        if str(path).endswith(".json")
+        else {"voc": str(path)}
+    )
 
 
 def _user_data(cfg):
@@ -262,7 +295,10 @@ def background_boxes(boxes, width, height, side, count, rng, tries=20):
             break
         x0, y0 = rng.uniform(0, width - side), rng.uniform(0, height - side)
         sq = (x0, y0, x0 + side, y0 + side)
-        if not any(sq[0] < b[2] and b[0] < sq[2] and sq[1] < b[3] and b[1] < sq[3] for b in list(boxes) + found):
+        if not any(
+            sq[0] < b[2] and b[0] < sq[2] and sq[1] < b[3] and b[1] < sq[3]
+            for b in list(boxes) + found
+        ):
             found.append(sq)
     return found
 
@@ -284,23 +320,37 @@ def _export_crops(det, out_dir, size, seed):
     train_name, test_name = register_datasets(det["train"], det["test"])
     classes = MetadataCatalog.get(train_name).thing_classes
     if BACKGROUND in classes:
-        raise DatasetError(f"{det['train']}: a class is named {BACKGROUND}, the name of the crops' background class")
+        raise DatasetError(
+            f"{det['train']}: a class is named {BACKGROUND}, the crops' background class"
+        )
     counts = {}
     for split, name in (("train", train_name), ("val", test_name)):
         for rec in DatasetCatalog.get(name):
             image, stem = None, Path(rec["file_name"]).stem
-            boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in rec["annotations"]]
+            boxes = [
+                BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+                for a in rec["annotations"]
+            ]
             crops = []
             for k, (ann, (x0, y0, x1, y1)) in enumerate(zip(rec["annotations"], boxes)):
                 if not ann.get("iscrowd", 0):
                     m = 0.1 * max(x1 - x0, y1 - y0)
-                    crops.append((classes[ann["category_id"]], f"{stem}_{k}", (x0 - m, y0 - m, x1 + m, y1 + m)))
+                    crops.append(
+                        (
+                            classes[ann["category_id"]],
+                            f"{stem}_{k}",
+                            (x0 - m, y0 - m, x1 + m, y1 + m),
+                        )
+                    )
             if crops:
                 sides = [c[2][2] - c[2][0] for c in crops]
                 rng = np.random.RandomState([seed, zlib.crc32(stem.encode())])
                 n_bg = -(-len(crops) // len(classes))
-                for k, sq in enumerate(background_boxes(boxes, rec["width"], rec["height"],
-                                                        float(np.median(sides)), n_bg, rng)):
+                for k, sq in enumerate(
+                    background_boxes(
+                        boxes, rec["width"], rec["height"], float(np.median(sides)), n_bg, rng
+                    )
+                ):
                     crops.append((BACKGROUND, f"{stem}_bg{k}", sq))
             for cls, file_stem, box in crops:
                 if image is None:
@@ -312,20 +362,32 @@ def _export_crops(det, out_dir, size, seed):
                 counts[split, cls] = counts.get((split, cls), 0) + 1
     found = sorted({cls for _, cls in counts})
     if len(found) < 2:
-        raise DatasetError(f"{det['train']}: the crops for pretraining have one class ({found}) and no "
-                           f"background (every image is covered by boxes); nothing to pretrain on")
-    logger.info("pretraining crops: %s", ", ".join(f"{s}/{c} {n}" for (s, c), n in sorted(counts.items())))
+        raise DatasetError(
+            f"{det['train']}: the crops for pretraining have one class ({found}) and no "
+            f"background (every image is covered by boxes); nothing to pretrain on"
+        )
+    logger.info(
+        "pretraining crops: %s", ", ".join(f"{s}/{c} {n}" for (s, c), n in sorted(counts.items()))
+    )
 
 
 def _pretrain(cfg, p, ctx):
     import resdet
 
     data = p.data()
-    classes = sorted(q.name for q in (Path(data["classification"]) / "train").iterdir() if q.is_dir())
+    classes = sorted(
+        q.name for q in (Path(data["classification"]) / "train").iterdir() if q.is_dir()
+    )
     if len(classes) < 2:  # top-1 over one class is 1.0 whatever the net learned
-        raise DatasetError(f"{data['classification']}: pretraining needs at least two classes, found {classes}")
-    metrics = resdet.pretrain(p.pretrain_config, data=data["classification"], output_dir=p.pretrain_dir,
-                              overrides=["SEED", cfg.SEED] + list(cfg.PRETRAIN.OPTS))
+        raise DatasetError(
+            f"{data['classification']}: pretraining needs at least two classes, found {classes}"
+        )
+    metrics = resdet.pretrain(
+        p.pretrain_config,
+        data=data["classification"],
+        output_dir=p.pretrain_dir,
+        overrides=["SEED", cfg.SEED] + list(cfg.PRETRAIN.OPTS),
+    )
     keep = {k: metrics[k] for k in ("top1", "top5", "bad_images") if k in metrics}
     return dict(keep, classes=len(classes))
 
@@ -333,8 +395,9 @@ def _pretrain(cfg, p, ctx):
 def _convert(cfg, p, ctx):
     from .api import convert_weights
 
-    result = convert_weights(p.pretrained, p.backbone, layout=cfg.CONVERT.LAYOUT, verify=True,
-                             size=cfg.DATA.CROP_SIZE)
+    result = convert_weights(
+        p.pretrained, p.backbone, layout=cfg.CONVERT.LAYOUT, verify=True, size=cfg.DATA.CROP_SIZE
+    )
     worst = {stage: max(refs.values()) for stage, refs in result["diffs"].items()}
     return {"max_abs_diff_per_stage": worst}
 
@@ -343,8 +406,14 @@ def _detect(cfg, p, ctx):
     import resdet
 
     det = p.data()["detection"]
-    return resdet.train_detector(p.detect_config, weights=p.backbone, train=det["train"], test=det["test"],
-                                 output_dir=p.detect_dir, overrides=["SEED", cfg.SEED] + list(cfg.DETECT.OPTS))
+    return resdet.train_detector(
+        p.detect_config,
+        weights=p.backbone,
+        train=det["train"],
+        test=det["test"],
+        output_dir=p.detect_dir,
+        overrides=["SEED", cfg.SEED] + list(cfg.DETECT.OPTS),
+    )
 
 
 def _evaluate(cfg, p, ctx):
@@ -367,26 +436,57 @@ def _evaluate(cfg, p, ctx):
 def _report(cfg, p, ctx):
     from .report import write_report
 
-    ctx["report_files"] = write_report(p.out, ctx["manifest"].data, cfg, time.perf_counter() - ctx["start"],
-                                       num_images=cfg.REPORT.NUM_IMAGES)
+    ctx["report_files"] = write_report(
+        p.out,
+        ctx["manifest"].data,
+        cfg,
+        time.perf_counter() - ctx["start"],
+        num_images=cfg.REPORT.NUM_IMAGES,
+    )
     return {}
 
 
 # The pipeline, in order: what each stage reads and writes is what its checksums cover.
 PIPELINE_STAGES = (
     Stage("data", _data, inputs=lambda cfg, p: [], outputs=_data_outputs),
-    Stage("pretrain", _pretrain, inputs=lambda cfg, p: [p.data_json, p.pretrain_config],
-          outputs=lambda cfg, p: [p.pretrained, p.pretrain_dir / "curves.png"]),
-    Stage("convert", _convert, inputs=lambda cfg, p: [p.pretrained],
-          outputs=lambda cfg, p: [p.backbone, p.backbone.with_suffix(".yaml")]),
-    Stage("detect", _detect, inputs=lambda cfg, p: [p.data_json, p.backbone, p.detect_config],
-          outputs=lambda cfg, p: [p.detector, p.detect_metrics, p.detect_dir / "curves.png",
-                                  p.detect_dir / "predictions", p.predictions]),
-    Stage("evaluate", _evaluate, inputs=lambda cfg, p: [p.data_json, p.predictions],
-          outputs=lambda cfg, p: [p.evaluation]),
-    # the report always reflects the run that just happened: it is never skipped
-    Stage("report", _report, inputs=lambda cfg, p: [],
-          outputs=lambda cfg, p: [p.out / "report.md", p.out / "report.html"]),
+    Stage(
+        "pretrain",
+        _pretrain,
+        inputs=lambda cfg, p: [p.data_json, p.pretrain_config],
+        outputs=lambda cfg, p: [p.pretrained, p.pretrain_dir / "curves.png"],
+    ),
+    Stage(
+        "convert",
+        _convert,
+        inputs=lambda cfg, p: [p.pretrained],
+        outputs=lambda cfg, p: [p.backbone, p.backbone.with_suffix(".yaml")],
+    ),
+    Stage(
+        "detect",
+        _detect,
+        inputs=lambda cfg, p: [p.data_json, p.backbone, p.detect_config],
+        outputs=lambda cfg, p: [
+            p.detector,
+            p.detect_metrics,
+            p.detect_dir / "curves.png",
+            p.detect_dir / "predictions",
+            p.predictions,
+        ],
+    ),
+    Stage(
+        "evaluate",
+        _evaluate,
+        inputs=lambda cfg, p: [p.data_json, p.predictions],
+        outputs=lambda cfg, p: [p.evaluation],
+    ),
+    # the report always reflects the run that just happened
+    Stage(
+        "report",
+        _report,
+        inputs=lambda cfg, p: [],
+        outputs=lambda cfg, p: [p.out / "report.md", p.out / "report.html"],
+        always=True,
+    ),
 )
 
 
@@ -406,7 +506,7 @@ def run_pipeline(cfg, stages=PIPELINE_STAGES) -> dict:
     upstream_changed = False
     for stage in stages:
         inputs = stage.inputs(cfg, p)
-        if stage.name != "report" and not upstream_changed and manifest.valid(stage.name, inputs):
+        if not stage.always and not upstream_changed and manifest.valid(stage.name, inputs):
             logger.info(f"stage {stage.name}: outputs valid (checksums match), skipped")
             ran[stage.name] = "skipped"
             continue
@@ -414,13 +514,24 @@ def run_pipeline(cfg, stages=PIPELINE_STAGES) -> dict:
         logger.info(f"stage {stage.name}: running")
         t = time.perf_counter()
         metrics = stage.run(cfg, p, ctx)
-        manifest.record(stage.name, inputs, stage.outputs(cfg, p), metrics, time.perf_counter() - t,
-                        config=configs.get(stage.name))
+        manifest.record(
+            stage.name,
+            inputs,
+            stage.outputs(cfg, p),
+            metrics,
+            time.perf_counter() - t,
+            config=configs.get(stage.name),
+        )
         ran[stage.name] = "ran"
     elapsed = time.perf_counter() - ctx["start"]
     ev = manifest.data["stages"].get("evaluate", {}).get("metrics", {})
-    summary = {"AP50": ev.get("AP50"), "AP": ev.get("AP"), "AP50_voc07": ev.get("AP50_voc07"),
-               "elapsed_seconds": round(elapsed, 1), "stages": ran}
+    summary = {
+        "AP50": ev.get("AP50"),
+        "AP": ev.get("AP"),
+        "AP50_voc07": ev.get("AP50_voc07"),
+        "elapsed_seconds": round(elapsed, 1),
+        "stages": ran,
+    }
     with atomic_write(p.out / "summary.json", "w") as f:
         json.dump(summary, f, indent=1)
     return summary

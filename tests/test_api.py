@@ -1,6 +1,7 @@
 """The Python API (resdet/api.py) on real data: Predictor equals Detectron2's
 DefaultPredictor on coco128, evaluate_predictions and convert_weights return what their
 commands print and write, and every tool follows one convention."""
+
 import ast
 import json
 
@@ -12,8 +13,16 @@ import resdet
 from conftest import REPO, load_tool
 from resdet.errors import CheckpointError, ConfigError
 
-TOOLS = ["convert_weights", "evaluate", "train_det", "pretrain_imagenet", "pipeline", "demo",
-         "layer_responses", "degradation_study"]
+TOOLS = [
+    "convert_weights",
+    "evaluate",
+    "train_det",
+    "pretrain_imagenet",
+    "pipeline",
+    "demo",
+    "layer_responses",
+    "degradation_study",
+]
 
 
 def _detector_cfg():
@@ -22,9 +31,26 @@ def _detector_cfg():
 
     cfg = get_resdet_cfg()
     cfg.merge_from_file(str(REPO / "configs" / "coco_r50_fpn.yaml"))
-    cfg.merge_from_list(["MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
-                         "MODEL.FPN.OUT_CHANNELS", 64, "MODEL.ROI_BOX_HEAD.FC_DIM", 128, "MODEL.DEVICE", "cpu",
-                         "INPUT.MIN_SIZE_TEST", 160, "INPUT.MAX_SIZE_TEST", 256, "MODEL.RPN.POST_NMS_TOPK_TEST", 100])
+    cfg.merge_from_list(
+        [
+            "MODEL.RESNETS.DEPTH",
+            18,
+            "MODEL.RESNETS.RES2_OUT_CHANNELS",
+            64,
+            "MODEL.FPN.OUT_CHANNELS",
+            64,
+            "MODEL.ROI_BOX_HEAD.FC_DIM",
+            128,
+            "MODEL.DEVICE",
+            "cpu",
+            "INPUT.MIN_SIZE_TEST",
+            160,
+            "INPUT.MAX_SIZE_TEST",
+            256,
+            "MODEL.RPN.POST_NMS_TOPK_TEST",
+            100,
+        ]
+    )
     return cfg
 
 
@@ -76,15 +102,38 @@ def test_predictor_equals_default_predictor_on_coco128(detector, shared_data):
     reference = DefaultPredictor(cfg)
     want = [reference(im)["instances"] for im in bgr + [grey, portrait]]
 
-    predictor = resdet.Predictor("coco_r50_fpn.yaml", weights, overrides=[
-        "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.FPN.OUT_CHANNELS", "64",
-        "MODEL.ROI_BOX_HEAD.FC_DIM", "128", "INPUT.MIN_SIZE_TEST", "160", "INPUT.MAX_SIZE_TEST", "256",
-        "MODEL.RPN.POST_NMS_TOPK_TEST", "100"], batch_size=3)
+    predictor = resdet.Predictor(
+        "coco_r50_fpn.yaml",
+        weights,
+        overrides=[
+            "MODEL.RESNETS.DEPTH",
+            "18",
+            "MODEL.RESNETS.RES2_OUT_CHANNELS",
+            "64",
+            "MODEL.FPN.OUT_CHANNELS",
+            "64",
+            "MODEL.ROI_BOX_HEAD.FC_DIM",
+            "128",
+            "INPUT.MIN_SIZE_TEST",
+            "160",
+            "INPUT.MAX_SIZE_TEST",
+            "256",
+            "MODEL.RPN.POST_NMS_TOPK_TEST",
+            "100",
+        ],
+        batch_size=3,
+    )
     # the BN of the prepared model is folded: no FrozenBatchNorm2d left
     assert not any(type(m).__name__ == "FrozenBatchNorm2d" for m in predictor.model.modules())
     rgb = [im[:, :, ::-1].copy() for im in bgr]
-    images = [str(paths[0]), rgb[1], torch.from_numpy(rgb[2]).permute(2, 0, 1), torch.from_numpy(rgb[3]),
-              grey, portrait[:, :, ::-1].copy()]  # a path, HWC arrays, CHW and HWC tensors
+    images = [
+        str(paths[0]),
+        rgb[1],
+        torch.from_numpy(rgb[2]).permute(2, 0, 1),
+        torch.from_numpy(rgb[3]),
+        grey,
+        portrait[:, :, ::-1].copy(),
+    ]  # a path, HWC arrays, CHW and HWC tensors
     got = predictor(images)
     assert len(got) == len(images)
     for w, g in zip(want, got):
@@ -118,7 +167,11 @@ def test_predictor_refuses_what_would_predict_garbage(detector, tmp_path):
 def _coco_subset(shared_data, path, n=6):
     full = json.loads((shared_data / "coco128/annotations/instances_train2017.json").read_text())
     ids = {im["id"] for im in full["images"][:n]}
-    sub = dict(full, images=full["images"][:n], annotations=[a for a in full["annotations"] if a["image_id"] in ids])
+    sub = dict(
+        full,
+        images=full["images"][:n],
+        annotations=[a for a in full["annotations"] if a["image_id"] in ids],
+    )
     path.write_text(json.dumps(sub))
     return path, sub
 
@@ -127,18 +180,42 @@ def test_evaluate_predictions_equals_the_command(shared_data, tmp_path, capsys):
     gt, data = _coco_subset(shared_data, tmp_path / "gt.json")
     # the ground truth as predictions, one box per object shifted by 20%: a known AP50 of
     # 100 for boxes that keep IoU >= 0.5, AP below 100
-    preds = [{"image_id": a["image_id"], "category_id": a["category_id"], "score": 0.9,
-              "bbox": [a["bbox"][0] + 0.1 * a["bbox"][2], a["bbox"][1], a["bbox"][2], a["bbox"][3]]}
-             for a in data["annotations"] if not a.get("iscrowd")]
+    preds = [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "score": 0.9,
+            "bbox": [a["bbox"][0] + 0.1 * a["bbox"][2], a["bbox"][1], a["bbox"][2], a["bbox"][3]],
+        }
+        for a in data["annotations"]
+        if not a.get("iscrowd")
+    ]
     (tmp_path / "pred.json").write_text(json.dumps(preds))
-    results = resdet.evaluate_predictions(str(gt), str(tmp_path / "pred.json"), output=tmp_path / "m.json")
+    results = resdet.evaluate_predictions(
+        str(gt), str(tmp_path / "pred.json"), output=tmp_path / "m.json"
+    )
     assert results["bbox"]["AP50"] == pytest.approx(100.0) and results["bbox"]["AP"] < 100.0
-    assert json.loads((tmp_path / "m.json").read_text())["bbox"]["AP"] == pytest.approx(results["bbox"]["AP"])
+    assert json.loads((tmp_path / "m.json").read_text())["bbox"]["AP"] == pytest.approx(
+        results["bbox"]["AP"]
+    )
     capsys.readouterr()
-    assert load_tool("evaluate").main(["--gt", str(gt), "--pred", str(tmp_path / "pred.json"),
-                                       "--output", str(tmp_path / "cli.json")]) == 0
+    assert (
+        load_tool("evaluate").main(
+            [
+                "--gt",
+                str(gt),
+                "--pred",
+                str(tmp_path / "pred.json"),
+                "--output",
+                str(tmp_path / "cli.json"),
+            ]
+        )
+        == 0
+    )
     assert f"{results['bbox']['AP']:.3f}" in capsys.readouterr().out
-    assert json.loads((tmp_path / "cli.json").read_text()) == json.loads((tmp_path / "m.json").read_text())
+    assert json.loads((tmp_path / "cli.json").read_text()) == json.loads(
+        (tmp_path / "m.json").read_text()
+    )
 
 
 def test_evaluate_predictions_scores_only_the_held_out_split(shared_data, tmp_path):
@@ -149,11 +226,25 @@ def test_evaluate_predictions_scores_only_the_held_out_split(shared_data, tmp_pa
     voc = shared_data / "bccd"
     held, meta = load_voc_folder(voc, "test", holdout=0.2, part="test")
     classes = meta["thing_classes"]
-    preds = [{"image_id": r["image_id"], "category_id": a["category_id"] + 1, "score": 1.0,
-              "bbox": [a["bbox"][0], a["bbox"][1], a["bbox"][2] - a["bbox"][0], a["bbox"][3] - a["bbox"][1]]}
-             for r in held for a in r["annotations"]]
+    preds = [
+        {
+            "image_id": r["image_id"],
+            "category_id": a["category_id"] + 1,
+            "score": 1.0,
+            "bbox": [
+                a["bbox"][0],
+                a["bbox"][1],
+                a["bbox"][2] - a["bbox"][0],
+                a["bbox"][3] - a["bbox"][1],
+            ],
+        }
+        for r in held
+        for a in r["annotations"]
+    ]
     (tmp_path / "p.json").write_text(json.dumps(preds))
-    part = resdet.evaluate_predictions({"voc": str(voc), "split": "test", "holdout": 0.2}, tmp_path / "p.json")
+    part = resdet.evaluate_predictions(
+        {"voc": str(voc), "split": "test", "holdout": 0.2}, tmp_path / "p.json"
+    )
     whole = resdet.evaluate_predictions(str(voc), tmp_path / "p.json", split="test")
     assert len(classes) == 3 and part["bbox"]["AP50"] == pytest.approx(100.0)
     assert whole["bbox"]["AP50"] < 50.0
@@ -165,10 +256,22 @@ def _classifier(path):
 
     torch.manual_seed(0)
     net = build_resnet(18, num_classes=10)
-    meta = dict(format="resdet-classifier", depth=18, dataset="imagenet", shortcut="B", residual=True,
-                stride_in_1x1=False, num_classes=10, norm="BN", input_format="RGB",
-                pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375], recipe="test",
-                classes=[str(i) for i in range(10)], metrics={})
+    meta = dict(
+        format="resdet-classifier",
+        depth=18,
+        dataset="imagenet",
+        shortcut="B",
+        residual=True,
+        stride_in_1x1=False,
+        num_classes=10,
+        norm="BN",
+        input_format="RGB",
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+        recipe="test",
+        classes=[str(i) for i in range(10)],
+        metrics={},
+    )
     atomic_save({"model": net.state_dict(), "meta": meta}, path)
     return path
 
@@ -176,8 +279,13 @@ def _classifier(path):
 def test_convert_weights_reports_what_it_found(tmp_path, capsys):
     src = _classifier(tmp_path / "cls.pth")
     r = resdet.convert_weights(src, tmp_path / "r18.pth", layout="fpn", verify=True, size=64)
-    assert (r["format"], r["depth"], r["shortcut"], r["input_format"], r["layout"]) == \
-        ("resdet", 18, "B", "RGB", "fpn")
+    assert (r["format"], r["depth"], r["shortcut"], r["input_format"], r["layout"]) == (
+        "resdet",
+        18,
+        "B",
+        "RGB",
+        "fpn",
+    )
     assert set(r["diffs"]) == {"res2", "res3", "res4", "res5"} and r["max_abs_diff"] < 1e-4
     assert (tmp_path / "r18.pth").is_file() and (tmp_path / "r18.yaml").is_file()
     tool = load_tool("convert_weights")
@@ -200,14 +308,28 @@ def test_every_tool_is_main_argv_returning_an_exit_code(name):
     assert isinstance(guard, ast.If) and ast.unparse(guard.body[0]) == "sys.exit(main())"
 
 
-@pytest.mark.parametrize("name, argv, message", [
-    ("train_det", ["--config", "configs/coco_r50.yaml", "SOLVER.MAX_ITER"], "KEY VALUE pairs expected"),
-    ("train_det", ["--config", "configs/coco_r50.yaml", "SOLVER.MAX_ITERS", "3"],
-     "unknown config key SOLVER.MAX_ITERS; did you mean SOLVER.MAX_ITER"),
-    ("train_det", ["--config", "x.py"], "LazyConfig .py configs: not yet supported"),
-    ("pipeline", ["--output", "{tmp}/p", "SEED", "abc"], "SEED 'abc': Type mismatch"),
-    ("pretrain_imagenet", ["--config", "configs/imagenet/r18.yaml", "--data", "{tmp}/none"], "no such folder"),
-])
+@pytest.mark.parametrize(
+    "name, argv, message",
+    [
+        (
+            "train_det",
+            ["--config", "configs/coco_r50.yaml", "SOLVER.MAX_ITER"],
+            "KEY VALUE pairs expected",
+        ),
+        (
+            "train_det",
+            ["--config", "configs/coco_r50.yaml", "SOLVER.MAX_ITERS", "3"],
+            "unknown config key SOLVER.MAX_ITERS; did you mean SOLVER.MAX_ITER",
+        ),
+        ("train_det", ["--config", "x.py"], "LazyConfig .py configs: not yet supported"),
+        ("pipeline", ["--output", "{tmp}/p", "SEED", "abc"], "SEED 'abc': Type mismatch"),
+        (
+            "pretrain_imagenet",
+            ["--config", "configs/imagenet/r18.yaml", "--data", "{tmp}/none"],
+            "no such folder",
+        ),
+    ],
+)
 def test_bad_arguments_are_one_error_line(name, argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
     assert load_tool(name).main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
@@ -220,7 +342,9 @@ def test_negative_max_images_is_an_argparse_error(capsys):
     with pytest.raises(SystemExit) as e:
         load_tool("layer_responses").main(["--checkpoints", "x.pth", "--max-images", "-3"])
     assert e.value.code == 2
-    assert "--max-images: -3: must be at least 1" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert (
+        "--max-images: -3: must be at least 1" in capsys.readouterr().err.strip().splitlines()[-1]
+    )
 
 
 def test_predictor_takes_a_detectron2_lazyconfig(shared_data, tmp_path):
@@ -236,7 +360,9 @@ def test_predictor_takes_a_detectron2_lazyconfig(shared_data, tmp_path):
 
     cfg = get_cfg()
     cfg.merge_from_file(model_zoo.get_config_file("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", 128, "INPUT.MAX_SIZE_TEST", 192])
+    cfg.merge_from_list(
+        ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", 128, "INPUT.MAX_SIZE_TEST", 192]
+    )
     torch.manual_seed(0)
     model = build_model(cfg)
     with torch.no_grad():
@@ -245,8 +371,13 @@ def test_predictor_takes_a_detectron2_lazyconfig(shared_data, tmp_path):
     torch.save({"model": model.state_dict()}, cfg.MODEL.WEIGHTS)
     lazy = model_zoo.get_config("common/models/mask_rcnn_fpn.py")
     lazy.model.roi_heads.update(mask_in_features=None, mask_pooler=None, mask_head=None)
-    lazy.dataloader = {"test": {"mapper": {"augmentations": [
-        L(T.ResizeShortestEdge)(short_edge_length=128, max_size=192)]}}}
+    lazy.dataloader = {
+        "test": {
+            "mapper": {
+                "augmentations": [L(T.ResizeShortestEdge)(short_edge_length=128, max_size=192)]
+            }
+        }
+    }
     paths = sorted((shared_data / "coco128" / "train2017").glob("*.jpg"))[:3]
     want = [DefaultPredictor(cfg)(read_image(str(p), "BGR"))["instances"] for p in paths]
     got = resdet.Predictor(lazy, cfg.MODEL.WEIGHTS)([str(p) for p in paths])

@@ -2,6 +2,7 @@
 stages, redoing deleted or corrupted ones, and on a user's one-class VOC folder without
 splits, the same AP50 in summary.json as its detect stage measured on the held-out
 split. Shortened runs: tiny data, few iterations; tools/pipeline.py's main in-process."""
+
 import json
 import xml.etree.ElementTree as ET
 
@@ -11,13 +12,27 @@ from PIL import Image
 
 from conftest import load_tool
 
-SHORT = ["DATA.GENERATE.NUM_TRAIN", "16", "DATA.GENERATE.NUM_TEST", "4", "DATA.GENERATE.IMAGE_SIZE", "128",
-         "DATA.GENERATE.CLS_PER_CLASS", "6", "DATA.CROP_SIZE", "32", "REPORT.NUM_IMAGES", "2",
-         "PRETRAIN.OPTS", "['SOLVER.MAX_ITER','4','SOLVER.IMS_PER_BATCH','8','TEST.EVAL_PERIOD','2',"
-                          "'SOLVER.STEPS','(3,)','SOLVER.WARMUP_ITERS','1','INPUT.CROP_SIZE','32','INPUT.TEST_SIZE','32']",
-         "DETECT.OPTS", "['SOLVER.MAX_ITER','4','SOLVER.WARMUP_ITERS','1','SOLVER.STEPS','(3,)',"
-                        "'SOLVER.IMS_PER_BATCH','2','INPUT.MIN_SIZE_TRAIN','(128,)','INPUT.MIN_SIZE_TEST','128',"
-                        "'RESDET.EVAL.NUM_VIS','2']"]
+SHORT = [
+    "DATA.GENERATE.NUM_TRAIN",
+    "16",
+    "DATA.GENERATE.NUM_TEST",
+    "4",
+    "DATA.GENERATE.IMAGE_SIZE",
+    "128",
+    "DATA.GENERATE.CLS_PER_CLASS",
+    "6",
+    "DATA.CROP_SIZE",
+    "32",
+    "REPORT.NUM_IMAGES",
+    "2",
+    "PRETRAIN.OPTS",
+    "['SOLVER.MAX_ITER','4','SOLVER.IMS_PER_BATCH','8','TEST.EVAL_PERIOD','2',"
+    "'SOLVER.STEPS','(3,)','SOLVER.WARMUP_ITERS','1','INPUT.CROP_SIZE','32','INPUT.TEST_SIZE','32']",
+    "DETECT.OPTS",
+    "['SOLVER.MAX_ITER','4','SOLVER.WARMUP_ITERS','1','SOLVER.STEPS','(3,)',"
+    "'SOLVER.IMS_PER_BATCH','2','INPUT.MIN_SIZE_TRAIN','(128,)','INPUT.MIN_SIZE_TEST','128',"
+    "'RESDET.EVAL.NUM_VIS','2']",
+]
 
 
 def run(out, *extra, opts=SHORT):
@@ -43,7 +58,14 @@ def test_short_demo_writes_every_report_file(demo):
         assert "report/predictions.png" in text and "detect/curves.png" in text
     assert "MAX_ITER: 4" in md  # the detection config actually used is in the report
     manifest = json.loads((out / "manifest.json").read_text())
-    assert list(manifest["stages"]) == ["data", "pretrain", "convert", "detect", "evaluate", "report"]
+    assert list(manifest["stages"]) == [
+        "data",
+        "pretrain",
+        "convert",
+        "detect",
+        "evaluate",
+        "report",
+    ]
     conv = manifest["stages"]["convert"]
     assert all(v < 1e-4 for v in conv["metrics"]["max_abs_diff_per_stage"].values())
     assert all(len(h) == 64 for h in conv["outputs"].values())
@@ -55,8 +77,14 @@ def test_short_demo_writes_every_report_file(demo):
 def test_rerun_skips_finished_stages_and_redoes_damaged_ones(demo):
     out, _ = demo
     summary = run(out)
-    assert summary["stages"] == {"data": "skipped", "pretrain": "skipped", "convert": "skipped",
-                                 "detect": "skipped", "evaluate": "skipped", "report": "ran"}
+    assert summary["stages"] == {
+        "data": "skipped",
+        "pretrain": "skipped",
+        "convert": "skipped",
+        "detect": "skipped",
+        "evaluate": "skipped",
+        "report": "ran",
+    }
     (out / "evaluate" / "metrics.json").unlink()  # deleted output
     summary = run(out)
     assert summary["stages"]["detect"] == "skipped" and summary["stages"]["evaluate"] == "ran"
@@ -69,9 +97,17 @@ def test_rerun_skips_finished_stages_and_redoes_damaged_ones(demo):
 
 
 def test_missing_user_data_is_a_one_line_error(tmp_path, capsys):
-    assert load_tool("pipeline").main(["--output", str(tmp_path / "o"), "--data", str(tmp_path / "nope")]) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == \
-        f"error: {tmp_path / 'nope'}: DATA.ROOT does not exist (a COCO .json file or a VOC folder)"
+    assert (
+        load_tool("pipeline").main(
+            ["--output", str(tmp_path / "o"), "--data", str(tmp_path / "nope")]
+        )
+        == 2
+    )
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1]
+        == f"error: {tmp_path / 'nope'}: DATA.ROOT does not exist "
+        "(a COCO .json file or a VOC folder)"
+    )
 
 
 def test_bad_seed_is_a_one_line_error(tmp_path, capsys):
@@ -94,14 +130,23 @@ def test_background_boxes_overlap_no_box_and_stay_inside():
     assert background_boxes([(0, 0, 200, 160)], 200, 160, 40, 3, rng) == []
 
 
-ONE_CLASS = ["DATA.HOLDOUT_FRACTION", "0.2", "DATA.CROP_SIZE", "32", "REPORT.NUM_IMAGES", "2",
-             "PRETRAIN.OPTS", "['SOLVER.MAX_ITER','2','SOLVER.IMS_PER_BATCH','8','TEST.EVAL_PERIOD','2',"
-                              "'SOLVER.STEPS','(1,)','SOLVER.WARMUP_ITERS','1','INPUT.CROP_SIZE','32',"
-                              "'INPUT.TEST_SIZE','32']",
-             "DETECT.OPTS", "['SOLVER.MAX_ITER','6','SOLVER.WARMUP_ITERS','1','SOLVER.STEPS','(5,)',"
-                            "'SOLVER.IMS_PER_BATCH','2','INPUT.MIN_SIZE_TRAIN','(128,)','INPUT.MAX_SIZE_TRAIN','192',"
-                            "'INPUT.MIN_SIZE_TEST','128','INPUT.MAX_SIZE_TEST','192',"
-                            "'MODEL.ROI_HEADS.SCORE_THRESH_TEST','0.0','RESDET.EVAL.NUM_VIS','1']"]
+ONE_CLASS = [
+    "DATA.HOLDOUT_FRACTION",
+    "0.2",
+    "DATA.CROP_SIZE",
+    "32",
+    "REPORT.NUM_IMAGES",
+    "2",
+    "PRETRAIN.OPTS",
+    "['SOLVER.MAX_ITER','2','SOLVER.IMS_PER_BATCH','8','TEST.EVAL_PERIOD','2',"
+    "'SOLVER.STEPS','(1,)','SOLVER.WARMUP_ITERS','1','INPUT.CROP_SIZE','32',"
+    "'INPUT.TEST_SIZE','32']",
+    "DETECT.OPTS",
+    "['SOLVER.MAX_ITER','6','SOLVER.WARMUP_ITERS','1','SOLVER.STEPS','(5,)',"
+    "'SOLVER.IMS_PER_BATCH','2','INPUT.MIN_SIZE_TRAIN','(128,)','INPUT.MAX_SIZE_TRAIN','192',"
+    "'INPUT.MIN_SIZE_TEST','128','INPUT.MAX_SIZE_TEST','192',"
+    "'MODEL.ROI_HEADS.SCORE_THRESH_TEST','0.0','RESDET.EVAL.NUM_VIS','1']",
+]
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +176,11 @@ def test_one_class_voc_folder_summary_is_the_detect_stages_ap50(one_class_voc, t
     assert summary["AP50"] == pytest.approx(detect["AP50"], abs=1e-9)
     assert summary["AP"] == pytest.approx(detect["AP"], abs=1e-9)
     # scored against every image of the folder (the old evaluate stage), the number differs
-    everything = resdet.evaluate_predictions(str(one_class_voc), out / "detect" / "inference" / "resdet_test" /
-                                             "predictions.json", "coco")
+    everything = resdet.evaluate_predictions(
+        str(one_class_voc),
+        out / "detect" / "inference" / "resdet_test" / "predictions.json",
+        "coco",
+    )
     assert everything["bbox"]["AP50"] < 0.5 * detect["AP50"]
     # pretraining had a second class, crops that overlap no cell: its top-1 means something
     crops = out / "data" / "classification"
@@ -140,4 +188,6 @@ def test_one_class_voc_folder_summary_is_the_detect_stages_ap50(one_class_voc, t
     assert len(list((crops / "train" / "__background__").iterdir())) >= 10
     stages = json.loads((out / "manifest.json").read_text())["stages"]
     assert stages["pretrain"]["metrics"]["classes"] == 2
-    assert stages["detect"]["metrics"]["bbox"] == pytest.approx(detect)  # what train_detector returned
+    assert stages["detect"]["metrics"]["bbox"] == pytest.approx(
+        detect
+    )  # what train_detector returned

@@ -7,6 +7,7 @@ checkpoint OUT.pth plus the OUT.yaml fragment of settings those weights require.
 The work is resdet.convert_weights (resdet/api.py); nothing is written unless every
 check passed.
 """
+
 import argparse
 import logging
 import sys
@@ -19,22 +20,47 @@ from resdet.convert import FORMATS, LAYOUTS
 def parser():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("src", help="source checkpoint (.pth, .pt or .pkl)")
-    ap.add_argument("out", help="Detectron2 checkpoint to write (.pth); its fragment goes to OUT.yaml")
+    ap.add_argument(
+        "out", help="Detectron2 checkpoint to write (.pth); its fragment goes to OUT.yaml"
+    )
     ap.add_argument("--from", dest="kind", choices=FORMATS, default="auto", help="source format")
-    ap.add_argument("--layout", choices=LAYOUTS, default="c4",
-                    help="c4: res5 in the RoI head (the paper); fpn: whole trunk in bottom_up")
-    ap.add_argument("--depth", type=int, default=None,
-                    help="require this depth instead of reading it off the weights")
-    ap.add_argument("--verify", nargs="?", const=True, default=False, metavar="IMAGE",
-                    help="compare features per stage (on IMAGE, or a fixed tensor); fail above 1e-4")
+    ap.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="c4",
+        help="c4: res5 in the RoI head (the paper); fpn: whole trunk in bottom_up",
+    )
+    ap.add_argument(
+        "--depth",
+        type=int,
+        default=None,
+        help="require this depth instead of reading it off the weights",
+    )
+    ap.add_argument(
+        "--verify",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="IMAGE",
+        help="compare features per stage (on IMAGE, or a fixed tensor); fail above 1e-4",
+    )
     return cli.add_debug_flag(ap)
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    return cli.run(lambda: resdet.convert_weights(args.src, args.out, layout=args.layout, verify=args.verify,
-                                                  kind=args.kind, depth=args.depth), debug=args.debug)
+    return cli.run(
+        lambda: resdet.convert_weights(
+            args.src,
+            args.out,
+            layout=args.layout,
+            verify=args.verify,
+            kind=args.kind,
+            depth=args.depth,
+        ),
+        debug=args.debug,
+    )
 
 
 if __name__ == "__main__":

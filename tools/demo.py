@@ -1,6 +1,7 @@
 """`make demo`: the whole resdet pipeline on its built-in, offline default
 (pipeline/demo.yaml), or on your data with --data [--images]; the same command as
 tools/pipeline.py."""
+
 import sys
 from pathlib import Path
 

@@ -5,6 +5,7 @@
 
 The work is resdet.analysis.responses.run_layer_responses.
 """
+
 import argparse
 import sys
 
@@ -23,9 +24,13 @@ def positive_int(text):
 
 
 def parser():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--checkpoints", nargs="+", required=True, help="resdet classifier checkpoints")
-    ap.add_argument("--data", default="../shared/data/cifar10-mini/test", help="ImageFolder test set")
+    ap.add_argument(
+        "--data", default="../shared/data/cifar10-mini/test", help="ImageFolder test set"
+    )
     ap.add_argument("--output", default="output/layer_responses")
     ap.add_argument("--max-images", type=positive_int, default=1000)
     return cli.add_debug_flag(ap)
@@ -37,7 +42,10 @@ def main(argv=None) -> int:
     def work():
         summary = run_layer_responses(args.checkpoints, args.data, args.output, args.max_images)
         for name, s in summary.items():
-            print(f"{name:>24}: mean std of 3x3 responses {s['mean_std']:.4f} over {len(s['stds'])} layers")
+            print(
+                f"{name:>24}: mean std of 3x3 responses {s['mean_std']:.4f} "
+                f"over {len(s['stds'])} layers"
+            )
         print(f"wrote {args.output}/responses.png and responses.json")
 
     return cli.run(work, debug=args.debug)

@@ -6,6 +6,7 @@ resdet/pretrain/__init__.py for what a run writes.
 
 The work is resdet.pretrain (resdet/api.py).
 """
+
 import argparse
 import sys
 
@@ -14,13 +15,29 @@ from resdet import cli
 
 
 def parser():
-    p = argparse.ArgumentParser(description="Pretrain a resdet ResNet classifier (ImageNet, CIFAR, any class folders).")
-    p.add_argument("--config", required=True, metavar="FILE", help="configs/imagenet/*.yaml or configs/cifar/*.yaml")
-    p.add_argument("--data", help="dataset root holding <train>/<class>/ and <val>/<class>/ (PRETRAIN.DATA.ROOT)")
+    p = argparse.ArgumentParser(
+        description="Pretrain a resdet ResNet classifier (ImageNet, CIFAR, any class folders)."
+    )
+    p.add_argument(
+        "--config",
+        required=True,
+        metavar="FILE",
+        help="configs/imagenet/*.yaml or configs/cifar/*.yaml",
+    )
+    p.add_argument(
+        "--data",
+        help="dataset root holding <train>/<class>/ and <val>/<class>/ (PRETRAIN.DATA.ROOT)",
+    )
     p.add_argument("--output", help="output folder (OUTPUT_DIR)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint")
-    p.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS or OUTPUT_DIR/model_final.pth")
-    p.add_argument("--num-gpus", type=int, default=1, help="processes on this machine (gloo on CPU)")
+    p.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="evaluate MODEL.WEIGHTS or OUTPUT_DIR/model_final.pth",
+    )
+    p.add_argument(
+        "--num-gpus", type=int, default=1, help="processes on this machine (gloo on CPU)"
+    )
     p.add_argument("--num-machines", type=int, default=1)
     p.add_argument("--machine-rank", type=int, default=0)
     p.add_argument("--dist-url", default="auto", help="tcp://HOST:PORT for several machines")
@@ -32,10 +49,18 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
 
     def work():
-        result = resdet.pretrain(args.config, data=args.data, output_dir=args.output, resume=args.resume,
-                                 overrides=args.opts, eval_only=args.eval_only, num_gpus=args.num_gpus,
-                                 num_machines=args.num_machines, machine_rank=args.machine_rank,
-                                 dist_url=args.dist_url)
+        result = resdet.pretrain(
+            args.config,
+            data=args.data,
+            output_dir=args.output,
+            resume=args.resume,
+            overrides=args.opts,
+            eval_only=args.eval_only,
+            num_gpus=args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+        )
         if result.get("top1") is not None:
             print(f"top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}")
 

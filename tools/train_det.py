@@ -8,6 +8,7 @@ Detectron2's train_net conventions: ``--config`` (short for ``--config-file``),
 
 The work is resdet.train_detector / resdet.evaluate_detector (resdet/api.py).
 """
+
 import sys
 
 import resdet  # first: it quiets Detectron2's import-time warnings
@@ -25,7 +26,9 @@ def _lazy(args):
     try:
         from resdet.lazy import train_lazy
     except ImportError:
-        raise ConfigError(f"{args.config_file}: LazyConfig .py configs: not yet supported") from None
+        raise ConfigError(
+            f"{args.config_file}: LazyConfig .py configs: not yet supported"
+        ) from None
     return train_lazy(args)
 
 
@@ -34,13 +37,22 @@ def main(argv=None) -> int:
 
     def work():
         if len(args.opts) % 2:
-            raise ConfigError(f"overrides: KEY VALUE pairs expected, got {len(args.opts)} values "
-                              f"(last: {args.opts[-1]!r})")
+            raise ConfigError(
+                f"overrides: KEY VALUE pairs expected, got {len(args.opts)} values "
+                f"(last: {args.opts[-1]!r})"
+            )
         if args.config_file.endswith(".py"):
             return _lazy(args)
         run = resdet.evaluate_detector if args.eval_only else resdet.train_detector
-        return run(args.config_file, overrides=args.opts, resume=args.resume, num_gpus=args.num_gpus,
-                   num_machines=args.num_machines, machine_rank=args.machine_rank, dist_url=args.dist_url)
+        return run(
+            args.config_file,
+            overrides=args.opts,
+            resume=args.resume,
+            num_gpus=args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+        )
 
     return cli.run(work, debug=args.debug)
 

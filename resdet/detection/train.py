@@ -60,8 +60,8 @@ def setup_cfg(config, opts=(), *, output_dir=None, eval_only=False):
     notes = []
     classes = _thing_classes(cfg)
     if classes is not None and len(classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
-        msg = (f"MODEL.ROI_HEADS.NUM_CLASSES set to {len(classes)} (was {cfg.MODEL.ROI_HEADS.NUM_CLASSES}): "
-               f"the classes of the data")
+        msg = (f"MODEL.ROI_HEADS.NUM_CLASSES set to {len(classes)} "
+               f"(was {cfg.MODEL.ROI_HEADS.NUM_CLASSES}): the classes of the data")
         (warnings if "MODEL.ROI_HEADS.NUM_CLASSES" in explicit else notes).append(msg)
         cfg.MODEL.ROI_HEADS.NUM_CLASSES = len(classes)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
