@@ -54,21 +54,11 @@ DEPLOY_HINT = "pip install resdet[deploy]"
 
 
 def config_file(name) -> str:
-    """The file of a config: an existing path as given, else a packaged config name
-    (``coco_r101.yaml``, ``demo/det_r18_fpn.yaml``; a leading ``configs/`` is dropped)."""
-    path = Path(name)
-    if path.is_file():
-        return str(path)
-    rel = path.as_posix()
-    rel = rel[len("configs/") :] if rel.startswith("configs/") else rel
-    try:
-        from .model_zoo import get_config_file
-    except ImportError:  # resdet.model_zoo not there yet: the checkout's configs/ folder
-        packaged = Path(__file__).resolve().parent.parent / "configs" / rel
-        if packaged.is_file():
-            return str(packaged)
-        raise ConfigError(f"{name}: no such config file or packaged config name") from None
-    return str(get_config_file(rel))
+    """The file of a config: an existing path as given, else a shipped config name
+    (``coco_r101.yaml``, ``demo/det_r18_fpn.yaml``; ``configs/...`` works too)."""
+    from .model_zoo import resolve_config_file
+
+    return str(resolve_config_file(name))
 
 
 def _is_lazy(config) -> bool:
@@ -98,9 +88,9 @@ def _load_config(config):
         from detectron2.config import LazyConfig
 
         return LazyConfig.load(path)
-    from .config import get_resdet_cfg, merge_file
+    from .config import get_resdet_cfg, merge_config_file
 
-    return merge_file(get_resdet_cfg(), path)
+    return merge_config_file(get_resdet_cfg(), path)
 
 
 # ---------------------------------------------------------------------------- Predictor
@@ -167,10 +157,10 @@ class Predictor:
         from detectron2.data import transforms as T
         from detectron2.modeling import build_model
 
-        from .config import merge_opts
+        from .config import merge_overrides
         from .detection.checkpoint import merge_weights_fragment
 
-        merge_opts(cfg, overrides or [])
+        merge_overrides(cfg, overrides or [])
         cfg.MODEL.WEIGHTS = weights
         for msg in merge_weights_fragment(cfg, explicit=set((overrides or [])[0::2])):
             logger.warning(msg)
@@ -394,10 +384,10 @@ def register_datasets(train=None, test=None):
     """Register datasets given as in this module's docstring with Detectron2; returns
     their names ``(train, test)`` (None where not given): registered names stay as they
     are, the others become "resdet_train"/"resdet_test" (resdet.data.register_user_datasets)."""
-    from .config import get_resdet_cfg, merge_opts
+    from .config import get_resdet_cfg, merge_overrides
     from .data import register_user_datasets
 
-    cfg = merge_opts(get_resdet_cfg(), _data_opts(train, test))
+    cfg = merge_overrides(get_resdet_cfg(), _data_opts(train, test))
     register_user_datasets(cfg)
     return (
         cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else None,
@@ -406,12 +396,32 @@ def register_datasets(train=None, test=None):
 
 
 def _yaml_config(config):
-    """A path or CfgNode for resdet.detection.setup_cfg (no LazyConfig here)."""
-    if _is_lazy(config) or (not hasattr(config, "clone") and str(config).endswith(".py")):
-        raise ConfigError(
-            "LazyConfig .py configs: not yet supported by train_detector/evaluate_detector"
-        )
+    """A path or CfgNode for resdet.detection.setup_cfg."""
+    if _is_lazy(config):
+        raise ConfigError("a LazyConfig object: give its .py file (resdet.lazy.train_lazy)")
     return config if hasattr(config, "clone") else config_file(config)
+
+
+def _is_lazy_file(config) -> bool:
+    return not hasattr(config, "clone") and not _is_lazy(config) and str(config).endswith(".py")
+
+
+def _run_lazy(config, weights, train, test, output_dir, resume, overrides, eval_only, dist):
+    """A LazyConfig .py run (resdet.lazy.train_lazy): ``overrides`` are KEY=VALUE strings;
+    its datasets are the config's own."""
+    import functools
+
+    from .lazy import train_lazy
+
+    if train is not None or test is not None:
+        raise ConfigError(
+            f"{config}: a LazyConfig names its datasets (dataloader.train/test); "
+            f"set them there or with KEY=VALUE overrides, not train=/test="
+        )
+    opts = list(overrides or []) + ([f"train.init_checkpoint={weights}"] if weights else [])
+    fn = functools.partial(train_lazy, resume=resume, eval_only=eval_only, output_dir=output_dir)
+    result = _launch(fn, (str(config), opts), *dist, cuda_only=True)
+    return result if result is not None else _read_metrics(output_dir) if output_dir else {}
 
 
 def _launch(fn, args, num_gpus, num_machines, machine_rank, dist_url, cuda_only):
@@ -467,9 +477,13 @@ def train_detector(
 
     ``weights``: MODEL.WEIGHTS (converted weights bring their YAML fragment);
     ``train``/``test``: datasets as in this module's docstring; ``overrides``: KEY VALUE
-    pairs, applied after the arguments above."""
+    pairs, applied after the arguments above. A LazyConfig ``.py`` runs through
+    resdet.lazy.train_lazy (Detectron2's lazyconfig_train_net: ``KEY=VALUE`` overrides)."""
     from .detection.train import train_net
 
+    dist = (num_gpus, num_machines, machine_rank, dist_url)
+    if _is_lazy_file(config):
+        return _run_lazy(config, weights, train, test, output_dir, resume, overrides, False, dist)
     opts = (["MODEL.WEIGHTS", str(weights)] if weights else []) + _data_opts(train, test)
     opts += (["OUTPUT_DIR", str(output_dir)] if output_dir else []) + list(overrides or [])
     result = _launch(
@@ -501,6 +515,9 @@ def evaluate_detector(
     ``tools/train_det.py --eval-only``; what OUTPUT_DIR/metrics.json holds."""
     from .detection.train import train_net
 
+    dist = (num_gpus, num_machines, machine_rank, dist_url)
+    if _is_lazy_file(config):
+        return _run_lazy(config, weights, None, test, output_dir, resume, overrides, True, dist)
     opts = ["MODEL.WEIGHTS", str(weights)] if weights else []
     if test is not None:  # the classes come from the test set, not the config's training set
         opts += _data_opts(None, test) + ["DATASETS.TRAIN", ()]
@@ -593,19 +610,19 @@ def pretrain(
     gloo on a CPU; their result is read back from OUTPUT_DIR/eval.json."""
     import json
 
-    from .config import merge_file, merge_opts
+    from .config import merge_config_file, merge_overrides
     from .pretrain import get_pretrain_cfg, load_splits
 
     cfg = get_pretrain_cfg()
     if hasattr(config, "clone"):  # a CfgNode
         cfg.merge_from_other_cfg(config)
     else:
-        merge_file(cfg, config_file(config))
+        merge_config_file(cfg, config_file(config))
     if data is not None:
         cfg.PRETRAIN.DATA.ROOT = str(data)
     if output_dir is not None:
         cfg.OUTPUT_DIR = str(output_dir)
-    merge_opts(cfg, overrides or [])
+    merge_overrides(cfg, overrides or [])
     cfg.freeze()
     load_splits(cfg)  # a bad dataset fails here, once, before any process is spawned
     result = _launch(

@@ -24,8 +24,10 @@ from tabulate import tabulate
 
 from detectron2.config import CfgNode as CN
 
+from .cli import one_line as cli_one_line
 from .config import get_resdet_cfg
 from .io import CheckpointError, atomic_save, atomic_write, load_checkpoint_file
+from .model_zoo import get_config_file
 from .modeling.resnet import IMAGENET_DEPTHS, build_resnet
 
 __all__ = ["FORMATS", "LAYOUTS", "TOLERANCE", "Source", "Conversion", "detect_format",
@@ -37,7 +39,6 @@ FORMATS = ("auto", "resdet", "torchvision", "timm", "detectron2")
 LAYOUTS = ("c4", "fpn")
 STAGES = ("res2", "res3", "res4", "res5")
 TOLERANCE = 1e-4  # max abs feature difference per stage that --verify accepts
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 # What torchvision and timm weights were trained on: RGB in [0, 255] normalised by the
 # ImageNet mean/std, stride in the 3x3 conv.
@@ -274,9 +275,36 @@ def _settings_from_d2(obj, path, c2_names):
                     shortcut=cfg.MODEL.RESDET.SHORTCUT, residual=cfg.MODEL.RESDET.RESIDUAL)
     if not c2_names and author == "torchvision":
         return dict(TORCHVISION_INPUT)
+    if not c2_names and author is None:
+        return _settings_from_run_config(path)
     d2 = get_resdet_cfg()
     return dict(input_format=d2.INPUT.FORMAT, pixel_mean=list(d2.MODEL.PIXEL_MEAN),
                 pixel_std=list(d2.MODEL.PIXEL_STD), stride_in_1x1=d2.MODEL.RESNETS.STRIDE_IN_1X1)
+
+
+def _settings_from_run_config(path):
+    """A training checkpoint (Detectron2's checkpointer writes no ``__author__``) holds no
+    input settings: they are in its run's config.yaml, which must stand beside it."""
+    import yaml
+
+    run_cfg = Path(path).parent / "config.yaml"
+    if not run_cfg.is_file():
+        _fail(path, "a Detectron2 training checkpoint without its run's config.yaml beside it: the "
+                    "input format and pixel statistics of these weights are unknown; copy the run's "
+                    "config.yaml next to it")
+    try:
+        c = yaml.safe_load(run_cfg.read_text())
+        model, resnets = c["MODEL"], c["MODEL"]["RESNETS"]
+        settings = dict(input_format=c["INPUT"]["FORMAT"], pixel_mean=list(model["PIXEL_MEAN"]),
+                        pixel_std=list(model["PIXEL_STD"]), stride_in_1x1=bool(resnets["STRIDE_IN_1X1"]))
+    except (yaml.YAMLError, KeyError, TypeError) as e:
+        _fail(run_cfg, f"not the config.yaml of a Detectron2 run (needs INPUT.FORMAT, MODEL.PIXEL_MEAN, "
+                       f"MODEL.PIXEL_STD, MODEL.RESNETS.STRIDE_IN_1X1): {cli_one_line(e)}")
+    resdet_keys = (c["MODEL"].get("RESDET") or {})
+    settings.update({k: v for k, v in (("shortcut", resdet_keys.get("SHORTCUT")),
+                                       ("residual", resdet_keys.get("RESIDUAL"))) if v is not None})
+    logger.info("%s: input settings from the run's %s", path, run_cfg)
+    return settings
 
 
 def load_source(path, kind: str = "auto", depth: Optional[int] = None) -> Source:
@@ -359,7 +387,8 @@ def _detector(source: Source, layout: str):
     from detectron2.modeling import build_model
 
     cfg = get_resdet_cfg()
-    cfg.merge_from_file(str(CONFIGS / ("Base-RCNN-C4.yaml" if layout == "c4" else "Base-RCNN-FPN.yaml")))
+    base = "Base-RCNN-C4.yaml" if layout == "c4" else "Base-RCNN-FPN.yaml"
+    cfg.merge_from_file(str(get_config_file(base)))
     cfg.merge_from_other_cfg(fragment(source))
     cfg.MODEL.DEVICE = "cpu"
     return build_model(cfg).eval()

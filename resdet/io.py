@@ -5,6 +5,7 @@ temporary sibling, fsynced, then renamed over the target), and loading a checkpo
 executes code from it (``torch.load(weights_only=True)``; pickles go through an
 unpickler that only rebuilds numpy arrays, numbers, strings and plain containers).
 """
+import errno
 import io
 import os
 import pickle
@@ -14,10 +15,32 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError  # re-exported: older code imports it from here
+from .errors import CheckpointError, OutputError  # CheckpointError re-exported: older code imports it here
 
 __all__ = ["CheckpointError", "atomic_write", "atomic_save", "safe_torch_load", "safe_pickle_load",
            "load_checkpoint_file"]
+
+
+def _why(e: OSError) -> str:
+    """What a user can do about an OSError met while writing."""
+    if e.errno == errno.ENOSPC:
+        return "no space left on the device; free space or choose another output folder"
+    if e.errno == errno.EROFS:
+        return "read-only file system; choose another output folder"
+    if isinstance(e, PermissionError):
+        return "permission denied; choose a folder you can write to"
+    if isinstance(e, (FileExistsError, NotADirectoryError)):
+        return f"{e.filename} is a file where a folder is needed; choose another output path"
+    return f"{e.strerror or e}" + (f" ({e.filename})" if e.filename else "")
+
+
+def _disk_full(e: BaseException):
+    """The ENOSPC OSError behind ``e`` (torch.save reports it as a RuntimeError), or None."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
 
 
 @contextmanager
@@ -27,8 +50,13 @@ def atomic_write(path, mode="wb"):
     On any exception the temporary file is removed and ``path`` is left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder, a file is to be written there; choose another path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot be written: {_why(e)}") from None
     # mkstemp creates 0600; give the file the permissions a plain open() would
     umask = os.umask(0)
     os.umask(umask)
@@ -39,9 +67,11 @@ def atomic_write(path, mode="wb"):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if _disk_full(e):
+            raise OutputError(f"{path}: cannot be written: {_why(_disk_full(e))}") from None
         raise
     # make the rename itself durable
     dir_fd = os.open(path.parent, os.O_RDONLY)

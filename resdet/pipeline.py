@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from fvcore.common.config import CfgNode as CN
+from detectron2.config import CfgNode as CN
 
 from .errors import DatasetError
 from .io import atomic_write
@@ -83,14 +83,14 @@ def load_pipeline_cfg(
     """The pipeline config: defaults + ``config`` (a packaged name or a path) + the
     arguments + KEY VALUE ``overrides`` (one-line ConfigErrors for bad keys or values)."""
     from .api import config_file
-    from .config import merge_file, merge_opts
+    from .config import merge_config_file, merge_overrides
 
-    cfg = merge_file(get_pipeline_cfg(), config_file(config))
+    cfg = merge_config_file(get_pipeline_cfg(), config_file(config))
     opts = list(overrides or [])
-    merge_opts(cfg, opts)
+    merge_overrides(cfg, opts)
     for key, value in (("DATA.ROOT", data), ("DATA.IMAGES", images), ("OUTPUT_DIR", output_dir)):
         if value:
-            merge_opts(cfg, [key, str(value)])
+            merge_overrides(cfg, [key, str(value)])
     return cfg
 
 

@@ -321,8 +321,12 @@ def test_every_tool_is_main_argv_returning_an_exit_code(name):
             ["--config", "configs/coco_r50.yaml", "SOLVER.MAX_ITERS", "3"],
             "unknown config key SOLVER.MAX_ITERS; did you mean SOLVER.MAX_ITER",
         ),
-        ("train_det", ["--config", "x.py"], "LazyConfig .py configs: not yet supported"),
-        ("pipeline", ["--output", "{tmp}/p", "SEED", "abc"], "SEED 'abc': Type mismatch"),
+        ("train_det", ["--config", "x.py"], "x.py: no such file"),
+        (
+            "pipeline",
+            ["--output", "{tmp}/p", "SEED", "abc"],
+            "SEED must be a whole number (like its default 0), got 'abc'",
+        ),
         (
             "pretrain_imagenet",
             ["--config", "configs/imagenet/r18.yaml", "--data", "{tmp}/none"],

@@ -309,3 +309,26 @@ def test_tool_verifies_on_a_real_image(tmp_path, shared_data):
     assert [r.split("|")[1].strip() for r in rows] == ["res2", "res3", "res4", "res5"]
     assert all(float(v) < 1e-4 for r in rows for v in r.split("|")[2:4])
     assert "torchvision" in proc.stdout and (tmp_path / "r18_fpn.pth").is_file() and (tmp_path / "r18_fpn.yaml").is_file()
+
+
+def test_training_checkpoint_of_a_detector_takes_its_run_config(tmp_path):
+    """Detectron2's checkpointer saves no __author__: the input settings come from the run's
+    config.yaml beside the checkpoint, never from Detectron2's BGR defaults."""
+    from resdet.config import get_resdet_cfg
+    from resdet.convert import convert, load_source, to_detectron2
+
+    src = tmp_path / "src.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), src)
+    run = tmp_path / "run"
+    run.mkdir()
+    ckpt = {"model": to_detectron2(load_source(src), "fpn")["model"], "iteration": 1, "optimizer": {}}
+    torch.save(ckpt, run / "model_0000001.pth")
+    with pytest.raises(CheckpointError, match="without its run's config.yaml beside it"):
+        load_source(run / "model_0000001.pth")
+    assert not (run / "out.pth").exists()
+    cfg = get_resdet_cfg()
+    cfg.INPUT.FORMAT, cfg.MODEL.PIXEL_STD = "RGB", [58.395, 57.12, 57.375]
+    (run / "config.yaml").write_text(cfg.dump())
+    convert(run / "model_0000001.pth", tmp_path / "out.pth", layout="fpn")
+    frag = (tmp_path / "out.yaml").read_text()
+    assert "FORMAT: RGB" in frag and "58.395" in frag

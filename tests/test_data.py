@@ -14,7 +14,6 @@ from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 import resdet
 from resdet.data import (DatasetError, datasets_root, holdout_split, load_coco_json, load_voc_folder,
                          register_standard_datasets, register_user_datasets, register_voc_folder)
-from conftest import REPO
 
 
 
@@ -195,9 +194,11 @@ def test_standard_names_resolve_under_detectron2_datasets(standard_root):
     assert len(MetadataCatalog.get("voc_2007_2012_trainval").thing_classes) == 20
 
 
-def test_default_root_is_repo_datasets(monkeypatch):
+def test_default_root_is_datasets_in_the_working_directory(monkeypatch, tmp_path):
+    """Detectron2's rule, so an installed resdet finds the same folder as Detectron2."""
     monkeypatch.delenv("DETECTRON2_DATASETS", raising=False)
-    assert datasets_root() == REPO / "datasets"
+    monkeypatch.chdir(tmp_path)
+    assert os.path.abspath(datasets_root()) == str(tmp_path / "datasets")
 
 
 def _bad_coco(shared_data, tmp_path, case):
@@ -232,7 +233,7 @@ def test_bad_coco_input_one_line_naming_file_and_entry(shared_data, tmp_path, ca
     ("no size", r"a\.xml: no valid <size>"),
     ("malformed xml", r"a\.xml: malformed XML"),
     ("missing image", r"JPEGImages/a\.jpg: image file not found \(annotated by .*a\.xml\)"),
-    ("unknown class", r"a\.xml: object 0: class 'dog' is not one of \['RBC'\]"),
+    ("unknown class", r"a\.xml: object 0: class 'dog' is not one of the known classes \['RBC'\]"),
     ("split without annotation", r"test\.txt: line 2: image 'ghost' has no Annotations/ghost\.xml"),
     ("bad box", r"a\.xml: object 0 \('RBC'\): <bndbox> needs numeric"),
 ])
@@ -263,3 +264,32 @@ def test_register_voc_folder_classes_from_whole_folder(shared_data, tmp_path):
     shutil.rmtree(root / "JPEGImages")
     with pytest.raises(DatasetError, match="image file not found"):
         DatasetCatalog.get("tmp_voc_test")
+
+
+@pytest.mark.parametrize("content,expected", [(b"", "empty file"), (b"this is no image" * 10, "not a readable image")])
+def test_unreadable_images_fail_at_load_naming_the_file(shared_data, tmp_path, content, expected):
+    """Checked when the dataset is loaded, before training starts (not in a worker at iteration 0)."""
+    json_file, images = coco128(shared_data)
+    d = json.loads(json_file.read_text())
+    d["images"] = d["images"][:3]
+    local = tmp_path / "images"
+    local.mkdir()
+    for im in d["images"]:
+        shutil.copy(images / im["file_name"], local / im["file_name"])
+    bad = local / d["images"][1]["file_name"]
+    bad.write_bytes(content)
+    (tmp_path / "a.json").write_text(json.dumps(d))
+    with pytest.raises(DatasetError, match=rf"{bad.name}: {expected}.* \(images\[1\]"):
+        load_coco_json(tmp_path / "a.json", local)
+
+
+def test_all_boxes_invalid_is_one_line(shared_data, tmp_path):
+    json_file, images = coco128(shared_data)
+    d = json.loads(json_file.read_text())
+    d["images"] = d["images"][:2]
+    keep = {im["id"] for im in d["images"]}
+    d["annotations"] = [dict(a, bbox=[a["bbox"][0], a["bbox"][1], -a["bbox"][2], a["bbox"][3]])
+                        for a in d["annotations"] if a["image_id"] in keep]
+    (tmp_path / "a.json").write_text(json.dumps(d))
+    with pytest.raises(DatasetError, match=r"a\.json: all \d+ boxes have zero or negative size"):
+        load_coco_json(tmp_path / "a.json", images)

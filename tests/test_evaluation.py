@@ -202,8 +202,9 @@ def test_trainer_evaluator_writes_metrics_that_evaluate_files_reproduces(shared_
         cfg.RESDET.EVAL.METRIC = "voc"
     records = DatasetCatalog.get(name)
     rng = np.random.default_rng(1)
+    # jittered ground truth; corners re-ordered, as a model never predicts a box of negative size
     predictions = [{"image_id": r["image_id"], "category_id": a["category_id"], "score": float(rng.random()),
-                    "bbox": (np.array(a["bbox"]) + rng.normal(0, 3, 4)).tolist()}
+                    "bbox": np.sort((np.array(a["bbox"]) + rng.normal(0, 3, 4)).reshape(2, 2).T).T.ravel().tolist()}
                    for r in records for a in r["annotations"] if not a.get("iscrowd") and rng.random() < 0.8]
     evaluator = build_evaluator(cfg, name, str(tmp_path / "inference"))
     evaluator.reset()

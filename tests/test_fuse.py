@@ -1,10 +1,10 @@
 """Folding frozen BN into convs changes speed, not results."""
 import copy
-from pathlib import Path
 
 import pytest
 import torch
 
+from resdet.model_zoo import get_config_file
 from resdet.modeling import build_resnet, fold_frozen_batchnorm, prepare_for_inference
 
 
@@ -58,7 +58,7 @@ def test_prepared_detector_gives_the_eager_detections():
     import resdet
 
     cfg = resdet.get_resdet_cfg()
-    cfg.merge_from_file(str(Path(__file__).resolve().parents[1] / "configs" / "Base-RCNN-FPN.yaml"))
+    cfg.merge_from_file(str(get_config_file("Base-RCNN-FPN.yaml")))
     cfg.merge_from_list(["MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64, "MODEL.FPN.OUT_CHANNELS", 32,
                          "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0, "MODEL.DEVICE", "cpu"])
     torch.manual_seed(0)

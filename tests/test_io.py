@@ -58,3 +58,25 @@ def test_atomic_files_get_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_unwritable_outputs_are_one_line_output_errors(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from resdet.errors import OutputError
+
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(OutputError, match=r"file/x\.pth: cannot be written: .*file is a file where a folder"):
+        atomic_save({"a": torch.zeros(2)}, tmp_path / "file" / "x.pth")
+    with pytest.raises(OutputError, match=r"folder: is a folder"):
+        atomic_save({"a": torch.zeros(2)}, tmp_path / "folder")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OutputError, match=r"out\.pth: cannot be written: no space left on the device"):
+        atomic_save({"a": torch.zeros(2)}, tmp_path / "out.pth")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"]  # no .tmp, no out.pth

@@ -1,6 +1,7 @@
 """Fine-tune (or with --eval-only evaluate) Faster R-CNN with a resdet backbone.
 
-Detectron2's train_net conventions: ``--config`` (short for ``--config-file``),
+Detectron2's train_net conventions: ``--config`` (short for ``--config-file``; a YAML or
+a LazyConfig .py, whose overrides are KEY=VALUE as in lazyconfig_train_net),
 ``--num-gpus``, ``--num-machines``, ``--machine-rank``, ``--dist-url``, ``--resume``,
 ``--eval-only``, then ``KEY VALUE`` config overrides, e.g.
 
@@ -22,27 +23,16 @@ def parser():
     return cli.add_debug_flag(default_argument_parser())
 
 
-def _lazy(args):
-    try:
-        from resdet.lazy import train_lazy
-    except ImportError:
-        raise ConfigError(
-            f"{args.config_file}: LazyConfig .py configs: not yet supported"
-        ) from None
-    return train_lazy(args)
-
-
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
 
     def work():
-        if len(args.opts) % 2:
+        # a LazyConfig .py takes KEY=VALUE overrides (Detectron2's lazyconfig_train_net)
+        if not args.config_file.endswith(".py") and len(args.opts) % 2:
             raise ConfigError(
                 f"overrides: KEY VALUE pairs expected, got {len(args.opts)} values "
                 f"(last: {args.opts[-1]!r})"
             )
-        if args.config_file.endswith(".py"):
-            return _lazy(args)
         run = resdet.evaluate_detector if args.eval_only else resdet.train_detector
         return run(
             args.config_file,

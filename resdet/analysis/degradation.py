@@ -31,9 +31,10 @@ import re
 import time
 from pathlib import Path
 
-from ..config import merge_opts
+from ..config import merge_overrides
 from ..errors import ConfigError
 from ..io import atomic_write, safe_torch_load
+from ..model_zoo import get_config_file
 from .responses import run_layer_responses
 
 __all__ = ["BASE_CONFIG", "net_name", "net_cfg", "calibrate", "plan_iterations", "net_errors",
@@ -41,7 +42,7 @@ __all__ = ["BASE_CONFIG", "net_name", "net_cfg", "calibrate", "plan_iterations",
 
 logger = logging.getLogger(__name__)
 
-BASE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "cifar" / "degradation_study.yaml"
+BASE_CONFIG = "cifar/degradation_study.yaml"  # a shipped config (resdet.model_zoo)
 EVAL_POINTS = 6  # evaluations per net (points of each curve); each is a pass over the test set
 CFG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")  # a config key such as SOLVER.BASE_LR
 MIN_ITERS = 4  # the least that keeps the two scaled LR steps distinct and inside the run
@@ -69,9 +70,9 @@ def net_cfg(depth: int, residual: bool, data, output_dir, seed: int = 0, opts=()
             raise ConfigError(f"override {key}: set by the study itself (--depths, --data, --output, --seed, "
                              f"--budget-minutes); remove it")
     cfg = get_pretrain_cfg()
-    cfg.merge_from_file(str(BASE_CONFIG))
+    cfg.merge_from_file(str(get_config_file(BASE_CONFIG)))
     cfg.DATALOADER.NUM_WORKERS = 0  # the study runs the nets one after another on few cores
-    merge_opts(cfg, opts, "override")
+    merge_overrides(cfg, opts, "override")
     cfg.merge_from_list(["PRETRAIN.DATA.ROOT", str(data), "OUTPUT_DIR", str(Path(output_dir) / net_name(depth, residual)),
                          "MODEL.RESNETS.DEPTH", depth, "MODEL.RESDET.RESIDUAL", residual, "SEED", seed])
     return cfg

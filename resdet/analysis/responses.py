@@ -15,7 +15,7 @@ from torch import nn
 
 from detectron2.layers import Conv2d
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, DatasetError
 from ..io import atomic_write, safe_torch_load
 from ..plots import save_figure
 from ..modeling import build_resnet
@@ -26,13 +26,17 @@ __all__ = ["load_classifier", "layer_response_stds", "plot_responses", "run_laye
 def load_classifier(path):
     """Rebuild a resdet classifier from a pretraining checkpoint (``model`` + ``meta``)."""
     ckpt = safe_torch_load(path)
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "meta" not in ckpt:
+    if not isinstance(ckpt, dict) or "model" not in ckpt or not isinstance(ckpt.get("meta"), dict):
         raise CheckpointError(f"{path}: not a resdet classifier checkpoint (needs 'model' and 'meta')")
     meta = ckpt["meta"]
-    model = build_resnet(meta["depth"], dataset=meta["dataset"], shortcut=meta["shortcut"],
-                         residual=meta["residual"], num_classes=meta["num_classes"],
-                         stride_in_1x1=meta["stride_in_1x1"])
-    model.load_state_dict(ckpt["model"])
+    try:
+        model = build_resnet(meta["depth"], dataset=meta["dataset"], shortcut=meta["shortcut"],
+                             residual=meta["residual"], num_classes=meta["num_classes"],
+                             stride_in_1x1=meta["stride_in_1x1"])
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: its weights do not fit the network its meta describes: "
+                              f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
     return model.eval(), meta
 
 
@@ -88,15 +92,20 @@ def _test_batches(meta, data_dir, max_images, batch_size=100):
     tf = [transforms.ToTensor(), transforms.Normalize(mean, std)]
     if meta["dataset"] == "imagenet":
         tf = [transforms.Resize(256), transforms.CenterCrop(224)] + tf
-    ds = datasets.ImageFolder(str(data_dir), transforms.Compose(tf))
+    if not Path(data_dir).is_dir():
+        raise DatasetError(f"{data_dir}: no such folder (expected <class>/<image> folders)")
+    try:
+        ds = datasets.ImageFolder(str(data_dir), transforms.Compose(tf))
+    except FileNotFoundError as e:
+        raise DatasetError(f"{data_dir}: {e}") from None
     ds = torch.utils.data.Subset(ds, range(min(len(ds), max_images)))
     return [x for x, _ in torch.utils.data.DataLoader(ds, batch_size=batch_size)]
 
 
 def run_layer_responses(checkpoints, data_dir, output_dir, max_images=1000) -> dict:
     """Compute, plot (responses.png) and save (responses.json) the layer responses."""
-    if int(max_images) < 1:
-        raise ConfigError(f"--max-images {max_images}: must be at least 1")
+    if max_images < 1:
+        raise ConfigError(f"max_images must be at least 1, got {max_images}")
     output_dir = Path(output_dir)
     stds = {}
     for ckpt in checkpoints:

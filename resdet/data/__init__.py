@@ -2,8 +2,9 @@
 
 Importing this package registers the standard names (coco_2017_train/val,
 voc_2007_trainval/test, voc_2012_trainval, voc_2007_2012_trainval) under
-``$DETECTRON2_DATASETS`` or ``<repo>/datasets``; :func:`register_user_datasets` adds the
-user's data from RESDET.DATA.* as "resdet_train"/"resdet_test".
+``$DETECTRON2_DATASETS``, else ``./datasets`` (as Detectron2);
+:func:`register_user_datasets` adds the user's data from RESDET.DATA.* as
+"resdet_train"/"resdet_test".
 """
 from .catalog import (  # noqa: F401
     datasets_root,

@@ -1,9 +1,9 @@
 """Dataset registration: the standard COCO/VOC names and user datasets with no code.
 
 Detectron2 registers coco_2017_* and voc_20xx_* when ``detectron2.data`` is imported, but
-with unchecked loaders and a root relative to the current directory. resdet re-registers
-the names it documents with its checked loaders (:mod:`resdet.data.datasets`) under
-``$DETECTRON2_DATASETS`` or ``<repo>/datasets``, keeping Detectron2's metadata (COCO class
+with unchecked loaders. resdet re-registers the names it documents with its checked
+loaders (:mod:`resdet.data.datasets`) under Detectron2's root (``$DETECTRON2_DATASETS``,
+else ``./datasets`` in the working directory), keeping Detectron2's metadata (COCO class
 names, ids and colours; the 20 VOC classes), and adds ``voc_2007_2012_trainval``.
 """
 import os
@@ -12,7 +12,8 @@ from pathlib import Path
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.pascal_voc import CLASS_NAMES as VOC_CLASSES
 
-from .datasets import DatasetError, coco_metadata, load_coco_json, load_voc_folder, voc_class_names
+from .datasets import (DatasetError, check_class_names, coco_metadata, load_coco_json, load_voc_folder,
+                       voc_class_names)
 
 __all__ = ["datasets_root", "register_coco_json", "register_voc_folder", "register_user_datasets",
            "register_standard_datasets", "STANDARD_COCO", "STANDARD_VOC"]
@@ -32,9 +33,9 @@ STANDARD_VOC = {
 
 
 def datasets_root() -> Path:
-    """``$DETECTRON2_DATASETS`` if set, else ``datasets/`` beside the resdet package."""
-    env = os.environ.get("DETECTRON2_DATASETS")
-    return Path(env).expanduser() if env else Path(__file__).resolve().parents[2] / "datasets"
+    """``$DETECTRON2_DATASETS`` if set, else ``datasets`` relative to the working directory,
+    as Detectron2 resolves it (``detectron2/data/datasets/builtin.py``)."""
+    return Path(os.environ.get("DETECTRON2_DATASETS", "datasets")).expanduser()
 
 
 def _register(name, loader, **metadata):
@@ -70,7 +71,7 @@ def register_voc_folder(name, root, split=None, *, class_names=None, holdout=0.0
     in the (first) folder. ``holdout``/``part``: see :func:`resdet.data.datasets.holdout_split`."""
     roots = [str(r) for r in (root if isinstance(root, (list, tuple)) else [root])]
     splits = list(split) if isinstance(split, (list, tuple)) else [split] * len(roots)
-    classes = list(class_names) if class_names else voc_class_names(roots[0])
+    classes = check_class_names(class_names, roots[0]) if class_names else voc_class_names(roots[0])
 
     def load():
         return [r for d, s in zip(roots, splits)
@@ -117,9 +118,13 @@ def register_user_datasets(cfg):
                 raise DatasetError(f"{path}: {key}_IMAGES is empty; give the folder of this COCO file's images")
             if holdout > 0:
                 raise DatasetError(f"{path}: RESDET.DATA.HOLDOUT_FRACTION applies to VOC folders, not COCO files")
+            if d.CLASSES and check_class_names(d.CLASSES, "RESDET.DATA.CLASSES") != coco_metadata(path)["thing_classes"]:
+                raise DatasetError(f"{path}: its categories {coco_metadata(path)['thing_classes']} differ from "
+                                   f"RESDET.DATA.CLASSES {list(d.CLASSES)}")
             register_coco_json(name, path, images)
         elif os.path.isdir(path):
-            register_voc_folder(name, path, split or None, holdout=holdout, part=part)
+            register_voc_folder(name, path, split or None, class_names=list(d.CLASSES) or None,
+                                holdout=holdout, part=part)
         else:
             raise DatasetError(f"{path}: {key} is neither a COCO .json file nor a VOC folder")
         names.append(name)

@@ -31,6 +31,7 @@ from detectron2.structures import BoxMode
 from ..errors import DatasetError  # re-exported)
 
 __all__ = ["DatasetError", "load_coco_json", "coco_metadata", "load_voc_folder", "voc_class_names",
+           "check_class_names",
            "voc_image_ids"]
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,10 @@ def _clip_or_drop(annotations, width, height, counts, where):
 
 def _log_counts(source, records, counts):
     boxes = sum(len(r["annotations"]) for r in records)
+    if not boxes and counts["dropped"]:
+        raise DatasetError(f"{source}: all {counts['dropped']} boxes have zero or negative size after "
+                           f"clipping to their image (first: {counts['first_dropped']}); check the box "
+                           "format (COCO: [x, y, width, height]; VOC: xmin < xmax, ymin < ymax)")
     logger.info("%s: %d images, %d boxes", source, len(records), boxes)
     if counts["clipped"]:
         logger.warning("%s: %d boxes reaching outside the image were clipped to it (first: %s)",
@@ -115,6 +120,26 @@ def coco_metadata(json_file):
     return _coco_meta(categories, json_file)
 
 
+def check_image_file(path, where):
+    """Fail now, naming the file, on an image no decoder can open (empty, truncated header,
+    not an image), instead of inside a data-loader worker mid-run. Reads the header only."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.size  # noqa: B018 - the header parsed
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: image file not found ({where})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            what = "empty file"
+        elif isinstance(e, UnidentifiedImageError):
+            what = "not a readable image (no decoder recognises it)"
+        else:
+            what = f"not a readable image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        raise DatasetError(f"{path}: {what} ({where}); remove it from the dataset or replace it") from None
+
+
 def is_finite_number(x):
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -148,8 +173,8 @@ def load_coco_json(json_file, image_root=None):
         if img["id"] in records:
             raise DatasetError(f"{json_file}: images[{i}]: duplicate image id {img['id']}")
         file_name = os.path.join(image_root, img["file_name"]) if image_root is not None else img["file_name"]
-        if image_root is not None and not os.path.isfile(file_name):
-            raise DatasetError(f"{file_name}: image file not found (images[{i}], id {img['id']}, of {json_file})")
+        if image_root is not None:
+            check_image_file(file_name, f"images[{i}], id {img['id']}, of {json_file}")
         records[img["id"]] = {"file_name": file_name, "height": img["height"], "width": img["width"],
                               "image_id": img["id"], "annotations": []}
 
@@ -247,6 +272,15 @@ def voc_class_names(root):
     return sorted(names)
 
 
+def check_class_names(names, source):
+    """A user's class list: names stripped (a trailing space is no class of its own), none
+    empty or repeated."""
+    names = [str(n).strip() for n in names]
+    if not all(names) or len(set(names)) != len(names):
+        raise DatasetError(f"{source}: class names must be non-empty and distinct, got {names}")
+    return names
+
+
 def holdout_split(ids, fraction, part):
     """Deterministic split of ``ids``: the ``round(fraction * n)`` (at least 1) ids with the
     smallest SHA-1 are the held-out "test" part, the rest is "train". Hashing (not file
@@ -278,19 +312,20 @@ def load_voc_folder(root, split=None, class_names=None, *, holdout=0.0, part="tr
     """
     root = str(root)
     ids = holdout_split(voc_image_ids(root, split), holdout, part)
-    class_names = list(class_names) if class_names else voc_class_names(root)
+    class_names = check_class_names(class_names, root) if class_names else voc_class_names(root)
     index = {c: i for i, c in enumerate(class_names)}
     counts, records = Counter(), []
     for image_id in ids:
         xml_file = os.path.join(root, "Annotations", image_id + ".xml")
         jpg = os.path.join(root, "JPEGImages", image_id + ".jpg")
-        if check_images and not os.path.isfile(jpg):
-            raise DatasetError(f"{jpg}: image file not found (annotated by {xml_file})")
+        if check_images:
+            check_image_file(jpg, f"annotated by {xml_file}")
         width, height, objects = _parse_voc_xml(xml_file)
         anns, where = [], []
         for k, (name, box, difficult) in enumerate(objects):
             if name not in index:
-                raise DatasetError(f"{xml_file}: object {k}: class '{name}' is not one of {class_names}")
+                raise DatasetError(f"{xml_file}: object {k}: class '{name}' is not one of the known classes "
+                                   f"{class_names}; fix the name or add it to RESDET.DATA.CLASSES")
             anns.append({"bbox": [box[0] - 1.0, box[1] - 1.0, box[2], box[3]], "bbox_mode": BoxMode.XYXY_ABS,
                          "category_id": index[name], "difficult": difficult, "iscrowd": int(difficult)})
             where.append(f"{xml_file} object {k}")

@@ -16,6 +16,7 @@ import yaml
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 
+from .weights import check_loaded_weights
 from ..io import CheckpointError, atomic_save, atomic_write, safe_pickle_load, safe_torch_load
 
 __all__ = ["ResdetCheckpointer", "merge_weights_fragment", "explicit_keys"]
@@ -34,6 +35,26 @@ class ResdetCheckpointer(DetectionCheckpointer):
     # Checkpoints that are snapshots beside the run, not where it continues from:
     # ``--resume`` must keep following the periodic checkpoints.
     untagged = ("model_best",)
+
+    def __init__(self, model, save_dir="", *, strict=True, **checkpointables):
+        super().__init__(model, save_dir, **checkpointables)
+        self.strict = strict  # RESDET.WEIGHTS.STRICT: see resdet.detection.weights
+        self._loading = None
+
+    def load(self, path, *args, **kwargs):
+        self._loading = path
+        return super().load(path, *args, **kwargs)
+
+    def _load_model(self, checkpoint):
+        file_keys = list(checkpoint["model"].keys())
+        model_keys = list(self.model.state_dict().keys())
+        incompatible = super()._load_model(checkpoint)
+        if checkpoint.get("matching_heuristics"):  # names were matched to the model's
+            file_keys = [k for k in model_keys if k not in incompatible.missing_keys]
+        for problem in check_loaded_weights(self._loading, model_keys, file_keys, incompatible,
+                                            self.strict):
+            self.logger.warning(f"RESDET.WEIGHTS.STRICT is False, loading anyway: {problem}")
+        return incompatible
 
     def _load_file(self, filename):
         if filename.endswith(".pkl"):

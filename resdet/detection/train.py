@@ -18,7 +18,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 
-from ..config import add_resdet_config, get_resdet_cfg, merge_file, merge_opts
+from ..config import add_resdet_config, get_resdet_cfg, merge_config_file, merge_overrides
 from ..io import atomic_write
 from ..modeling import prepare_for_inference
 from .checkpoint import ResdetCheckpointer, _flatten, explicit_keys, merge_weights_fragment
@@ -50,9 +50,9 @@ def setup_cfg(config, opts=(), *, output_dir=None, eval_only=False):
     else:
         cfg = get_resdet_cfg()
         if config:
-            merge_file(cfg, config)
+            merge_config_file(cfg, config)
         explicit = explicit_keys(config, opts)
-    merge_opts(cfg, opts)
+    merge_overrides(cfg, opts)
     if output_dir is not None:
         cfg.OUTPUT_DIR = str(output_dir)
     warnings = merge_weights_fragment(cfg, explicit)

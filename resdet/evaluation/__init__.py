@@ -2,10 +2,12 @@
 11-point and area), in Detectron2's result shape and scale (percent, under "bbox")."""
 from .coco import evaluate_coco, records_to_coco  # noqa: F401
 from .evaluator import (  # noqa: F401
+    CATEGORIES_FILE,
     METRICS,
     DetectionEvaluator,
     GroundTruth,
     build_evaluator,
+    categories,
     evaluate_files,
     evaluate_predictions,
     format_results,

@@ -31,6 +31,24 @@ def records_to_coco(records, class_names):
             "annotations": anns}
 
 
+# COCOeval's area ranges for APs, APm, APl
+_AREAS = {"APs": (0, 32 ** 2), "APm": (32 ** 2, 96 ** 2), "APl": (96 ** 2, float("inf"))}
+
+
+def _no_predictions(gt, class_names):
+    """What COCOeval would give for an empty result list (loadRes refuses one): AP 0 where
+    there is something to find, NaN where there is nothing (no object of that class or size)."""
+    anns = [a for a in gt.dataset["annotations"] if not a.get("iscrowd", 0)]
+    cat_ids = sorted(c["id"] for c in gt.dataset["categories"])
+    zero_or_nan = lambda found: 0.0 if found else float("nan")  # noqa: E731
+    res = {k: zero_or_nan(anns) for k in ("AP", "AP50", "AP75")}
+    res.update({k: zero_or_nan([a for a in anns if lo <= a["area"] <= hi]) for k, (lo, hi) in _AREAS.items()})
+    res.update({f"AP-{name}": zero_or_nan([a for a in anns if a["category_id"] == cid])
+                for cid, name in zip(cat_ids, class_names)})
+    logger.warning("no predictions at all: AP is 0 for every class with ground truth")
+    return res
+
+
 def evaluate_coco(coco_gt, results, class_names):
     """AP, AP50, AP75, APs/m/l and per-class AP (percent) of COCO-format ``results``.
 
@@ -44,8 +62,7 @@ def evaluate_coco(coco_gt, results, class_names):
     """
     gt = COCO(coco_gt, print_function=logger.debug)
     if not results:
-        logger.warning("no predictions: every COCO metric is NaN")
-        return {"bbox": {k: float("nan") for k in _STATS}}
+        return {"bbox": _no_predictions(gt, class_names)}
     # loadRes adds keys to the dicts it gets; give it copies
     dt = gt.loadRes([dict(r) for r in results])
     ev = COCOeval_faster(gt, dt, "bbox", print_function=logger.debug)

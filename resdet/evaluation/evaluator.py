@@ -26,7 +26,7 @@ from ..io import atomic_write
 from .coco import evaluate_coco, records_to_coco
 from .voc import evaluate_voc
 
-__all__ = ["METRICS", "GroundTruth", "DetectionEvaluator", "build_evaluator", "evaluate_files",
+__all__ = ["METRICS", "CATEGORIES_FILE", "categories", "GroundTruth", "DetectionEvaluator", "build_evaluator", "evaluate_files",
            "evaluate_predictions", "load_predictions", "resolve_metric", "format_results", "write_metrics"]
 
 logger = logging.getLogger(__name__)
@@ -121,6 +121,7 @@ def load_predictions(path, gt: GroundTruth):
         raise DatasetError(f"{path}: malformed JSON: {e}") from None
     if not isinstance(data, list):
         raise DatasetError(f"{path}: a COCO results file is a list of detections, got {type(data).__name__}")
+    _check_categories(path, gt)
     contiguous = {cid: c for c, cid in enumerate(gt.file_category_ids)}
     out = []
     for i, p in enumerate(data):
@@ -134,9 +135,42 @@ def load_predictions(path, gt: GroundTruth):
         box, score = p.get("bbox"), p.get("score")
         if not (isinstance(box, list) and len(box) == 4 and all(map(is_finite_number, box + [score]))):
             raise DatasetError(f"{path}: entry {i}: needs 'bbox' [x, y, w, h] and 'score' as numbers")
+        if box[2] <= 0 or box[3] <= 0:
+            raise DatasetError(f"{path}: entry {i}: box {box} has width or height <= 0 ([x, y, w, h] "
+                               "is expected; a box given as [x0, y0, x1, y1] must be converted)")
         out.append({"image_id": p["image_id"], "category_id": contiguous[p["category_id"]],
                     "bbox": [box[0], box[1], box[0] + box[2], box[1] + box[3]], "score": score})
     return out
+
+
+CATEGORIES_FILE = "categories.json"
+
+
+def categories(gt: GroundTruth):
+    """The category ids of prediction files and their class names, as a COCO
+    ``categories`` list: written beside every predictions.json (for VOC data the ids are
+    1..K in sorted class-name order, so one renamed or added class shifts them)."""
+    return [{"id": cid, "name": name} for cid, name in zip(gt.file_category_ids, gt.class_names)]
+
+
+def _check_categories(path, gt):
+    """When ``categories.json`` stands beside a predictions file, its ids must mean the
+    ground truth's classes: otherwise every score would silently go to the wrong class."""
+    side = os.path.join(os.path.dirname(os.path.abspath(path)), CATEGORIES_FILE)
+    if not os.path.isfile(side):
+        return
+    try:
+        with open(side, encoding="utf-8") as f:
+            theirs = {c["id"]: c["name"] for c in json.load(f)}
+    except (ValueError, TypeError, KeyError) as e:
+        raise DatasetError(f"{side}: not a list of {{'id', 'name'}} categories: {e}") from None
+    ours = {c["id"]: c["name"] for c in categories(gt)}
+    diff = [f"id {i}: {theirs.get(i)!r} vs {ours.get(i)!r}" for i in sorted(set(theirs) | set(ours))
+            if theirs.get(i) != ours.get(i)]
+    if diff:
+        raise DatasetError(f"{path}: its category ids ({side}) mean other classes than the ground "
+                           f"truth's: {'; '.join(diff[:4])} (predictions vs ground truth); fix the "
+                           "class names so both sides have the same classes")
 
 
 def _load_devkit_results(folder, gt, image_ids):
@@ -164,6 +198,8 @@ def _load_devkit_results(folder, gt, image_ids):
                     raise DatasetError(f"{f}: line {n}: expected 'image_id score xmin ymin xmax ymax', "
                                        f"got {line.strip()!r}")
                 score, *box = values
+                if box[2] < box[0] or box[3] < box[1]:
+                    raise DatasetError(f"{f}: line {n}: box {box} has xmax < xmin or ymax < ymin")
                 if fields[0] not in image_ids:
                     raise DatasetError(f"{f}: line {n}: image '{fields[0]}' is not in the ground truth")
                 out.append({"image_id": fields[0], "category_id": classes[m.group(1)],
@@ -234,6 +270,8 @@ class DetectionEvaluator(DatasetEvaluator):
         if self._output_dir:
             with atomic_write(os.path.join(self._output_dir, "predictions.json"), "w") as f:
                 json.dump(to_coco_results(predictions, gt), f)
+            with atomic_write(os.path.join(self._output_dir, CATEGORIES_FILE), "w") as f:
+                json.dump(categories(gt), f, indent=1)
             write_metrics(results, os.path.join(self._output_dir, "metrics.json"))
         return results
 

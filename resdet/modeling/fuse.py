@@ -7,6 +7,7 @@ to float rounding (tests check < 1e-4 relative).
 """
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 
@@ -30,12 +31,8 @@ def fold_frozen_batchnorm(model: nn.Module) -> nn.Module:
             pass
         else:
             continue
-        weight = norm.weight if norm.weight is not None else torch.ones_like(norm.running_var)
-        bias = norm.bias if norm.bias is not None else torch.zeros_like(norm.running_mean)
-        scale = weight * (norm.running_var + norm.eps).rsqrt()
-        conv_bias = m.bias if m.bias is not None else torch.zeros_like(norm.running_mean)
-        m.weight.copy_(m.weight * scale.reshape(-1, 1, 1, 1))
-        m.bias = nn.Parameter((conv_bias - norm.running_mean) * scale + bias, requires_grad=False)
+        m.weight, m.bias = fuse_conv_bn_weights(m.weight, m.bias, norm.running_mean,
+                                                norm.running_var, norm.eps, norm.weight, norm.bias)
         m.norm = None
     return model
 

@@ -9,6 +9,7 @@ evaluates its shard (Detectron2's InferenceSampler) and the counts are summed.
 """
 import torch
 from detectron2.data.samplers import InferenceSampler
+from timm.utils import accuracy
 from detectron2.utils import comm
 from torch.utils.data import DataLoader
 
@@ -44,10 +45,12 @@ def predict(model, images, mode: str = "1crop", autocast=None):
 
 
 def topk_correct(scores, labels, ks=(1, 5)):
-    """Number of samples whose label is among the top-k scores, per k (k capped at K)."""
-    order = scores.argsort(dim=1, descending=True)
-    hits = order == labels.to(order.device).view(-1, 1)
-    return [int(hits[:, : min(k, scores.shape[1])].any(dim=1).sum()) for k in ks]
+    """Number of samples whose label is among the top-k scores, per k (k capped at K):
+    timm's ``accuracy`` (a percentage of the batch) as counts, which sum over batches."""
+    n = len(labels)
+    if n == 0:
+        return [0 for _ in ks]
+    return [round(float(a) * n / 100) for a in accuracy(scores, labels.to(scores.device), topk=ks)]
 
 
 def build_test_loader(cfg, samples, mode: str):

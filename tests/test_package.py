@@ -1,0 +1,212 @@
+"""resdet as an installed package: configs ship inside it and nothing needs a checkout.
+
+The wheel is built once per session from a copy of this checkout, installed with
+--no-deps into a fresh virtual environment that sees this environment's packages
+(torch, Detectron2, ...) but not this checkout, and used from an empty folder: weight
+conversion with verification, a 2-iteration detection run on coco128, every shipped
+config, and the degradation study's config.
+"""
+import json
+import os
+import shutil
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from resdet import model_zoo
+from resdet.errors import ConfigError
+
+# Run by the installed resdet in an empty folder; prints one JSON line of what it saw.
+SCRIPT = r'''
+import json, sys
+from argparse import Namespace
+from pathlib import Path
+
+import torch, torchvision
+import resdet
+from resdet import model_zoo
+from resdet.convert import convert
+
+data, out = Path(sys.argv[1]), Path(sys.argv[2])
+report = {"resdet": resdet.__file__, "configs_root": str(model_zoo.configs_root())}
+
+# 1. conversion with --verify of a torchvision ResNet-18 (random weights: no download)
+out.mkdir(parents=True)
+torch.save(torchvision.models.resnet18(weights=None).state_dict(), out / "tv_r18.pth")
+conv = convert(out / "tv_r18.pth", out / "r18_fpn.pth", layout="fpn", verify_features=True)
+report["verify"] = {s: max(d.values()) for s, d in conv.diffs.items()}
+
+# 2. every shipped config, by name
+report["configs"] = {}
+for name in model_zoo.list_configs():
+    cfg = model_zoo.get_config(name)
+    kind = model_zoo.config_kind(model_zoo.get_config_file(name))
+    report["configs"][name] = [kind, type(cfg).__name__]
+
+# 3. the degradation study's config
+from resdet.analysis.degradation import net_cfg
+cfg = net_cfg(20, False, data / "cifar10-mini", out / "study")
+report["study"] = [cfg.PRETRAIN.DATASET, cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESDET.RESIDUAL,
+                   cfg.SOLVER.WARMUP_METHOD]
+
+# 4. two iterations of Faster R-CNN R18-FPN on coco128 at 128 px from the converted weights
+from resdet.detection import Trainer, setup_cfg
+coco = data / "coco128"
+opts = ["MODEL.WEIGHTS", str(out / "r18_fpn.pth"),
+        "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.ROI_BOX_HEAD.FC_DIM", "128",
+        "RESDET.DATA.TRAIN", str(coco / "annotations/instances_train2017.json"),
+        "RESDET.DATA.TRAIN_IMAGES", str(coco / "train2017"),
+        "DATASETS.TRAIN", "('resdet_train',)", "DATASETS.TEST", "()",
+        "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "224",
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64", "SOLVER.IMS_PER_BATCH", "2",
+        "SOLVER.BASE_LR", "0.005", "SOLVER.STEPS", "()", "SOLVER.MAX_ITER", "2",
+        "DATALOADER.NUM_WORKERS", "0", "SEED", "0", "OUTPUT_DIR", str(out / "det")]
+args = Namespace(config_file=str(model_zoo.get_config_file("coco_r50_fpn.yaml")), opts=opts,
+                 resume=False, eval_only=False, num_gpus=1, num_machines=1, machine_rank=0)
+trainer = Trainer(setup_cfg(args))
+trainer.resume_or_load(resume=False)
+trainer.train()
+final = torch.load(out / "det" / "model_final.pth", weights_only=True)
+report["det"] = {"iteration": final["iteration"], "depth": trainer.cfg.MODEL.RESNETS.DEPTH,
+                 "loss": [v for v, _ in trainer.storage.history("total_loss").values()]}
+print("REPORT " + json.dumps(report))
+'''
+
+
+def _copy_checkout(dst: Path) -> Path:
+    """The files git would commit (tracked or not ignored), links kept as links."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src, out = REPO / rel, dst / rel
+        if not os.path.lexists(src):
+            continue  # deleted but not yet committed
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            os.symlink(os.readlink(src), out)
+        else:
+            shutil.copy2(src, out)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory):
+    """A virtual environment holding the resdet wheel and seeing this environment's
+    packages through a .pth file (which, unlike site-packages itself, runs no other
+    .pth, so an editable resdet of this environment stays out)."""
+    work = tmp_path_factory.mktemp("package")
+    src = _copy_checkout(work / "src")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(work / "dist"), str(src)], check=True, capture_output=True)
+    (wheel,) = (work / "dist").glob("resdet-*.whl")
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
+                    str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
+                    "--no-index", "-q", str(wheel)], check=True, capture_output=True)
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    purelib = subprocess.run([str(python), "-c", code], check=True, capture_output=True,
+                             text=True).stdout.strip()
+    Path(purelib, "zz_test_environment.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    return python, wheel
+
+
+def _clean_env():
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTHON", "RESDET_", "DETECTRON2_"))}
+    env["PYTHONNOUSERSITE"] = "1"
+    return env
+
+
+def test_installed_wheel_works_outside_a_checkout(installed, shared_data, tmp_path):
+    python, wheel = installed
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    r = subprocess.run([str(python), "-c", SCRIPT, str(shared_data), str(tmp_path / "out")],
+                       cwd=empty, env=_clean_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    line = next(line for line in r.stdout.splitlines() if line.startswith("REPORT "))
+    report = json.loads(line[len("REPORT "):])
+    venv = python.parent.parent
+    # the wheel's resdet and its own copies of the configs, not this checkout
+    assert Path(report["resdet"]).is_relative_to(venv)
+    assert Path(report["configs_root"]).is_relative_to(venv)
+    assert not (Path(report["configs_root"]).is_symlink())
+    assert set(report["verify"]) == {"res2", "res3", "res4", "res5"}
+    assert max(report["verify"].values()) < 1e-4
+    assert sorted(report["configs"]) == model_zoo.list_configs()
+    assert report["configs"]["coco_r101.yaml"] == ["detection", "CfgNode"]
+    assert report["configs"]["imagenet/r50.yaml"] == ["pretrain", "CfgNode"]
+    assert report["configs"]["lazy/faster_rcnn_r101_c4.py"] == ["lazy", "DictConfig"]
+    assert report["study"] == ["cifar", 20, False, "linear"]
+    det = report["det"]
+    assert det["iteration"] == 1
+    assert det["depth"] == 18  # from the converted weights' fragment
+    assert len(det["loss"]) == 2 and all(0 < v < 100 for v in det["loss"])
+    assert not any(empty.iterdir())  # nothing written where it was run but what it was told
+
+
+def test_every_base_resolves_inside_the_shipped_configs():
+    root = model_zoo.configs_root()
+    for name in model_zoo.list_configs():
+        path = root / name
+        while path.suffix == ".yaml":
+            base = (yaml.safe_load(path.read_text()) or {}).get("_BASE_")
+            if base is None:
+                break
+            path = (path.parent / base).resolve()
+            assert path.is_file() and path.is_relative_to(root), f"{name}: _BASE_ {base}"
+
+
+def test_in_a_checkout_the_configs_are_the_top_level_folder():
+    assert model_zoo.configs_root() == (REPO / "configs").resolve()
+    want = REPO / "configs" / "coco_r101.yaml"
+    assert model_zoo.get_config_file("configs/coco_r101.yaml") == want
+    assert {"coco_r101.yaml", "imagenet/r50.yaml", "cifar/degradation_study.yaml",
+            "lazy/faster_rcnn_r101_c4.py", "lazy/faster_rcnn_r50_fpn.py"} \
+        <= set(model_zoo.list_configs())
+
+
+def test_get_config_gives_unfrozen_configs_of_the_right_kind():
+    det = model_zoo.get_config("coco_r101.yaml")
+    assert det.MODEL.RESNETS.DEPTH == 101 and det.MODEL.RESDET.SHORTCUT == "B"
+    assert not det.is_frozen()
+    pre = model_zoo.get_config("demo/pretrain_r18.yaml")  # a pretraining config outside imagenet/
+    assert pre.PRETRAIN.RECIPE == "demo" and pre.INPUT.CROP_SIZE == 64
+    cifar = model_zoo.get_config("cifar/resnet110.yaml")
+    assert cifar.PRETRAIN.DATASET == "cifar" and cifar.MODEL.RESNETS.DEPTH == 110
+
+
+def test_unknown_config_name_is_one_line_with_close_names(tmp_path):
+    with pytest.raises(ConfigError, match=r"'coco_r100.yaml' is not a shipped resdet config; "
+                                          r"close names: coco_r101.yaml") as e:
+        model_zoo.get_config("coco_r100.yaml")
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="no such file, and"):
+        model_zoo.resolve_config_file(tmp_path / "nope.yaml")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("MODEL:\n  RESNETS:\n    DEPTH: 50\n")
+    assert model_zoo.resolve_config_file(mine) == mine  # an existing file is used as given
+
+
+@pytest.mark.parametrize("require, outcome, rc", [({}, "1 skipped", 0),
+                                                 ({"RESDET_REQUIRE_DATA": "1"}, "1 error", 1),
+                                                 ({"CI": "true"}, "1 error", 1)])
+def test_missing_shared_data_skips_for_a_newcomer_and_fails_in_ci(tmp_path, require, outcome, rc):
+    """tests/conftest.py's shared_data fixture, run on a one-line test that uses it."""
+    shutil.copy(REPO / "tests" / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "test_needs_data.py").write_text(
+        "def test_it(shared_data):\n    assert shared_data.is_dir()\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "RESDET_REQUIRE_DATA")}
+    env.update(require, RESDET_SHARED_DATA=str(tmp_path / "no-data"))
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+                        "test_needs_data.py"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert outcome in r.stdout and r.returncode == rc, r.stdout[-2000:]
+    assert "set RESDET_SHARED_DATA" in r.stdout  # the one line says what to do
