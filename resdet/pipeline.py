@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from detectron2.config import CfgNode as CN
+from fvcore.common.config import CfgNode as CN
 
 from .errors import DatasetError
 from .io import atomic_write
@@ -82,10 +82,13 @@ def load_pipeline_cfg(
 ):
     """The pipeline config: defaults + ``config`` (a packaged name or a path) + the
     arguments + KEY VALUE ``overrides`` (one-line ConfigErrors for bad keys or values)."""
+    from detectron2.config import CfgNode
+
     from .api import config_file
     from .config import merge_config_file, merge_overrides
 
-    cfg = merge_config_file(get_pipeline_cfg(), config_file(config))
+    # as Detectron2's CfgNode (resdet.config's checked merges walk its nodes)
+    cfg = merge_config_file(CfgNode(get_pipeline_cfg()), config_file(config))
     opts = list(overrides or [])
     merge_overrides(cfg, opts)
     for key, value in (("DATA.ROOT", data), ("DATA.IMAGES", images), ("OUTPUT_DIR", output_dir)):
