@@ -322,6 +322,12 @@ def test_every_tool_is_main_argv_returning_an_exit_code(name):
             "unknown config key SOLVER.MAX_ITERS; did you mean SOLVER.MAX_ITER",
         ),
         ("train_det", ["--config", "x.py"], "x.py: no such file"),
+        # a LazyConfig .py goes to resdet.lazy.train_lazy, with its KEY=VALUE overrides
+        (
+            "train_det",
+            ["--config", "lazy/faster_rcnn_r50_c4.py", "train.max_iter"],
+            "override 'train.max_iter'",
+        ),
         (
             "pipeline",
             ["--output", "{tmp}/p", "SEED", "abc"],
