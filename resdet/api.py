@@ -138,11 +138,16 @@ class Predictor:
             model, aug, self.cfg = self._build_lazy(cfg, weights, device, overrides)
         else:
             model, aug, self.cfg = self._build(cfg, weights, device, overrides)
+        from detectron2.data import MetadataCatalog
+
         from .modeling import prepare_for_inference
 
         with torch.no_grad():
             model = prepare_for_inference(model)
         self.aug = aug
+        # as DefaultPredictor: the test set's class names and colours, for drawing
+        tests = self.cfg.DATASETS.TEST if hasattr(self.cfg, "DATASETS") else ()
+        self.metadata = MetadataCatalog.get(tests[0]) if len(tests) else None
         self.model_format = getattr(model, "input_format", "BGR")
         backbone = getattr(model, "backbone", None)
         self._divisibility = getattr(backbone, "size_divisibility", 0)
@@ -153,7 +158,6 @@ class Predictor:
     @staticmethod
     def _build(cfg, weights, device, overrides):
         import torch
-        from detectron2.data import MetadataCatalog
         from detectron2.data import transforms as T
         from detectron2.modeling import build_model
 
@@ -173,9 +177,6 @@ class Predictor:
         _load_weights(model, weights)
         aug = T.ResizeShortestEdge(
             [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
-        )
-        model.metadata = (
-            MetadataCatalog.get(cfg.DATASETS.TEST[0]) if len(cfg.DATASETS.TEST) else None
         )
         return model, aug, cfg
 
