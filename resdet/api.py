@@ -613,6 +613,7 @@ def pretrain(
 
     from .config import merge_config_file, merge_overrides
     from .pretrain import get_pretrain_cfg, load_splits
+    from .pretrain.engine import check_cfg
 
     cfg = get_pretrain_cfg()
     if hasattr(config, "clone"):  # a CfgNode
@@ -625,7 +626,8 @@ def pretrain(
         cfg.OUTPUT_DIR = str(output_dir)
     merge_overrides(cfg, overrides or [])
     cfg.freeze()
-    load_splits(cfg)  # a bad dataset fails here, once, before any process is spawned
+    check_cfg(cfg)  # bad values and a bad dataset fail here, once, before any process starts
+    load_splits(cfg)
     result = _launch(
         _pretrain_worker,
         (cfg, resume, eval_only),

@@ -204,6 +204,20 @@ def check_solver(cfg, training=True):
     return cfg
 
 
+def check_device(cfg):
+    """MODEL.DEVICE is "cpu" or "cuda[:N]", and CUDA is there when it names CUDA."""
+    import re
+
+    import torch
+
+    device = cfg.MODEL.DEVICE
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise ConfigError(f"MODEL.DEVICE {device!r} is not a device; use cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"MODEL.DEVICE {device!r} but CUDA is not available; use MODEL.DEVICE cpu")
+    return cfg
+
+
 def check_weights_path(cfg):
     """MODEL.WEIGHTS, when set, must be a local file: resdet never downloads at run time."""
     w = cfg.MODEL.WEIGHTS

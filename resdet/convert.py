@@ -350,6 +350,10 @@ def load_source(path, kind: str = "auto", depth: Optional[int] = None) -> Source
     weights.pop("linear.weight", None)
     weights.pop("linear.bias", None)
     settings.setdefault("shortcut", _infer_shortcut(weights, path))
+    bad = next((k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        _fail(path, f"{bad} holds NaN or infinite values: these weights come from a diverged run; "
+                    "convert an earlier checkpoint")
     source = Source(path=path, kind=kind, weights=weights, depth=depth or _infer_depth(weights, path),
                     reference=state if kind in ("torchvision", "timm") else None, **settings)
     _check_layout(source)
@@ -498,6 +502,8 @@ def convert(src, out, *, kind: str = "auto", layout: str = "c4", depth: Optional
     if out.suffix != ".pth":
         _fail(out, "the converted checkpoint must end in .pth (Detectron2 reads .pkl as Caffe2 pickles)")
     _check_layout_name(layout, out)
+    if Path(src).resolve() == out.resolve() or fragment_path(out).resolve() == Path(src).resolve():
+        _fail(out, "the output would overwrite the source weights; choose another output path")
     source = load_source(src, kind, depth)
     logger.info("%s: %s weights, ResNet-%d, shortcut %s%s, %s input, stride_in_1x1=%s", src, source.kind,
                 source.depth, source.shortcut, "" if source.residual else " (plain)", source.input_format,

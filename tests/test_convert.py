@@ -332,3 +332,18 @@ def test_training_checkpoint_of_a_detector_takes_its_run_config(tmp_path):
     convert(run / "model_0000001.pth", tmp_path / "out.pth", layout="fpn")
     frag = (tmp_path / "out.yaml").read_text()
     assert "FORMAT: RGB" in frag and "58.395" in frag
+
+
+def test_refuses_non_finite_weights_and_overwriting_the_source(tmp_path):
+    from resdet.convert import convert
+
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    src = tmp_path / "r18.pth"
+    torch.save(state, src)
+    with pytest.raises(CheckpointError, match="would overwrite the source"):
+        convert(src, src)
+    state["layer2.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, src)
+    with pytest.raises(CheckpointError, match=r"res3\.0\.conv1\.weight holds NaN or infinite values"):
+        convert(src, tmp_path / "out.pth")
+    assert not (tmp_path / "out.pth").exists() and not (tmp_path / "out.yaml").exists()

@@ -6,16 +6,20 @@ from detectron2.solver import build_optimizer
 
 from resdet.modeling import build_resnet
 from resdet.pretrain import get_pretrain_cfg
-from resdet.pretrain.engine import use_fused_sgd
+from resdet.pretrain.engine import build_sgd
 
 
 def test_fused_sgd_matches_plain_sgd():
     cfg = get_pretrain_cfg()
     cfg.SOLVER.BASE_LR, cfg.SOLVER.MOMENTUM, cfg.SOLVER.WEIGHT_DECAY = 0.1, 0.9, 1e-4
+    cfg.SOLVER.WEIGHT_DECAY_NORM, cfg.SOLVER.BIAS_LR_FACTOR = 0.0, 2.0  # per-group rules matter
     a = build_resnet(20, dataset="cifar", num_classes=10)
     b, initial = copy.deepcopy(a), copy.deepcopy(a)
-    opt_a, opt_b = build_optimizer(cfg, a), use_fused_sgd(build_optimizer(cfg, b))
+    opt_a, opt_b = build_optimizer(cfg, a), build_sgd(cfg, b)
     assert all(g["fused"] for g in opt_b.param_groups)
+    # the same parameter groups (learning rate, weight decay) as Detectron2's
+    assert [(g["lr"], g["weight_decay"], len(g["params"])) for g in opt_a.param_groups] == \
+        [(g["lr"], g["weight_decay"], len(g["params"])) for g in opt_b.param_groups]
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     for _ in range(3):
         for model, opt in ((a, opt_a), (b, opt_b)):

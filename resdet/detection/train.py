@@ -8,7 +8,9 @@ model_best.pth, and each run leaves curves.png and predictions/ to look at.
 """
 import json
 import logging
+import math
 import os
+import weakref
 from pathlib import Path
 
 import torch
@@ -18,10 +20,14 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 
+from ..checkpoint import ResdetCheckpointer, RNGState, divergence_error
 from ..config import add_resdet_config, get_resdet_cfg, merge_config_file, merge_overrides
 from ..io import atomic_write
 from ..modeling import prepare_for_inference
-from .checkpoint import ResdetCheckpointer, _flatten, explicit_keys, merge_weights_fragment
+from ..run_folder import discard_unstarted_run, listing, remove_orphan_temp_files
+from ..sampling import ResumableLoader
+from .checkpoint import _flatten, explicit_keys, merge_weights_fragment
+from .data_loader import build_train_loader
 from .visualize import draw_predictions, plot_curves
 
 __all__ = ["Trainer", "setup_cfg", "train", "evaluate", "train_net", "best_metric"]
@@ -184,14 +190,91 @@ def _draw(cfg, model):
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with resdet's checkpointer, evaluator, writers and outputs."""
+    """DefaultTrainer with resdet's checkpointer, evaluator, writers and outputs.
+
+    Its checkpoints carry everything the run depends on (the RNG states and the data
+    position beside Detectron2's model/optimizer/scheduler/iteration), so a resumed CPU
+    run ends bit-identical to an uninterrupted one. A non-finite loss stops it with a
+    TrainingError before the optimizer step, and non-finite weights are never saved.
+    """
+
+    def __init__(self, cfg):
+        if comm.is_main_process():
+            remove_orphan_temp_files(cfg.OUTPUT_DIR)
+        self._output_dir = cfg.OUTPUT_DIR
+        self._outputs_before = listing(cfg.OUTPUT_DIR)
+        try:
+            super().__init__(cfg)
+        except BaseException:
+            self._discard_unstarted()
+            raise
+        self._guard_loss()
+
+    def _discard_unstarted(self):
+        """A run that fails before its first step leaves only its log (no config.yaml of a
+        run that does not exist, no empty train_log.json or events file)."""
+        if comm.is_main_process():
+            discard_unstarted_run(self._output_dir, self._outputs_before)
+
+    def _guard_loss(self):
+        """Check the loss of every step before the optimizer uses it (Detectron2's own check
+        raises a FloatingPointError only on the main process, after logging a traceback)."""
+        inner, write = weakref.proxy(self._trainer), self._trainer._write_metrics
+        base_lr, out = self.cfg.SOLVER.BASE_LR, self.cfg.OUTPUT_DIR
+
+        def checked(loss_dict, data_time, prefix="", iter=None):
+            total = sum(float(v.detach()) for v in loss_dict.values())
+            if not math.isfinite(total):
+                raise divergence_error(total, inner.iter if iter is None else iter, base_lr, out)
+            return write(loss_dict, data_time, prefix=prefix, iter=iter)
+
+        self._trainer._write_metrics = checked
+
+    def run_step(self):
+        try:
+            super().run_step()
+        except FloatingPointError:  # Detectron2's own checks inside the model (RPN boxes)
+            raise divergence_error("the model's outputs became non-finite", self.iter,
+                                   self.cfg.SOLVER.BASE_LR, self.cfg.OUTPUT_DIR) from None
+
+    def resume_or_load(self, resume=True):
+        try:
+            super().resume_or_load(resume=resume)
+        except BaseException:
+            self._discard_unstarted()
+            raise
+
+    def train(self):
+        try:
+            return super().train()
+        except BaseException:
+            if self.start_iter == 0 and self.iter == 0:
+                self._discard_unstarted()
+            raise
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        from detectron2.data import DatasetMapper
+
+        from ..data.mapper import SkipUnreadable
+
+        # an image damaged after the load-time check is skipped (and logged), not fatal
+        return build_train_loader(cfg, mapper=SkipUnreadable(DatasetMapper(cfg, True)))
 
     def build_hooks(self):
         # DefaultTrainer.__init__ creates a plain DetectionCheckpointer right before it
-        # calls build_hooks; swap it here so every hook saves and loads through ours.
+        # calls build_hooks; swap it here so every hook saves and loads through ours, with
+        # the RNG states and the data position as checkpointables.
         old = self.checkpointer
-        self.checkpointer = ResdetCheckpointer(old.model, old.save_dir, **old.checkpointables)
+        extra = {"rng": RNGState()}
+        if isinstance(self._trainer.data_loader, ResumableLoader):
+            extra["data"] = self._trainer.data_loader
+        self.checkpointer = ResdetCheckpointer(old.model, old.save_dir, strict=self.cfg.RESDET.WEIGHTS.STRICT,
+                                               **old.checkpointables, **extra)
         ret = super().build_hooks()
+        for h in ret:  # PreciseBN draws from a loader of its own: resume its position too
+            if isinstance(h, hooks.PreciseBN) and isinstance(h._data_loader, ResumableLoader):
+                self.checkpointer.checkpointables["precise_bn_data"] = h._data_loader
         if comm.is_main_process():
             metric = best_metric(self.cfg, self.cfg.DATASETS.TEST[0]) if self.cfg.DATASETS.TEST else None
             if metric:
@@ -219,7 +302,13 @@ class Trainer(DefaultTrainer):
     def test(cls, cfg, model, evaluators=None):
         from ..evaluation import write_metrics
 
-        results = super().test(cfg, model, evaluators)
+        # evaluating must not move the training's random generators: an evaluation after a
+        # checkpoint would otherwise make the run differ from one resumed from that checkpoint
+        rng = RNGState().state_dict()
+        try:
+            results = super().test(cfg, model, evaluators)
+        finally:
+            RNGState().load_state_dict(rng)
         if comm.is_main_process():
             write_metrics(results, Path(cfg.OUTPUT_DIR) / "metrics.json")
         return results

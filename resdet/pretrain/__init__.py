@@ -34,14 +34,13 @@ is the total batch over all processes, as in Detectron2.
 """
 from .config import add_pretrain_config, get_pretrain_cfg  # noqa: F401
 from .data import load_splits  # noqa: F401
+from .cli import main, setup_cfg  # noqa: F401
 from .engine import (  # noqa: F401
     PretrainTrainer,
     build_classifier,
     classifier_meta,
     evaluate_checkpoint,
-    main,
     plot_curves,
-    setup_cfg,
     train,
 )
 from .evaluate import build_test_loader, evaluate, evaluate_modes, predict  # noqa: F401

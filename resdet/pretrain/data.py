@@ -9,21 +9,22 @@ logged and counted instead, because one bad file must not kill a week-long run.
 """
 import logging
 import os
-from itertools import islice
+import random
 from pathlib import Path
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, DistributedSampler, Sampler
+from torch.utils.data import Dataset
 from torch.utils.data.dataloader import default_collate
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ..errors import DatasetError
+from ..sampling import ResumableSampler, sample_seed, seeded  # noqa: F401 (shared with detection)
 
 __all__ = ["load_splits", "load_image", "decode_tensor", "ClassFolder", "ResumableSampler",
-           "collate_skip_bad", "sample_seed"]
+           "collate_skip_bad", "sample_seed", "check_readable"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,12 +105,6 @@ def decode_tensor(path, reduce: int = 1) -> torch.Tensor:
         return pil_to_tensor(img.convert("RGB"))
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The augmentation seed of one sample in one epoch: independent of workers, batch
-    position and resumption, so an interrupted run sees exactly the same crops."""
-    return ((seed * 1_000_003 + epoch) * 1_000_033 + index) % (2**63)
-
-
 class ClassFolder(Dataset):
     """(path, label) samples -> (tensor, label), or None for an unreadable image.
 
@@ -130,24 +125,42 @@ class ClassFolder(Dataset):
 
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, None)
-        path, label = self.samples[index]
         try:
-            img = load_image(path, self.decode_size) if self.decode else path
-            if not self.decode:  # the transform decodes: its decoding errors are bad images too
-                return self._transform(img, seed), label
+            return self.load(index, seed), self.samples[index][1]
         except BAD_IMAGE_ERRORS as e:
-            logger.warning("skipping unreadable image %s: %s", path, str(e).splitlines()[0] if str(e) else type(e).__name__)
+            logger.warning("skipping unreadable image %s: %s", self.samples[index][0], _first_line(e))
             return None
-        return self._transform(img, seed), label
 
-    def _transform(self, img, seed):
+    def load(self, index, seed=None):
+        """The transformed image of sample ``index``; raises what decoding raises."""
+        path = self.samples[index][0]
+        img = load_image(path, self.decode_size) if self.decode else path
         if seed is None:
             return self.transform(img)
-        with torch.random.fork_rng(devices=[]):
-            # the CPU generator only: torch.manual_seed also queues a lazy seeding of every
-            # accelerator, capturing a stack trace each time (~1 ms, a third of a fast decode)
-            torch.default_generator.manual_seed(seed)
+        with seeded(seed):
             return self.transform(img)
+
+
+def _first_line(e) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def check_readable(dataset: ClassFolder, folder, tries: int = 1000, seed: int = 0) -> int:
+    """Stop at start, with a DatasetError, when none of ``tries`` images of ``dataset``
+    (in random order) can be read: skipping unreadable images mid-run must not turn a
+    set of unreadable files into an endless loop. Returns the index of a readable one."""
+    order = list(range(len(dataset)))
+    random.Random(seed).shuffle(order)
+    first_error = None
+    for index in order[:tries]:
+        try:
+            dataset.load(index, seed=0)  # seeded: the global RNG stays untouched
+            return index
+        except BAD_IMAGE_ERRORS as e:
+            first_error = first_error or f"{dataset.samples[index][0]}: {_first_line(e)}"
+    tried = min(tries, len(order))
+    raise DatasetError(f"{folder}: none of the {tried} training images tried can be read "
+                       f"({first_error}); check the files of the dataset")
 
 
 def collate_skip_bad(batch):
@@ -161,32 +174,3 @@ def collate_skip_bad(batch):
     if isinstance(good[0][0], list):
         return [b[0] for b in good], labels, num_bad
     return default_collate([b[0] for b in good]), labels, num_bad
-
-
-class ResumableSampler(Sampler):
-    """Endless ``(index, seed)`` stream: epoch after epoch of DistributedSampler order
-    (shuffled by ``seed + epoch``, sharded by rank, drop_last), from position ``start``.
-
-    Neither DistributedSampler nor Detectron2's TrainingSampler can start mid-epoch; this
-    is what lets ``--resume`` continue with the very batch the interrupted run would have
-    drawn next, without decoding the skipped ones.
-    """
-
-    def __init__(self, size: int, *, seed: int, rank: int = 0, world_size: int = 1, start: int = 0):
-        if size < world_size:
-            raise DatasetError(f"{size} training images cannot be shared by {world_size} processes")
-        self.size, self.seed, self.rank, self.world_size, self.start = size, seed, rank, world_size, start
-        self.per_epoch = size // world_size
-
-    def epoch_order(self, epoch: int):
-        s = DistributedSampler(range(self.size), num_replicas=self.world_size, rank=self.rank,
-                               shuffle=True, seed=self.seed, drop_last=True)
-        s.set_epoch(epoch)
-        return s
-
-    def __iter__(self):
-        epoch, offset = divmod(self.start, self.per_epoch)
-        while True:
-            for index in islice(self.epoch_order(epoch), offset, None):
-                yield index, sample_seed(self.seed, epoch, index)
-            epoch, offset = epoch + 1, 0

@@ -1,47 +1,48 @@
 """The pretraining loop: one CPU, one GPU, or many through torch.distributed.
 
 A plain loop in the style of torchvision's classification references (the recipe is
-visible in the config), built from library parts: Detectron2's optimizer/LR-scheduler
-builders, EventStorage + JSON/TensorBoard writers, ``launch`` and ``comm``;
-torch.optim.swa_utils for EMA, torch.amp for mixed precision, DDP for several processes.
-What is resdet's own is the checkpoint: it holds everything a run depends on (model,
-optimizer, scheduler, grad scaler, EMA, iteration, data position, RNG states), so a
-resumed CPU run with SEED set ends bit-identical to an uninterrupted one.
+visible in the config), built from library parts: Detectron2's optimizer parameters and
+LR-scheduler builders, EventStorage + JSON/TensorBoard writers and ``comm``;
+torch.optim.swa_utils for EMA, torch.amp for mixed precision, DDP for several processes,
+timm's distribute_bn. Checkpoints go through the detection trainer's mechanism
+(resdet.checkpoint, resdet.sampling): model, optimizer, scheduler, grad scaler, EMA,
+iteration, data position and RNG states, saved atomically and only when finite, so a
+resumed CPU run with SEED set ends bit-identical to an uninterrupted one. The command
+line is resdet.pretrain.cli.
 """
-import argparse
 import json
 import logging
 import os
-import random
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from detectron2.engine import launch
-from detectron2.solver import build_lr_scheduler, build_optimizer
+from detectron2.solver import build_lr_scheduler, get_default_optimizer_params
+from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage, JSONWriter, TensorboardXWriter
-from detectron2.utils.logger import setup_logger
+from timm.utils import distribute_bn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..plots import plot_json_lines
+from ..checkpoint import ResdetCheckpointer, RNGState, divergence_error
+from ..errors import ConfigError, DatasetError
+from ..config import check_device, check_solver
 from ..io import CheckpointError, atomic_save, atomic_write, safe_torch_load
 from ..modeling import build_resnet
-from .config import get_pretrain_cfg
-from .data import ClassFolder, ResumableSampler, collate_skip_bad, load_splits, sample_seed
+from ..plots import plot_json_lines
+from ..run_folder import discard_unstarted_run, listing, remove_orphan_temp_files
+from ..sampling import BatchSampler, ResumableLoader, ResumableSampler, sample_seed
+from .data import ClassFolder, check_readable, collate_skip_bad, load_splits
 from .evaluate import build_test_loader, evaluate, evaluate_modes
 from .transforms import (TEST_MODES, build_batch_normalize, build_batch_transform, build_train_transform,
                          train_decode_size)
 
-__all__ = ["build_classifier", "classifier_meta", "PretrainTrainer", "train", "evaluate_checkpoint",
-           "plot_curves", "argument_parser", "setup_cfg", "main"]
+__all__ = ["build_classifier", "classifier_meta", "build_sgd", "PretrainTrainer", "train",
+           "evaluate_checkpoint", "plot_curves", "check_cfg"]
 
 logger = logging.getLogger("resdet.pretrain")
 
@@ -70,88 +71,80 @@ def classifier_meta(cfg, classes, metrics):
     }
 
 
-def use_fused_sgd(optimizer):
-    """Switch Detectron2's SGD to PyTorch's fused kernel: one pass over all parameters
-    instead of a Python loop per tensor (about 2.4x faster steps for R50 on a CPU), the
-    same update up to float rounding. Other optimisers are returned unchanged."""
-    if isinstance(optimizer, torch.optim.SGD):
-        for group in optimizer.param_groups:
-            group["fused"], group["foreach"] = True, False
-    return optimizer
+def build_sgd(cfg, model):
+    """Detectron2's ``build_optimizer`` (its parameter groups, weight-decay rules and
+    gradient clipping) with PyTorch's fused SGD kernel: one pass over all parameters
+    instead of a loop per tensor, the same update up to float rounding."""
+    params = get_default_optimizer_params(
+        model, base_lr=cfg.SOLVER.BASE_LR, weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+        bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR, weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS)
+    return maybe_add_gradient_clipping(cfg, torch.optim.SGD(
+        params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV,
+        weight_decay=cfg.SOLVER.WEIGHT_DECAY, fused=True))
 
 
 def _device(cfg) -> torch.device:
     if cfg.MODEL.DEVICE.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError(f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but CUDA is not available; use MODEL.DEVICE cpu")
+            raise ConfigError(f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but CUDA is not available; use MODEL.DEVICE cpu")
         return torch.device("cuda", comm.get_local_rank())
     return torch.device(cfg.MODEL.DEVICE)
 
 
-def _check_cfg(cfg):
+def check_cfg(cfg):
+    """One-line ConfigError for pretraining values Detectron2 does not check."""
+    check_device(cfg)
+    for key in ("CROP_SIZE", "TEST_SIZE"):
+        if cfg.INPUT[key] <= 0:
+            raise ConfigError(f"INPUT.{key} must be positive, got {cfg.INPUT[key]}")
     for m in cfg.PRETRAIN.TEST.MODES:
         if m not in TEST_MODES:
-            raise ValueError(f"PRETRAIN.TEST.MODES: {m!r} is not supported; allowed: {', '.join(TEST_MODES)}")
+            raise ConfigError(f"PRETRAIN.TEST.MODES: {m!r} is not supported; allowed: {', '.join(TEST_MODES)}")
     if cfg.PRETRAIN.AMP_DTYPE not in AMP_DTYPES:
-        raise ValueError(f"PRETRAIN.AMP_DTYPE={cfg.PRETRAIN.AMP_DTYPE!r} is not supported; allowed: {', '.join(AMP_DTYPES)}")
+        raise ConfigError(f"PRETRAIN.AMP_DTYPE={cfg.PRETRAIN.AMP_DTYPE!r} is not supported; allowed: {', '.join(AMP_DTYPES)}")
     if cfg.SOLVER.AMP.ENABLED and cfg.PRETRAIN.AMP_DTYPE == "float16" and not cfg.MODEL.DEVICE.startswith("cuda"):
-        raise ValueError("PRETRAIN.AMP_DTYPE=float16 needs CUDA; use bfloat16 on CPU")
+        raise ConfigError("PRETRAIN.AMP_DTYPE=float16 needs CUDA; use bfloat16 on CPU")
     if cfg.SOLVER.IMS_PER_BATCH % comm.get_world_size():
-        raise ValueError(f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not divisible by the "
+        raise ConfigError(f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not divisible by the "
                          f"{comm.get_world_size()} processes")
-
-
-def _rng_state():
-    # numpy's state as plain lists so the checkpoint loads with weights_only=True
-    np_state = np.random.get_state(legacy=False)
-    np_state["state"]["key"] = np_state["state"]["key"].tolist()
-    state = {"python": random.getstate(), "numpy": np_state, "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state):
-    random.setstate(state["python"])
-    np_state = dict(state["numpy"])
-    np_state["state"] = dict(np_state["state"], key=np.array(np_state["state"]["key"], dtype=np.uint32))
-    np.random.set_state(np_state)
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class PretrainTrainer:
     """Trains ``build_classifier(cfg)`` on PRETRAIN.DATA; ``train()`` returns the final metrics.
 
     Attributes worth reusing: ``model`` (unwrapped classifier), ``ema`` (AveragedModel or
-    None), ``classes``, ``iter`` (completed iterations), ``output_dir``.
+    None), ``classes``, ``iter`` (completed iterations), ``output_dir``, ``checkpointer``.
     """
 
     def __init__(self, cfg, resume: bool = False):
-        _check_cfg(cfg)
+        check_cfg(cfg)
+        check_solver(cfg)
         self.cfg = cfg
         self.rank, self.world_size = comm.get_rank(), comm.get_world_size()
         self.device = _device(cfg)
         self.output_dir = Path(cfg.OUTPUT_DIR)
+        if comm.is_main_process():
+            remove_orphan_temp_files(self.output_dir)
         # the data seed must agree across processes; model init differs per rank but DDP
         # broadcasts rank 0's weights
-        self.seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
-        seed_all_rng(self.seed + self.rank)
+        seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+        seed_all_rng(seed + self.rank)
 
         self.classes, train_samples, self.val_samples = load_splits(cfg)
         # uint8 crops decoded by torchvision.io (at reduced size where the crop allows),
         # normalised per batch in run_step: the fast form of build_train_transform
         self.train_set = ClassFolder(train_samples, build_train_transform(cfg, from_path=True),
                                      train_decode_size(cfg), decode=False)
+        check_readable(self.train_set, Path(cfg.PRETRAIN.DATA.ROOT) / cfg.PRETRAIN.DATA.TRAIN_SPLIT)
         self.normalize = build_batch_normalize(cfg)
         self.batch_size = cfg.SOLVER.IMS_PER_BATCH // self.world_size
         self.batch_transform = build_batch_transform(cfg, len(self.classes))
+        self.loader = self._build_loader(seed)
 
         self.model = build_classifier(cfg, len(self.classes)).to(self.device)
         if cfg.PRETRAIN.CHANNELS_LAST:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = use_fused_sgd(build_optimizer(cfg, self.model))
+        self.optimizer = build_sgd(cfg, self.model)
         self.plateau = cfg.SOLVER.LR_SCHEDULER_NAME == "ReduceLROnPlateau"
         if self.plateau:
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -166,9 +159,14 @@ class PretrainTrainer:
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.PRETRAIN.EMA.DECAY),
                                   use_buffers=True) if cfg.PRETRAIN.EMA.ENABLED else None)
 
-        self.iter = 0
-        self.batches = 0  # batches drawn by each process: the sampler position
+        self.iter = self.start_iter = 0
         self.bad_images = 0  # this process's count
+        # the detection trainer's mechanism: everything the run depends on is a checkpointable
+        state = dict(optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
+                     trainer=self, data=self.loader, rng=RNGState())
+        if self.ema is not None:
+            state["ema"] = self.ema
+        self.checkpointer = ResdetCheckpointer(self.model, str(self.output_dir), **state)
         if resume:
             self.resume_or_load()
 
@@ -179,78 +177,65 @@ class PretrainTrainer:
         if cfg.PRETRAIN.COMPILE:
             self.train_model = torch.compile(self.train_model)
 
+    def _build_loader(self, seed):
+        sampler = ResumableSampler(len(self.train_set), seed=seed, rank=self.rank, world_size=self.world_size)
+        workers = self.cfg.DATALOADER.NUM_WORKERS
+        if workers < 0:  # auto: the cores this process may use, one left for the loop
+            workers = max(0, min(8, (os.cpu_count() or 1) // self.world_size - 1))
+        return ResumableLoader(self.train_set, BatchSampler(sampler, self.batch_size), num_workers=workers,
+                               collate_fn=collate_skip_bad, pin_memory=self.device.type == "cuda")
+
+    def train_loader(self):
+        """The training batches ``(images, labels, num_bad)`` from the data position on."""
+        return self.loader
+
+    @property
+    def seed(self) -> int:
+        """The data seed (the sampler's; restored on resume even when SEED is -1)."""
+        return self.loader.seed
+
     def sync_buffers(self):
         """Average BN running statistics over processes: DDP only broadcasts rank 0's at
         each forward, so after a step every replica holds its own; evaluation and
         checkpoints then see the same model on every rank."""
         if self.world_size > 1:
-            models = [self.model] + ([self.ema.module] if self.ema is not None else [])
-            for b in (b for m in models for b in m.buffers()):
-                if b.is_floating_point():
-                    torch.distributed.all_reduce(b)
-                    b /= self.world_size
+            for m in [self.model] + ([self.ema.module] if self.ema is not None else []):
+                distribute_bn(m, self.world_size, reduce=True)
 
     # ---- checkpoints -------------------------------------------------------------------
     def state_dict(self):
-        return {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "iteration": self.iter, "batches": self.batches, "epoch": self.epoch,
-            "bad_images": self.bad_images, "seed": self.seed, "classes": list(self.classes),
-            "rng": _rng_state(),
-        }
+        """The loop's own state (a checkpointable beside model, optimizer, data, RNG...)."""
+        return {"iteration": self.iter, "bad_images": self.bad_images, "classes": list(self.classes)}
+
+    def load_state_dict(self, state):
+        if state.get("classes") != list(self.classes):
+            raise CheckpointError(
+                f"{self.checkpointer.get_checkpoint_file()}: trained on {len(state.get('classes') or [])} "
+                f"classes that differ from the {len(self.classes)} classes of {self.cfg.PRETRAIN.DATA.ROOT}")
+        self.iter = self.start_iter = state["iteration"]
+        self.bad_images = state["bad_images"]
 
     def save_checkpoint(self):
-        """Rank 0 writes model_<iter>.pth atomically, then points last_checkpoint at it."""
+        """Rank 0 writes model_<iter>.pth (atomically, finite only), then points
+        last_checkpoint at it."""
         self.sync_buffers()
-        if comm.is_main_process():
-            name = f"model_{self.iter:07d}.pth"
-            atomic_save(self.state_dict(), self.output_dir / name)
-            with atomic_write(self.output_dir / "last_checkpoint", "w") as f:
-                f.write(name)
+        self.checkpointer.save(f"model_{self.iter:07d}")
         comm.synchronize()
 
     def resume_or_load(self) -> bool:
-        """Restore the last checkpoint of OUTPUT_DIR if there is one (Detectron2's resume)."""
-        pointer = self.output_dir / "last_checkpoint"
-        if not pointer.is_file():
+        """Restore the last complete checkpoint of OUTPUT_DIR if there is one."""
+        if not self.checkpointer.has_checkpoint():
             logger.info("no checkpoint in %s; starting from scratch", self.output_dir)
             return False
-        path = self.output_dir / pointer.read_text().strip()
-        ckpt = safe_torch_load(path)
-        if ckpt.get("classes") != list(self.classes):
-            raise CheckpointError(f"{path}: trained on {len(ckpt.get('classes') or [])} classes that differ from "
-                                  f"the {len(self.classes)} classes of {self.cfg.PRETRAIN.DATA.ROOT}")
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        if self.ema is not None and ckpt["ema"] is not None:
-            self.ema.load_state_dict(ckpt["ema"])
-        self.iter, self.batches, self.bad_images = ckpt["iteration"], ckpt["batches"], ckpt["bad_images"]
-        self.seed = ckpt["seed"]
-        _set_rng_state(ckpt["rng"])
-        logger.info("resumed from %s at iteration %d", path, self.iter)
+        self.checkpointer.resume_or_load("", resume=True)
+        logger.info("resumed at iteration %d", self.iter)
         return True
 
     @property
     def epoch(self) -> float:
-        return self.batches * self.batch_size / max(len(self.train_set) // self.world_size, 1)
+        return self.loader.batches * self.batch_size / max(len(self.train_set) // self.world_size, 1)
 
     # ---- training ----------------------------------------------------------------------
-    def train_loader(self):
-        sampler = ResumableSampler(len(self.train_set), seed=self.seed, rank=self.rank,
-                                   world_size=self.world_size, start=self.batches * self.batch_size)
-        workers = self.cfg.DATALOADER.NUM_WORKERS
-        if workers < 0:  # auto: the cores this process may use, one left for the loop
-            workers = max(0, min(8, (os.cpu_count() or 1) // self.world_size - 1))
-        # its own generator: creating the loader must not consume the global RNG
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler,
-                          num_workers=workers, collate_fn=collate_skip_bad,
-                          pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
-                          generator=torch.Generator())
-
     def run_step(self, images, labels):
         """One SGD step; returns (loss, number of correct top-1 predictions)."""
         images = self.normalize(images.to(self.device, non_blocking=True))
@@ -264,8 +249,8 @@ class PretrainTrainer:
         with torch.autocast(self.device.type, **self.autocast):
             logits = self.train_model(images)["linear"]
         loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.cfg.PRETRAIN.LABEL_SMOOTHING)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at iteration {self.iter}; lower SOLVER.BASE_LR")
+        if not torch.isfinite(loss):  # before the step: the weights stay as they were
+            raise divergence_error(loss.item(), self.iter, self.cfg.SOLVER.BASE_LR, self.output_dir)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -289,32 +274,44 @@ class PretrainTrainer:
         logger.info("iter %d: val top-1 %.4f top-5 %.4f, train top-1 err %.4f",
                     self.iter, res["top1"], res["top5"], 1 - correct / max(seen, 1))
 
+    def _writers(self, log_period):
+        """Created at the first write, so a run that fails before it leaves no empty
+        metrics.json or events file."""
+        if not comm.is_main_process():
+            return []
+        return [JSONWriter(str(self.output_dir / "metrics.json"), window_size=log_period),
+                TensorboardXWriter(str(self.output_dir), window_size=log_period)]
+
     def train(self) -> dict:
         """Train to SOLVER.MAX_ITER, evaluate, write model_final.pth / eval.json / curves.png."""
         cfg, main = self.cfg, comm.is_main_process()
         max_iter, period = cfg.SOLVER.MAX_ITER, cfg.SOLVER.CHECKPOINT_PERIOD
         eval_period, log_period = cfg.TEST.EVAL_PERIOD, max(cfg.PRETRAIN.LOG_PERIOD, 1)
-        writers = []
+        writers = None
         if main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             _truncate_metrics(self.output_dir / "metrics.json", self.iter)
-            writers = [JSONWriter(str(self.output_dir / "metrics.json"), window_size=log_period),
-                       TensorboardXWriter(str(self.output_dir), window_size=log_period)]
         logger.info("training %s-%d on %d images / %d classes, %d process(es), batch %d, from iteration %d",
                     cfg.PRETRAIN.DATASET, cfg.MODEL.RESNETS.DEPTH, len(self.train_set), len(self.classes),
                     self.world_size, cfg.SOLVER.IMS_PER_BATCH, self.iter)
         self.model.train()
         train_stats = [0, 0]  # top-1 correct, images: training error since the last evaluation
+        # a whole epoch of batches without one readable image: the files went bad mid-run
+        empty, max_empty = 0, len(self.train_set) // self.world_size // self.batch_size + 2
         bar = tqdm(total=max_iter, initial=self.iter, desc="pretrain", disable=not main, dynamic_ncols=True)
-        data = iter(self.train_loader()) if self.iter < max_iter else None
+        data = iter(self.loader) if self.iter < max_iter else None
         with EventStorage(self.iter) as storage:
             tick, ticked = time.perf_counter(), 0
             while self.iter < max_iter:
                 images, labels, num_bad = next(data)
-                self.batches += 1
                 self.bad_images += num_bad
                 if labels is None:
+                    empty += 1
+                    if empty >= max_empty:
+                        raise DatasetError(f"{cfg.PRETRAIN.DATA.ROOT}: {empty} batches in a row without a "
+                                           "readable image; check the files of the dataset")
                     continue
+                empty = 0
                 storage.iter = self.iter
                 lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
                 loss, correct = self.run_step(images, labels)
@@ -336,12 +333,13 @@ class PretrainTrainer:
                 if (period > 0 and self.iter % period == 0) or self.iter == max_iter:
                     self.save_checkpoint()
                 if self.iter % log_period == 0 or self.iter == max_iter:
+                    writers = self._writers(log_period) if writers is None else writers
                     for w in writers:
                         w.write()
             bar.close()
             del data  # stop the loader's workers before the final evaluation starts its own
             metrics = self.final_evaluation(storage)
-            for w in writers:
+            for w in writers if writers is not None else self._writers(log_period):
                 w.write()
                 w.close()
         if main:
@@ -367,8 +365,9 @@ class PretrainTrainer:
             storage.put_scalars(**{f"final/{m}/{k}": r[k] for m, r in results.items() for k in ("top1", "top5")},
                                 **{"data/bad_images": metrics["bad_images"]}, smoothing_hint=False)
         if comm.is_main_process():
-            atomic_save({"model": shipped.state_dict(), "meta": classifier_meta(self.cfg, self.classes, metrics)},
-                        self.output_dir / "model_final.pth")
+            final = {"model": shipped.state_dict(), "meta": classifier_meta(self.cfg, self.classes, metrics)}
+            self.checkpointer.check_finite(final, "model_final")
+            atomic_save(final, self.output_dir / "model_final.pth")
             with atomic_write(self.output_dir / "eval.json", "w") as f:
                 json.dump({"top1": first["top1"], "top5": first["top5"], "modes": metrics["eval"]}, f, indent=1)
         logger.info("final evaluation: %s", json.dumps(metrics["eval"]))
@@ -393,14 +392,26 @@ def plot_curves(metrics_json, png_path):
 
 
 def train(cfg, resume: bool = False) -> dict:
-    """Train per ``cfg`` (resuming from OUTPUT_DIR when asked); the final metrics."""
-    return PretrainTrainer(cfg, resume=resume).train()
+    """Train per ``cfg`` (resuming from OUTPUT_DIR when asked); the final metrics.
+
+    A run that fails before its first step leaves only its log in OUTPUT_DIR (no
+    config.yaml of a run that does not exist, no empty metrics.json)."""
+    before = listing(cfg.OUTPUT_DIR)
+    trainer = None
+    try:
+        trainer = PretrainTrainer(cfg, resume=resume)
+        return trainer.train()
+    except BaseException:
+        unstarted = trainer is None or trainer.iter == trainer.start_iter == 0
+        if unstarted and comm.is_main_process():
+            discard_unstarted_run(cfg.OUTPUT_DIR, before)
+        raise
 
 
 def evaluate_checkpoint(cfg, weights=None) -> dict:
     """Evaluate model_final.pth (or a training checkpoint) on the validation split in every
     PRETRAIN.TEST.MODES; writes eval.json beside OUTPUT_DIR and returns the results."""
-    _check_cfg(cfg)
+    check_cfg(cfg)
     path = Path(weights or cfg.MODEL.WEIGHTS or Path(cfg.OUTPUT_DIR) / "model_final.pth")
     ckpt = safe_torch_load(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
@@ -421,57 +432,3 @@ def evaluate_checkpoint(cfg, weights=None) -> dict:
         with atomic_write(Path(cfg.OUTPUT_DIR) / "eval.json", "w") as f:
             json.dump(out, f, indent=1)
     return out
-
-
-# ---- command line ----------------------------------------------------------------------
-def argument_parser():
-    p = argparse.ArgumentParser(description="Pretrain a resdet ResNet classifier (ImageNet, CIFAR, any class folders).")
-    p.add_argument("--config", required=True, metavar="FILE", help="configs/imagenet/*.yaml or configs/cifar/*.yaml")
-    p.add_argument("--data", help="dataset root holding <train>/<class>/ and <val>/<class>/ (PRETRAIN.DATA.ROOT)")
-    p.add_argument("--output", help="output folder (OUTPUT_DIR)")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint")
-    p.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS or OUTPUT_DIR/model_final.pth")
-    p.add_argument("--num-gpus", type=int, default=1, help="processes on this machine (gloo on CPU)")
-    p.add_argument("--num-machines", type=int, default=1)
-    p.add_argument("--machine-rank", type=int, default=0)
-    p.add_argument("--dist-url", default="auto", help="tcp://HOST:PORT for several machines")
-    p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides")
-    return p
-
-
-def setup_cfg(args):
-    """The frozen config of a command line: file, then --data/--output, then KEY VALUE pairs."""
-    cfg = get_pretrain_cfg()
-    cfg.merge_from_file(args.config)
-    if args.data:
-        cfg.PRETRAIN.DATA.ROOT = args.data
-    if args.output:
-        cfg.OUTPUT_DIR = args.output
-    cfg.merge_from_list(args.opts)
-    cfg.freeze()
-    return cfg
-
-
-def _worker(cfg, resume, eval_only):
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="resdet")
-    if comm.is_main_process():
-        with atomic_write(Path(cfg.OUTPUT_DIR) / "config.yaml", "w") as f:
-            f.write(cfg.dump())
-    return evaluate_checkpoint(cfg) if eval_only else train(cfg, resume=resume)
-
-
-def main(argv=None) -> int:
-    """``tools/pretrain_imagenet.py``: exit 0, or 2 with a one-line error on bad input."""
-    args = argument_parser().parse_args(argv)
-    try:
-        if len(args.opts) % 2:
-            raise ValueError(f"overrides must be KEY VALUE pairs, got {args.opts}")
-        cfg = setup_cfg(args)
-        _check_cfg(cfg)
-        load_splits(cfg)  # fail at start, once, before any process is spawned
-        launch(_worker, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(cfg, args.resume, args.eval_only))
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        print(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}", file=sys.stderr)
-        return 2
-    return 0

@@ -13,6 +13,7 @@ from timm.utils import accuracy
 from detectron2.utils import comm
 from torch.utils.data import DataLoader
 
+from ..errors import DatasetError
 from .data import ClassFolder, collate_skip_bad
 from .transforms import build_test_transform, test_decode_size
 
@@ -77,7 +78,10 @@ def evaluate(model, loader, mode: str = "1crop", autocast=None):
     finally:
         model.train(was_training)
     counts = sum(comm.all_gather(counts))
-    n = max(int(counts[2]), 1)
+    if int(counts[2]) == 0:  # a top-1 over no images is no result
+        raise DatasetError(f"no readable image in the evaluation set ({int(counts[3])} unreadable); "
+                           "check PRETRAIN.DATA.VAL_SPLIT's images")
+    n = int(counts[2])
     return {"top1": int(counts[0]) / n, "top5": int(counts[1]) / n,
             "images": int(counts[2]), "bad_images": int(counts[3])}
 
