@@ -25,12 +25,13 @@ from typing import Callable, NamedTuple
 
 from fvcore.common.config import CfgNode as CN
 
-from .errors import DatasetError
+from .errors import ConfigError, DatasetError
 from .io import atomic_write
 
 __all__ = [
     "get_pipeline_cfg",
     "load_pipeline_cfg",
+    "check_pipeline_cfg",
     "run_pipeline",
     "PIPELINE_STAGES",
     "RunPaths",
@@ -496,9 +497,37 @@ PIPELINE_STAGES = (
 # ---------------------------------------------------------------------------- driver
 
 
+def check_pipeline_cfg(cfg):
+    """What would stop a stage, checked before any stage writes: the stage configs with
+    their OPTS, the layout, the data settings (one-line ConfigErrors naming the key)."""
+    from .config import get_resdet_cfg, merge_config_file, merge_overrides
+    from .convert import LAYOUTS
+    from .pretrain import get_pretrain_cfg
+
+    p = RunPaths(cfg)
+    merge_overrides(merge_config_file(get_pretrain_cfg(), p.pretrain_config), cfg.PRETRAIN.OPTS,
+                    "PRETRAIN.OPTS")
+    merge_overrides(merge_config_file(get_resdet_cfg(), p.detect_config), cfg.DETECT.OPTS,
+                    "DETECT.OPTS")
+    if cfg.CONVERT.LAYOUT not in LAYOUTS:
+        raise ConfigError(f"CONVERT.LAYOUT {cfg.CONVERT.LAYOUT!r}: allowed {', '.join(LAYOUTS)}")
+    d = cfg.DATA
+    if not 0.0 < d.HOLDOUT_FRACTION < 1.0:
+        raise ConfigError(f"DATA.HOLDOUT_FRACTION {d.HOLDOUT_FRACTION}: must be in (0, 1)")
+    if not d.ROOT:
+        for key in ("NUM_TRAIN", "NUM_TEST", "IMAGE_SIZE", "CLS_PER_CLASS"):
+            if d.GENERATE[key] < 1:
+                raise ConfigError(f"DATA.GENERATE.{key} {d.GENERATE[key]}: must be at least 1")
+    elif str(d.ROOT).endswith(".json") and not d.IMAGES:
+        raise ConfigError(f"{d.ROOT}: a COCO file needs its image folder: give --images "
+                          f"(DATA.IMAGES)")
+    return cfg
+
+
 def run_pipeline(cfg, stages=PIPELINE_STAGES) -> dict:
     """Run (or skip, when still valid) each stage; return the summary written to
     OUTPUT_DIR/summary.json: {"AP50": ..., "AP": ..., "elapsed_seconds": ..., "stages": {...}}."""
+    check_pipeline_cfg(cfg)
     p = RunPaths(cfg)
     p.out.mkdir(parents=True, exist_ok=True)
     manifest = _Manifest(p.out / "manifest.json")
