@@ -21,7 +21,14 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter, Tensorboard
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import ResdetCheckpointer, RNGState, divergence_error
-from ..config import add_resdet_config, get_resdet_cfg, merge_config_file, merge_overrides
+from ..config import (
+    add_resdet_config,
+    check_solver,
+    check_weights_path,
+    get_resdet_cfg,
+    merge_config_file,
+    merge_overrides,
+)
 from ..io import atomic_write
 from ..modeling import prepare_for_inference
 from ..run_folder import discard_unstarted_run, listing, remove_orphan_temp_files
@@ -61,6 +68,8 @@ def setup_cfg(config, opts=(), *, output_dir=None, eval_only=False):
     merge_overrides(cfg, opts)
     if output_dir is not None:
         cfg.OUTPUT_DIR = str(output_dir)
+    check_weights_path(cfg)  # before its fragment is looked for beside it
+    check_solver(cfg, training=not eval_only)
     warnings = merge_weights_fragment(cfg, explicit)
     register_user_datasets(cfg)
     notes = []
