@@ -3,6 +3,10 @@
 Importing resdet registers its backbones (``build_resdet_backbone``,
 ``build_resdet_fpn_backbone``) and ROI head (``ResdetRes5ROIHeads``) with Detectron2,
 so any Detectron2 project can use them by name.
+
+The Python API (resdet/api.py): ``Predictor``, ``train_detector``, ``evaluate_detector``,
+``evaluate_predictions``, ``pretrain``, ``convert_weights``; each does what one command in
+tools/ does.
 """
 import warnings
 
@@ -24,3 +28,21 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess test
 
 from .config import add_resdet_config, get_resdet_cfg  # noqa: E402,F401
 from . import modeling  # noqa: E402,F401  (registers the backbones and ROI head)
+from .api import (  # noqa: E402,F401  (light: each function imports what it needs when called)
+    Predictor,
+    convert_weights,
+    evaluate_detector,
+    evaluate_predictions,
+    train_detector,
+)
+
+
+def __getattr__(name):
+    # ``resdet.pretrain`` is the pretraining package, imported on first use; the package is
+    # callable (``resdet.pretrain(config, data=...)`` is resdet.api.pretrain), so the API
+    # function and the package cannot shadow each other
+    if name == "pretrain":
+        import importlib
+
+        return importlib.import_module(".pretrain", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

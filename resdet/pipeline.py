@@ -1,9 +1,10 @@
 """The whole system in one command: data -> pretrain -> convert -> detect -> evaluate -> report.
 
-Each stage calls the library entry point a user would call by hand
-(``resdet.pretrain.train``, ``resdet.convert.convert``, ``resdet.detection.main``,
-``resdet.evaluation.evaluate_files``), so the pipeline adds no second way of doing
-anything. What it adds is bookkeeping: ``manifest.json`` records each stage's inputs and
+The stages are one visible list, :data:`PIPELINE_STAGES` (name, function, inputs,
+outputs). Each calls the Python API a user would call by hand (``resdet.pretrain``,
+``resdet.convert_weights``, ``resdet.train_detector``, ``resdet.evaluate_predictions``),
+so the pipeline adds no second way of doing anything. What it adds is bookkeeping:
+``manifest.json`` records each stage's inputs and
 outputs with SHA-256 checksums, its metrics, time and package versions; a stage whose
 recorded outputs still exist with the same checksums, and whose inputs are unchanged, is
 skipped; a deleted or corrupted output makes the stage, and every stage after it, run
@@ -13,25 +14,37 @@ The pipeline config (configs/pipeline/*.yaml) names the stage configs; the defau
 (configs/pipeline/demo.yaml) generates an offline dataset so ``make demo`` needs nothing
 but the repository.
 """
-import argparse
+
 import hashlib
 import json
 import logging
 import platform
-import sys
 import time
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 from fvcore.common.config import CfgNode as CN
 
+from .errors import ConfigError, DatasetError
 from .io import atomic_write
 
-__all__ = ["get_pipeline_cfg", "run_pipeline", "main", "STAGES", "sha256", "package_versions"]
+__all__ = [
+    "get_pipeline_cfg",
+    "load_pipeline_cfg",
+    "check_pipeline_cfg",
+    "run_pipeline",
+    "PIPELINE_STAGES",
+    "RunPaths",
+    "sha256",
+    "package_versions",
+    "background_boxes",
+    "BACKGROUND",
+]
 
 logger = logging.getLogger("resdet.pipeline")
 
-STAGES = ("data", "pretrain", "convert", "detect", "evaluate", "report")
-REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = "pipeline/demo.yaml"
+BACKGROUND = "__background__"  # the crop classifier's class of crops that overlap no box
 
 
 def get_pipeline_cfg():
@@ -42,8 +55,8 @@ def get_pipeline_cfg():
     cfg.DATA = CN()
     # "" = generate the built-in shapes dataset; else a VOC-style folder or a COCO JSON
     cfg.DATA.ROOT = ""
-    cfg.DATA.IMAGES = ""          # COCO JSON only: its image folder
-    cfg.DATA.TEST = ""            # optional separate test set (COCO JSON or VOC folder)
+    cfg.DATA.IMAGES = ""  # COCO JSON only: its image folder
+    cfg.DATA.TEST = ""  # optional separate test set (COCO JSON or VOC folder)
     cfg.DATA.TEST_IMAGES = ""
     cfg.DATA.HOLDOUT_FRACTION = 0.2  # VOC folder without train/test splits: test share
     cfg.DATA.GENERATE = CN()
@@ -51,17 +64,37 @@ def get_pipeline_cfg():
     cfg.DATA.GENERATE.NUM_TEST = 100
     cfg.DATA.GENERATE.IMAGE_SIZE = 192
     cfg.DATA.GENERATE.CLS_PER_CLASS = 120
-    cfg.DATA.CROP_SIZE = 64       # classification crops cut from user detection data
+    cfg.DATA.CROP_SIZE = 64  # classification crops cut from user detection data
     cfg.PRETRAIN = CN()
-    cfg.PRETRAIN.CONFIG = "configs/demo/pretrain_r18.yaml"
+    cfg.PRETRAIN.CONFIG = "demo/pretrain_r18.yaml"  # a packaged config name or a path
     cfg.PRETRAIN.OPTS = []
     cfg.CONVERT = CN()
     cfg.CONVERT.LAYOUT = "fpn"
     cfg.DETECT = CN()
-    cfg.DETECT.CONFIG = "configs/demo/det_r18_fpn.yaml"
+    cfg.DETECT.CONFIG = "demo/det_r18_fpn.yaml"
     cfg.DETECT.OPTS = []
     cfg.REPORT = CN()
-    cfg.REPORT.NUM_IMAGES = 8     # prediction images in the report's grid
+    cfg.REPORT.NUM_IMAGES = 8  # prediction images in the report's grid
+    return cfg
+
+
+def load_pipeline_cfg(
+    config=DEFAULT_CONFIG, *, data=None, images=None, output_dir=None, overrides=()
+):
+    """The pipeline config: defaults + ``config`` (a packaged name or a path) + the
+    arguments + KEY VALUE ``overrides`` (one-line ConfigErrors for bad keys or values)."""
+    from detectron2.config import CfgNode
+
+    from .api import config_file
+    from .config import merge_config_file, merge_overrides
+
+    # as Detectron2's CfgNode (resdet.config's checked merges walk its nodes)
+    cfg = merge_config_file(CfgNode(get_pipeline_cfg()), config_file(config))
+    opts = list(overrides or [])
+    merge_overrides(cfg, opts)
+    for key, value in (("DATA.ROOT", data), ("DATA.IMAGES", images), ("OUTPUT_DIR", output_dir)):
+        if value:
+            merge_overrides(cfg, [key, str(value)])
     return cfg
 
 
@@ -97,9 +130,14 @@ def package_versions() -> dict:
 
     import resdet
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "detectron2": detectron2.__version__,
-            "resdet": resdet.__version__, "platform": platform.platform()}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "detectron2": detectron2.__version__,
+        "resdet": resdet.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def _json_safe(x):
@@ -129,9 +167,14 @@ class _Manifest:
         return all(v is not None for v in now.values()) and now == rec["outputs"]
 
     def record(self, stage, inputs, outputs, metrics, seconds, config=None):
-        self.data["stages"][stage] = {"inputs": _checksums(inputs), "outputs": _checksums(outputs),
-                                      "metrics": _json_safe(metrics), "seconds": round(seconds, 1),
-                                      "config": config, "versions": package_versions()}
+        self.data["stages"][stage] = {
+            "inputs": _checksums(inputs),
+            "outputs": _checksums(outputs),
+            "metrics": _json_safe(metrics),
+            "seconds": round(seconds, 1),
+            "config": config,
+            "versions": package_versions(),
+        }
         self.save()
 
     def save(self):
@@ -139,229 +182,388 @@ class _Manifest:
             json.dump(self.data, f, indent=1)
 
 
+# ---------------------------------------------------------------------------- paths
+
+
+class RunPaths:
+    """Every file the stages hand each other, each defined once."""
+
+    TEST_SET = "resdet_test"  # the registered name of the detector's test set
+
+    def __init__(self, cfg):
+        from .api import config_file
+
+        out = self.out = Path(cfg.OUTPUT_DIR)
+        self.data_dir = out / "data"
+        self.data_json = out / "data.json"
+        self.classification = self.data_dir / "classification"
+        self.pretrain_dir = out / "pretrain"
+        self.pretrained = self.pretrain_dir / "model_final.pth"
+        self.backbone = out / "convert" / f"backbone_{cfg.CONVERT.LAYOUT}.pth"
+        self.detect_dir = out / "detect"
+        self.detector = self.detect_dir / "model_final.pth"
+        self.detect_metrics = self.detect_dir / "metrics.json"
+        self.predictions = self.detect_dir / "inference" / self.TEST_SET / "predictions.json"
+        self.evaluation = out / "evaluate" / "metrics.json"
+        self.pretrain_config = Path(config_file(cfg.PRETRAIN.CONFIG))
+        self.detect_config = Path(config_file(cfg.DETECT.CONFIG))
+
+    def data(self):
+        """data.json: the detection train/test datasets (resdet.api dataset specs), the
+        ground truth of exactly the predicted split, and the classification folder."""
+        return json.loads(self.data_json.read_text())
+
+
+class Stage(NamedTuple):
+    """One pipeline stage: ``run(cfg, paths, context) -> metrics``; ``inputs``/``outputs``
+    (functions of cfg and paths) are what its manifest checksums cover."""
+
+    name: str
+    run: Callable
+    inputs: Callable
+    outputs: Callable
+    always: bool = False  # run even when its recorded outputs are still valid
+
+
 # ---------------------------------------------------------------------------- stages
 
 
-def _stage_data(cfg, out):
+def _data(cfg, p, ctx):
     """Detection train/test (+ a classification set for pretraining) under out/data."""
     from .data.synthetic import generate_dataset
 
-    root = out / "data"
     if not cfg.DATA.ROOT:
         g = cfg.DATA.GENERATE
-        paths = generate_dataset(root, num_train=g.NUM_TRAIN, num_test=g.NUM_TEST,
-                                 image_size=(g.IMAGE_SIZE, g.IMAGE_SIZE), num_cls_per_class=g.CLS_PER_CLASS,
-                                 cls_size=cfg.DATA.CROP_SIZE, seed=cfg.SEED)
-        det = {"TRAIN": str(paths["voc"]), "TRAIN_SPLIT": "train", "TEST": str(paths["voc"]), "TEST_SPLIT": "test"}
-        outputs = [root]
+        paths = generate_dataset(
+            p.data_dir,
+            num_train=g.NUM_TRAIN,
+            num_test=g.NUM_TEST,
+            image_size=(g.IMAGE_SIZE, g.IMAGE_SIZE),
+            num_cls_per_class=g.CLS_PER_CLASS,
+            cls_size=cfg.DATA.CROP_SIZE,
+            seed=cfg.SEED,
+        )
+        voc = str(paths["voc"])
+        det = {"train": {"voc": voc, "split": "train"}, "test": {"voc": voc, "split": "test"}}
     else:
-        det = _user_data_keys(cfg)
-        _export_crops(det, root / "classification", cfg.DATA.CROP_SIZE)
-        outputs = [root / "classification"]
-    with atomic_write(out / "data.json", "w") as f:
-        json.dump({"detection": det, "classification": str(root / "classification")}, f, indent=1)
-    return outputs + [out / "data.json"], {"source": cfg.DATA.ROOT or "generated"}
+        det = _user_data(cfg)
+        _export_crops(det, p.classification, cfg.DATA.CROP_SIZE, cfg.SEED)
+    # the ground truth the evaluate stage scores against: exactly the split predicted
+    det["gt"] = det["test"] or dict(det["train"])
+    with atomic_write(p.data_json, "w") as f:
+        json.dump({"detection": det, "classification": str(p.classification)}, f, indent=1)
+    return {"source": cfg.DATA.ROOT or "generated"}
 
 
-def _user_data_keys(cfg):
-    """RESDET.DATA values for the user's COCO JSON or VOC folder."""
+def _data_outputs(cfg, p):
+    return ([p.data_dir] if not cfg.DATA.ROOT else [p.classification]) + [p.data_json]
+
+
+def _spec(path, images):
+    """A resdet.api dataset spec for a COCO JSON (+ images) or a VOC folder."""
+    return (
+        {"json": str(path), "images": str(images)}
+        if str(path).endswith(".json")
+        else {"voc": str(path)}
+    )
+
+
+def _user_data(cfg):
+    """Train/test dataset specs for the user's COCO JSON or VOC folder."""
     d = cfg.DATA
     root = Path(d.ROOT)
     if not root.exists():
-        raise FileNotFoundError(f"{root}: DATA.ROOT does not exist (a COCO .json file or a VOC folder)")
-    keys = {"TRAIN": str(root), "TRAIN_IMAGES": d.IMAGES}
+        raise DatasetError(f"{root}: DATA.ROOT does not exist (a COCO .json file or a VOC folder)")
+    train = _spec(root, d.IMAGES)
     if d.TEST:
-        keys.update(TEST=d.TEST, TEST_IMAGES=d.TEST_IMAGES or d.IMAGES)
-    elif root.is_dir():
+        return {"train": train, "test": _spec(d.TEST, d.TEST_IMAGES or d.IMAGES)}
+    if root.is_dir():
         main = root / "ImageSets" / "Main"
         if (main / "train.txt").is_file() and (main / "test.txt").is_file():
-            keys.update(TRAIN_SPLIT="train", TEST=str(root), TEST_SPLIT="test")
-        else:
-            keys.update(HOLDOUT_FRACTION=d.HOLDOUT_FRACTION)
-    else:
-        # a single COCO file and no test set: evaluate on the training images, and say so
-        logger.warning(f"{root}: no DATA.TEST given; the demo evaluates on its training images")
-        keys.update(TEST=str(root), TEST_IMAGES=d.IMAGES)
-    return keys
+            return {"train": dict(train, split="train"), "test": dict(train, split="test")}
+        # no splits: a deterministic held-out part is the test set (train gets the rest)
+        return {"train": dict(train, holdout=float(d.HOLDOUT_FRACTION)), "test": None}
+    # a single COCO file and no test set: evaluate on the training images, and say so
+    logger.warning(f"{root}: no DATA.TEST given; the demo evaluates on its training images")
+    return {"train": train, "test": dict(train)}
 
 
-def _register(det_keys):
-    from .config import get_resdet_cfg
-    from .data import register_user_datasets
+def background_boxes(boxes, width, height, side, count, rng, tries=20):
+    """Up to ``count`` squares of ``side`` px inside the image that overlap none of
+    ``boxes`` (XYXY): the crop classifier's background class, so that a dataset of one
+    class still gives a classification problem."""
+    side = min(side, width, height)
+    found = []
+    for _ in range(tries * count):
+        if len(found) == count or side < 8:
+            break
+        x0, y0 = rng.uniform(0, width - side), rng.uniform(0, height - side)
+        sq = (x0, y0, x0 + side, y0 + side)
+        if not any(
+            sq[0] < b[2] and b[0] < sq[2] and sq[1] < b[3] and b[1] < sq[3]
+            for b in list(boxes) + found
+        ):
+            found.append(sq)
+    return found
 
-    c = get_resdet_cfg()
-    for k, v in det_keys.items():
-        c.RESDET.DATA[k] = v
-    register_user_datasets(c)
 
-
-def _export_crops(det_keys, out_dir, size):
+def _export_crops(det, out_dir, size, seed):
     """A classification set from the detection data: each box (with 10% context) resized
-    to ``size``, train crops from the train split and val crops from the test split."""
+    to ``size``, train crops from the train split and val crops from the test split, plus
+    a background class of crops that overlap no box (as many per image as its boxes per
+    class). A set that still has one class is an error: its top-1 would mean nothing."""
+    import zlib
+
+    import numpy as np
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.structures import BoxMode
     from PIL import Image
 
-    _register(det_keys)
-    classes = MetadataCatalog.get("resdet_train").thing_classes
-    for split, name in (("train", "resdet_train"), ("val", "resdet_test")):
+    from .api import register_datasets
+
+    train_name, test_name = register_datasets(det["train"], det["test"])
+    classes = MetadataCatalog.get(train_name).thing_classes
+    if BACKGROUND in classes:
+        raise DatasetError(
+            f"{det['train']}: a class is named {BACKGROUND}, the crops' background class"
+        )
+    counts = {}
+    for split, name in (("train", train_name), ("val", test_name)):
         for rec in DatasetCatalog.get(name):
-            image = None
-            for k, ann in enumerate(rec["annotations"]):
-                if ann.get("iscrowd", 0):
-                    continue
+            image, stem = None, Path(rec["file_name"]).stem
+            boxes = [
+                BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+                for a in rec["annotations"]
+            ]
+            crops = []
+            for k, (ann, (x0, y0, x1, y1)) in enumerate(zip(rec["annotations"], boxes)):
+                if not ann.get("iscrowd", 0):
+                    m = 0.1 * max(x1 - x0, y1 - y0)
+                    crops.append(
+                        (
+                            classes[ann["category_id"]],
+                            f"{stem}_{k}",
+                            (x0 - m, y0 - m, x1 + m, y1 + m),
+                        )
+                    )
+            if crops:
+                sides = [c[2][2] - c[2][0] for c in crops]
+                rng = np.random.RandomState([seed, zlib.crc32(stem.encode())])
+                n_bg = -(-len(crops) // len(classes))
+                for k, sq in enumerate(
+                    background_boxes(
+                        boxes, rec["width"], rec["height"], float(np.median(sides)), n_bg, rng
+                    )
+                ):
+                    crops.append((BACKGROUND, f"{stem}_bg{k}", sq))
+            for cls, file_stem, box in crops:
                 if image is None:
                     image = Image.open(rec["file_name"]).convert("RGB")
-                x0, y0, x1, y1 = BoxMode.convert(ann["bbox"], ann["bbox_mode"], BoxMode.XYXY_ABS)
-                m = 0.1 * max(x1 - x0, y1 - y0)
-                crop = image.crop((x0 - m, y0 - m, x1 + m, y1 + m)).resize((size, size))
-                path = out_dir / split / classes[ann["category_id"]] / f"{Path(rec['file_name']).stem}_{k}.jpg"
+                path = out_dir / split / cls / f"{file_stem}.jpg"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_write(path) as f:
-                    crop.save(f, format="JPEG", quality=92)
+                    image.crop(box).resize((size, size)).save(f, format="JPEG", quality=92)
+                counts[split, cls] = counts.get((split, cls), 0) + 1
+    found = sorted({cls for _, cls in counts})
+    if len(found) < 2:
+        raise DatasetError(
+            f"{det['train']}: the crops for pretraining have one class ({found}) and no "
+            f"background (every image is covered by boxes); nothing to pretrain on"
+        )
+    logger.info(
+        "pretraining crops: %s", ", ".join(f"{s}/{c} {n}" for (s, c), n in sorted(counts.items()))
+    )
 
 
-def _stage_pretrain(cfg, out):
-    from .pretrain import get_pretrain_cfg, train
+def _pretrain(cfg, p, ctx):
+    import resdet
 
-    data = json.loads((out / "data.json").read_text())
-    pcfg = get_pretrain_cfg()
-    pcfg.merge_from_file(str(REPO / cfg.PRETRAIN.CONFIG))
-    pcfg.merge_from_list(["PRETRAIN.DATA.ROOT", data["classification"], "OUTPUT_DIR", str(out / "pretrain"),
-                          "SEED", cfg.SEED] + list(cfg.PRETRAIN.OPTS))
-    metrics = train(pcfg)
+    data = p.data()
+    classes = sorted(
+        q.name for q in (Path(data["classification"]) / "train").iterdir() if q.is_dir()
+    )
+    if len(classes) < 2:  # top-1 over one class is 1.0 whatever the net learned
+        raise DatasetError(
+            f"{data['classification']}: pretraining needs at least two classes, found {classes}"
+        )
+    metrics = resdet.pretrain(
+        p.pretrain_config,
+        data=data["classification"],
+        output_dir=p.pretrain_dir,
+        overrides=["SEED", cfg.SEED] + list(cfg.PRETRAIN.OPTS),
+    )
     keep = {k: metrics[k] for k in ("top1", "top5", "bad_images") if k in metrics}
-    return [out / "pretrain" / "model_final.pth", out / "pretrain" / "curves.png"], keep
+    return dict(keep, classes=len(classes))
 
 
-def _stage_convert(cfg, out):
-    from .convert import convert
+def _convert(cfg, p, ctx):
+    from .api import convert_weights
 
-    dst = out / "convert" / f"backbone_{cfg.CONVERT.LAYOUT}.pth"
-    result = convert(out / "pretrain" / "model_final.pth", dst, layout=cfg.CONVERT.LAYOUT,
-                     verify_features=True, size=cfg.DATA.CROP_SIZE)
-    worst = {stage: max(refs.values()) for stage, refs in result.diffs.items()}
-    return [dst, result.fragment], {"max_abs_diff_per_stage": worst}
-
-
-def _stage_detect(cfg, out):
-    from argparse import Namespace
-
-    from .detection import main
-
-    data = json.loads((out / "data.json").read_text())
-    opts = ["MODEL.WEIGHTS", str(out / "convert" / f"backbone_{cfg.CONVERT.LAYOUT}.pth"),
-            "OUTPUT_DIR", str(out / "detect"), "SEED", cfg.SEED,
-            "DATASETS.TRAIN", "('resdet_train',)", "DATASETS.TEST", "('resdet_test',)"]
-    for k, v in data["detection"].items():
-        opts += [f"RESDET.DATA.{k}", v]
-    args = Namespace(config_file=str(REPO / cfg.DETECT.CONFIG), opts=opts + list(cfg.DETECT.OPTS),
-                     eval_only=False, resume=False, num_gpus=1, num_machines=1, machine_rank=0,
-                     dist_url="auto")
-    main(args)
-    det = out / "detect"
-    metrics = json.loads((det / "metrics.json").read_text())
-    return [det / "model_final.pth", det / "metrics.json", det / "curves.png", det / "predictions",
-            det / "inference" / "resdet_test" / "predictions.json"], metrics
+    result = convert_weights(
+        p.pretrained, p.backbone, layout=cfg.CONVERT.LAYOUT, verify=True, size=cfg.DATA.CROP_SIZE
+    )
+    worst = {stage: max(refs.values()) for stage, refs in result["diffs"].items()}
+    return {"max_abs_diff_per_stage": worst}
 
 
-def _stage_evaluate(cfg, out):
-    """Re-score the detector's saved predictions with no model: COCO AP and VOC AP50."""
-    from .evaluation import evaluate_files
+def _detect(cfg, p, ctx):
+    import resdet
 
-    data = json.loads((out / "data.json").read_text())["detection"]
-    gt = data.get("TEST") or data["TRAIN"]
-    preds = out / "detect" / "inference" / "resdet_test" / "predictions.json"
-    split = data.get("TEST_SPLIT") or None
+    det = p.data()["detection"]
+    return resdet.train_detector(
+        p.detect_config,
+        weights=p.backbone,
+        train=det["train"],
+        test=det["test"],
+        output_dir=p.detect_dir,
+        overrides=["SEED", cfg.SEED] + list(cfg.DETECT.OPTS),
+    )
+
+
+def _evaluate(cfg, p, ctx):
+    """Re-score the detector's saved predictions with no model, on the ground truth of
+    exactly the split that was predicted: COCO AP and (VOC data) VOC07 AP50."""
+    import resdet
+
+    gt = p.data()["detection"]["gt"]
     results = {}
-    for metric in ("coco", "voc07") if Path(gt).is_dir() else ("coco",):
-        kw = {"split": split} if Path(gt).is_dir() else {}
-        results[metric] = evaluate_files(gt, str(preds), metric, **kw)["bbox"]
-    with atomic_write(out / "evaluate" / "metrics.json", "w") as f:
+    for metric in ("coco", "voc07") if "voc" in gt else ("coco",):
+        results[metric] = resdet.evaluate_predictions(gt, p.predictions, metric)["bbox"]
+    with atomic_write(p.evaluation, "w") as f:
         json.dump(_json_safe(results), f, indent=1)
     headline = {"AP": results["coco"].get("AP"), "AP50": results["coco"].get("AP50")}
     if "voc07" in results:
         headline["AP50_voc07"] = results["voc07"].get("AP50")
-    return [out / "evaluate" / "metrics.json"], headline
+    return headline
 
 
-def _stage_report(cfg, out, manifest, elapsed):
+def _report(cfg, p, ctx):
     from .report import write_report
 
-    paths = write_report(out, manifest.data, cfg, elapsed, num_images=cfg.REPORT.NUM_IMAGES)
-    return paths, {}
+    ctx["report_files"] = write_report(
+        p.out,
+        ctx["manifest"].data,
+        cfg,
+        time.perf_counter() - ctx["start"],
+        num_images=cfg.REPORT.NUM_IMAGES,
+    )
+    return {}
+
+
+# The pipeline, in order: what each stage reads and writes is what its checksums cover.
+PIPELINE_STAGES = (
+    Stage("data", _data, inputs=lambda cfg, p: [], outputs=_data_outputs),
+    Stage(
+        "pretrain",
+        _pretrain,
+        inputs=lambda cfg, p: [p.data_json, p.pretrain_config],
+        outputs=lambda cfg, p: [p.pretrained, p.pretrain_dir / "curves.png"],
+    ),
+    Stage(
+        "convert",
+        _convert,
+        inputs=lambda cfg, p: [p.pretrained],
+        outputs=lambda cfg, p: [p.backbone, p.backbone.with_suffix(".yaml")],
+    ),
+    Stage(
+        "detect",
+        _detect,
+        inputs=lambda cfg, p: [p.data_json, p.backbone, p.detect_config],
+        outputs=lambda cfg, p: [
+            p.detector,
+            p.detect_metrics,
+            p.detect_dir / "curves.png",
+            p.detect_dir / "predictions",
+            p.predictions,
+        ],
+    ),
+    Stage(
+        "evaluate",
+        _evaluate,
+        inputs=lambda cfg, p: [p.data_json, p.predictions],
+        outputs=lambda cfg, p: [p.evaluation],
+    ),
+    # the report always reflects the run that just happened
+    Stage(
+        "report",
+        _report,
+        inputs=lambda cfg, p: [],
+        outputs=lambda cfg, p: [p.out / "report.md", p.out / "report.html"],
+        always=True,
+    ),
+)
 
 
 # ---------------------------------------------------------------------------- driver
 
 
-def _stage_inputs(cfg, out, stage):
-    cfgs = {"pretrain": [REPO / cfg.PRETRAIN.CONFIG], "detect": [REPO / cfg.DETECT.CONFIG]}
-    prev = {"data": [], "pretrain": [out / "data.json"], "convert": [out / "pretrain" / "model_final.pth"],
-            "detect": [out / "data.json", out / "convert" / f"backbone_{cfg.CONVERT.LAYOUT}.pth"],
-            "evaluate": [out / "detect" / "inference" / "resdet_test" / "predictions.json"],
-            "report": []}[stage]
-    return prev + cfgs.get(stage, [])
+def check_pipeline_cfg(cfg):
+    """What would stop a stage, checked before any stage writes: the stage configs with
+    their OPTS, the layout, the data settings (one-line ConfigErrors naming the key)."""
+    from .config import get_resdet_cfg, merge_config_file, merge_overrides
+    from .convert import LAYOUTS
+    from .pretrain import get_pretrain_cfg
+
+    p = RunPaths(cfg)
+    merge_overrides(merge_config_file(get_pretrain_cfg(), p.pretrain_config), cfg.PRETRAIN.OPTS,
+                    "PRETRAIN.OPTS")
+    merge_overrides(merge_config_file(get_resdet_cfg(), p.detect_config), cfg.DETECT.OPTS,
+                    "DETECT.OPTS")
+    if cfg.CONVERT.LAYOUT not in LAYOUTS:
+        raise ConfigError(f"CONVERT.LAYOUT {cfg.CONVERT.LAYOUT!r}: allowed {', '.join(LAYOUTS)}")
+    d = cfg.DATA
+    if not 0.0 < d.HOLDOUT_FRACTION < 1.0:
+        raise ConfigError(f"DATA.HOLDOUT_FRACTION {d.HOLDOUT_FRACTION}: must be in (0, 1)")
+    if not d.ROOT:
+        for key in ("NUM_TRAIN", "NUM_TEST", "IMAGE_SIZE", "CLS_PER_CLASS"):
+            if d.GENERATE[key] < 1:
+                raise ConfigError(f"DATA.GENERATE.{key} {d.GENERATE[key]}: must be at least 1")
+    elif str(d.ROOT).endswith(".json") and not d.IMAGES:
+        raise ConfigError(f"{d.ROOT}: a COCO file needs its image folder: give --images "
+                          f"(DATA.IMAGES)")
+    return cfg
 
 
-def run_pipeline(cfg, stages=STAGES) -> dict:
+def run_pipeline(cfg, stages=PIPELINE_STAGES) -> dict:
     """Run (or skip, when still valid) each stage; return the summary written to
     OUTPUT_DIR/summary.json: {"AP50": ..., "AP": ..., "elapsed_seconds": ..., "stages": {...}}."""
-    out = Path(cfg.OUTPUT_DIR)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = _Manifest(out / "manifest.json")
+    check_pipeline_cfg(cfg)
+    p = RunPaths(cfg)
+    p.out.mkdir(parents=True, exist_ok=True)
+    manifest = _Manifest(p.out / "manifest.json")
     manifest.data["pipeline_config"] = json.loads(json.dumps(cfg))
-    start = time.perf_counter()
+    ctx = {"manifest": manifest, "start": time.perf_counter()}
+    configs = {"pretrain": cfg.PRETRAIN.CONFIG, "detect": cfg.DETECT.CONFIG}
     ran = {}
     upstream_changed = False
     for stage in stages:
-        inputs = _stage_inputs(cfg, out, stage)
-        # the report always reflects the run that just happened
-        if stage != "report" and not upstream_changed and manifest.valid(stage, inputs):
-            logger.info(f"stage {stage}: outputs valid (checksums match), skipped")
-            ran[stage] = "skipped"
+        inputs = stage.inputs(cfg, p)
+        if not stage.always and not upstream_changed and manifest.valid(stage.name, inputs):
+            logger.info(f"stage {stage.name}: outputs valid (checksums match), skipped")
+            ran[stage.name] = "skipped"
             continue
         upstream_changed = True
-        logger.info(f"stage {stage}: running")
+        logger.info(f"stage {stage.name}: running")
         t = time.perf_counter()
-        if stage == "report":
-            elapsed = time.perf_counter() - start
-            outputs, metrics = _stage_report(cfg, out, manifest, elapsed)
-        else:
-            outputs, metrics = globals()[f"_stage_{stage}"](cfg, out)
-        manifest.record(stage, inputs, outputs, metrics, time.perf_counter() - t,
-                        config={"pretrain": cfg.PRETRAIN.CONFIG, "detect": cfg.DETECT.CONFIG}.get(stage))
-        ran[stage] = "ran"
-    elapsed = time.perf_counter() - start
+        metrics = stage.run(cfg, p, ctx)
+        manifest.record(
+            stage.name,
+            inputs,
+            stage.outputs(cfg, p),
+            metrics,
+            time.perf_counter() - t,
+            config=configs.get(stage.name),
+        )
+        ran[stage.name] = "ran"
+    elapsed = time.perf_counter() - ctx["start"]
     ev = manifest.data["stages"].get("evaluate", {}).get("metrics", {})
-    summary = {"AP50": ev.get("AP50"), "AP": ev.get("AP"), "AP50_voc07": ev.get("AP50_voc07"),
-               "elapsed_seconds": round(elapsed, 1), "stages": ran}
-    with atomic_write(out / "summary.json", "w") as f:
+    summary = {
+        "AP50": ev.get("AP50"),
+        "AP": ev.get("AP"),
+        "AP50_voc07": ev.get("AP50_voc07"),
+        "elapsed_seconds": round(elapsed, 1),
+        "stages": ran,
+    }
+    with atomic_write(p.out / "summary.json", "w") as f:
         json.dump(summary, f, indent=1)
     return summary
-
-
-def main(argv=None, default_config="configs/pipeline/demo.yaml"):
-    """Command line of tools/pipeline.py and tools/demo.py (``make demo``)."""
-    ap = argparse.ArgumentParser(description="Run resdet end to end: data -> pretrain -> convert -> "
-                                             "detect -> evaluate -> report; finished stages are skipped.")
-    ap.add_argument("--config", default=default_config)
-    ap.add_argument("--data", help="a COCO .json or a VOC-style folder instead of the generated data")
-    ap.add_argument("--images", help="image folder of a COCO .json given with --data")
-    ap.add_argument("--output", help="output folder (OUTPUT_DIR)")
-    ap.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
-    cfg = get_pipeline_cfg()
-    cfg.merge_from_file(args.config)
-    opts = list(args.opts)
-    for key, value in (("DATA.ROOT", args.data), ("DATA.IMAGES", args.images), ("OUTPUT_DIR", args.output)):
-        if value:
-            opts += [key, value]
-    cfg.merge_from_list(opts)
-    try:
-        summary = run_pipeline(cfg)
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
-    print(f"AP50 {summary['AP50']}, elapsed {summary['elapsed_seconds']} s; "
-          f"report: {cfg.OUTPUT_DIR}/report.md and report.html")

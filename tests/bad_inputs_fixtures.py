@@ -12,7 +12,6 @@ import os
 import pickle
 import shutil
 import xml.etree.ElementTree as ET
-from argparse import Namespace
 from functools import cached_property
 from pathlib import Path
 
@@ -337,10 +336,8 @@ REPORT:
 
         out = self.root / "run"
         opts = ["OUTPUT_DIR", str(out), "SOLVER.CHECKPOINT_PERIOD", "1", "DATASETS.TEST", "()"]
-        args = Namespace(config_file=str(self.det), opts=opts, resume=False, eval_only=False,
-                         num_gpus=1, num_machines=1, machine_rank=0)
         with quiet_logging():
-            trainer = Trainer(setup_cfg(args))
+            trainer = Trainer(setup_cfg(str(self.det), opts))
             trainer.resume_or_load(resume=False)
             trainer.train()
         assert (out / "model_0000000.pth").is_file() and (out / "config.yaml").is_file()

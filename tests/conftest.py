@@ -46,3 +46,15 @@ class CodeOnLoad:
 
     def __reduce__(self):
         return (open, (self.marker, "w"))
+
+
+def load_tool(name):
+    """tools/<name>.py as a module, so a test calls its ``main(argv) -> int`` in-process."""
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(REPO / "tools"))  # tools/demo.py imports tools/pipeline.py
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

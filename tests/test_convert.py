@@ -232,7 +232,7 @@ def test_malicious_checkpoints_never_run(tmp_path):
 def test_depth_mismatch_via_tool_names_key_and_shapes(tmp_path):
     torch.save(torchvision.models.resnet50().state_dict(), tmp_path / "r50.pth")
     proc = _run_tool(tmp_path / "r50.pth", tmp_path / "out.pth", "--depth", "101")
-    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.returncode == 2 and proc.stdout == ""
     (line,) = proc.stderr.strip().splitlines()
     assert "r50.pth" in line and "ResNet-101" in line
     assert "res4.6.conv1.weight: checkpoint absent, ResNet-101 (B shortcuts) expects (256, 1024, 1, 1)" in line

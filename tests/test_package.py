@@ -24,7 +24,6 @@ from resdet.errors import ConfigError
 # Run by the installed resdet in an empty folder; prints one JSON line of what it saw.
 SCRIPT = r'''
 import json, sys
-from argparse import Namespace
 from pathlib import Path
 
 import torch, torchvision
@@ -66,9 +65,7 @@ opts = ["MODEL.WEIGHTS", str(out / "r18_fpn.pth"),
         "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64", "SOLVER.IMS_PER_BATCH", "2",
         "SOLVER.BASE_LR", "0.005", "SOLVER.STEPS", "()", "SOLVER.MAX_ITER", "2",
         "DATALOADER.NUM_WORKERS", "0", "SEED", "0", "OUTPUT_DIR", str(out / "det")]
-args = Namespace(config_file=str(model_zoo.get_config_file("coco_r50_fpn.yaml")), opts=opts,
-                 resume=False, eval_only=False, num_gpus=1, num_machines=1, machine_rank=0)
-trainer = Trainer(setup_cfg(args))
+trainer = Trainer(setup_cfg(str(model_zoo.get_config_file("coco_r50_fpn.yaml")), opts))
 trainer.resume_or_load(resume=False)
 trainer.train()
 final = torch.load(out / "det" / "model_final.pth", weights_only=True)

@@ -40,3 +40,26 @@ def test_ci_runs_the_readme_test_command():
     ci = (REPO / ".ci" / "run").read_text()
     assert "make test" in readme and "make demo" in readme
     assert re.search(r"^make test$", ci, re.M)
+
+
+def test_readme_python_api_examples_run(shared_data, tmp_path, monkeypatch, capsys):
+    """The README's "Python API" blocks, executed in order in an empty folder, with the
+    shared data where they say ../shared/data and torchvision's ResNet-18 file they
+    start from (random weights: no download in tests)."""
+    import torch
+    import torchvision
+
+    text = (REPO / "README.md").read_text()
+    blocks = re.findall(r"<!-- api-example[^>]*-->\s*```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 3
+    monkeypatch.chdir(tmp_path)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), "resnet18.pth")
+    scope = {}
+    for block in blocks:
+        exec(compile(block.replace("../shared/data", str(shared_data)), "README.md", "exec"), scope)
+    assert scope["info"]["format"] == "torchvision" and scope["info"]["max_abs_diff"] < 1e-4
+    outputs = scope["outputs"]
+    assert [o["instances"].image_size for o in outputs] == [(480, 640), (426, 640)]
+    # one box of the image's 3 class-51 objects, right: AP50 over the image's classes is above 0
+    assert 0 < scope["metrics"]["bbox"]["AP50"] < 100
+    assert "torchvision 18" in capsys.readouterr().out

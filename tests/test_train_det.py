@@ -80,7 +80,7 @@ def _opts(shared_data, work, out, weights, iters=ITERS):
 
 
 def _train(args):
-    cfg = setup_cfg(args)
+    cfg = setup_cfg(args.config_file, args.opts)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     start = trainer.start_iter
@@ -210,8 +210,8 @@ def test_fragment_is_merged_and_contradictions_warned(tmp_path):
     never set, is merged silently."""
     weights = _converted(tmp_path, pixel_std=[1.0, 1.0, 1.0])
     out = tmp_path / "out"
-    cfg = setup_cfg(_args(FPN_CONFIG, ["MODEL.WEIGHTS", str(weights), "MODEL.RESDET.SHORTCUT", "B",
-                                       "OUTPUT_DIR", str(out)]))
+    cfg = setup_cfg(FPN_CONFIG, ["MODEL.WEIGHTS", str(weights), "MODEL.RESDET.SHORTCUT", "B",
+                                 "OUTPUT_DIR", str(out)])
     assert cfg.MODEL.RESNETS.DEPTH == 18 and cfg.MODEL.RESNETS.RES2_OUT_CHANNELS == 64
     assert list(cfg.MODEL.PIXEL_STD) == [1.0, 1.0, 1.0] and cfg.MODEL.DEVICE == "cpu"
     warned = [line for line in (out / "log.txt").read_text().splitlines() if "resdet.detection.train WARNING" in line]

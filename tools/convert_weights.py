@@ -4,42 +4,64 @@ checkpoint OUT.pth plus the OUT.yaml fragment of settings those weights require.
     python tools/convert_weights.py resnet50.pth r50_c4.pth --verify
     python tools/convert_weights.py R-101.pkl r101_fpn.pth --layout fpn --verify cat.jpg
 
-See resdet/convert.py; errors are one line on stderr with a non-zero exit, and nothing
-is written unless every check passed.
+The work is resdet.convert_weights (resdet/api.py); nothing is written unless every
+check passed.
 """
+
 import argparse
 import logging
 import sys
-import warnings
 
-# fvcore/Detectron2 call torch.jit.script at import time, which torch deprecates; keep
-# stderr for this tool's own one-line errors.
-warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
-
-from resdet.convert import FORMATS, LAYOUTS, convert  # noqa: E402
-from resdet.io import CheckpointError  # noqa: E402
+import resdet
+from resdet import cli
+from resdet.convert import FORMATS, LAYOUTS
 
 
-def main(argv=None):
+def parser():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("src", help="source checkpoint (.pth, .pt or .pkl)")
-    ap.add_argument("out", help="Detectron2 checkpoint to write (.pth); its fragment goes to OUT.yaml")
+    ap.add_argument(
+        "out", help="Detectron2 checkpoint to write (.pth); its fragment goes to OUT.yaml"
+    )
     ap.add_argument("--from", dest="kind", choices=FORMATS, default="auto", help="source format")
-    ap.add_argument("--layout", choices=LAYOUTS, default="c4",
-                    help="c4: res5 in the RoI head (the paper); fpn: whole trunk in bottom_up")
-    ap.add_argument("--depth", type=int, default=None,
-                    help="require this depth instead of reading it off the weights")
-    ap.add_argument("--verify", nargs="?", const=True, default=False, metavar="IMAGE",
-                    help="compare features per stage (on IMAGE, or a fixed tensor); fail above 1e-4")
-    args = ap.parse_args(argv)
+    ap.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="c4",
+        help="c4: res5 in the RoI head (the paper); fpn: whole trunk in bottom_up",
+    )
+    ap.add_argument(
+        "--depth",
+        type=int,
+        default=None,
+        help="require this depth instead of reading it off the weights",
+    )
+    ap.add_argument(
+        "--verify",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="IMAGE",
+        help="compare features per stage (on IMAGE, or a fixed tensor); fail above 1e-4",
+    )
+    return cli.add_debug_flag(ap)
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    try:
-        convert(args.src, args.out, kind=args.kind, layout=args.layout, depth=args.depth,
-                verify_features=bool(args.verify),
-                image=args.verify if isinstance(args.verify, str) else None)
-    except CheckpointError as e:
-        sys.exit(f"convert_weights: error: {e}")
+    return cli.run(
+        lambda: resdet.convert_weights(
+            args.src,
+            args.out,
+            layout=args.layout,
+            verify=args.verify,
+            kind=args.kind,
+            depth=args.depth,
+        ),
+        debug=args.debug,
+    )
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,17 @@
 """`make demo`: the whole resdet pipeline on its built-in, offline default
-(configs/pipeline/demo.yaml), or on your data with --data [--images]."""
-from resdet.pipeline import main
+(pipeline/demo.yaml), or on your data with --data [--images]; the same command as
+tools/pipeline.py."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pipeline  # noqa: E402  (tools/pipeline.py)
+
+
+def main(argv=None) -> int:
+    return pipeline.main(argv, description=__doc__.split("\n")[0])
+
 
 if __name__ == "__main__":
-    main(default_config="configs/pipeline/demo.yaml")
+    sys.exit(main())

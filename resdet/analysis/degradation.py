@@ -24,21 +24,21 @@ Output folder::
 Each net is resumable: one with model_final.pth is not retrained, one that was killed
 continues from its last checkpoint.
 """
-import argparse
 import json
 import logging
 import math
 import re
-import sys
 import time
 from pathlib import Path
 
+from ..config import merge_overrides
+from ..errors import ConfigError
 from ..io import atomic_write, safe_torch_load
 from ..model_zoo import get_config_file
 from .responses import run_layer_responses
 
 __all__ = ["BASE_CONFIG", "net_name", "net_cfg", "calibrate", "plan_iterations", "net_errors",
-           "plot_study", "check_claims", "run_study", "main"]
+           "plot_study", "check_claims", "run_study"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +64,15 @@ def net_cfg(depth: int, residual: bool, data, output_dir, seed: int = 0, opts=()
 
     opts = list(opts)
     if len(opts) % 2:
-        raise ValueError(f"overrides must be KEY VALUE pairs, got {opts}")
+        raise ConfigError(f"overrides must be KEY VALUE pairs, got {opts}")
     for key in opts[::2]:
         if key in STUDY_KEYS:
-            raise ValueError(f"override {key}: set by the study itself (--depths, --data, --output, --seed, "
+            raise ConfigError(f"override {key}: set by the study itself (--depths, --data, --output, --seed, "
                              f"--budget-minutes); remove it")
     cfg = get_pretrain_cfg()
     cfg.merge_from_file(str(get_config_file(BASE_CONFIG)))
     cfg.DATALOADER.NUM_WORKERS = 0  # the study runs the nets one after another on few cores
-    cfg.merge_from_list(opts)
+    merge_overrides(cfg, opts, "override")
     cfg.merge_from_list(["PRETRAIN.DATA.ROOT", str(data), "OUTPUT_DIR", str(Path(output_dir) / net_name(depth, residual)),
                          "MODEL.RESNETS.DEPTH", depth, "MODEL.RESDET.RESIDUAL", residual, "SEED", seed])
     return cfg
@@ -139,7 +139,7 @@ def net_errors(net_dir) -> dict:
     net_dir = Path(net_dir)
     train = [r["train/top1_err"] for r in _history(net_dir) if "train/top1_err" in r]
     if not train:
-        raise ValueError(f"{net_dir / 'metrics.json'}: no train/top1_err entry (the run logged no evaluation)")
+        raise ConfigError(f"{net_dir / 'metrics.json'}: no train/top1_err entry (the run logged no evaluation)")
     top1 = json.loads((net_dir / "eval.json").read_text())["top1"]
     return {"train_error": train[-1], "test_error": 1 - top1}
 
@@ -191,9 +191,9 @@ def check_claims(summary: dict, responses: dict, depths) -> dict:
 def _check_depths(depths):
     for d in depths:
         if d < 8 or (d - 2) % 6:
-            raise ValueError(f"--depths {d}: CIFAR nets have 6n+2 layers (8, 14, 20, 32, 44, 56, 110, ...)")
+            raise ConfigError(f"--depths {d}: CIFAR nets have 6n+2 layers (8, 14, 20, 32, 44, 56, 110, ...)")
     if len(set(depths)) < 2:
-        raise ValueError(f"--depths {' '.join(map(str, depths))}: give at least two different depths to compare")
+        raise ConfigError(f"--depths {' '.join(map(str, depths))}: give at least two different depths to compare")
     return sorted(set(depths))
 
 
@@ -205,7 +205,7 @@ def _load_or_make_plan(output_dir: Path, request: dict, nets, budget_s: float, s
         plan = json.loads(path.read_text())
         for key, value in request.items():
             if plan["request"].get(key) != value:
-                raise ValueError(f"{path}: planned with {key}={plan['request'].get(key)!r}, not {value!r}; "
+                raise ConfigError(f"{path}: planned with {key}={plan['request'].get(key)!r}, not {value!r}; "
                                  f"rerun with the same arguments or use a new --output")
         logger.info("reusing %s: %d iterations per net", path, plan["iterations"])
         return plan
@@ -239,7 +239,7 @@ def run_study(depths, data, output_dir, budget_minutes: float = 20.0, seed: int 
     output_dir = Path(output_dir)
     depths = _check_depths(depths)
     if budget_minutes <= 0:
-        raise ValueError(f"--budget-minutes {budget_minutes}: must be positive")
+        raise ConfigError(f"--budget-minutes {budget_minutes}: must be positive")
     nets = {net_name(d, r): net_cfg(d, r, data, output_dir, seed, opts) for d in depths for r in (False, True)}
     first = next(iter(nets.values()))
     _, _, val = load_splits(first)  # a bad --data stops here, before anything is written
@@ -258,7 +258,7 @@ def run_study(depths, data, output_dir, budget_minutes: float = 20.0, seed: int 
         if final.is_file():
             done = safe_torch_load(final)["meta"]["metrics"]["iterations"]
             if done != plan["iterations"]:
-                raise ValueError(f"{final}: trained {done} iterations, the plan says {plan['iterations']}; "
+                raise ConfigError(f"{final}: trained {done} iterations, the plan says {plan['iterations']}; "
                                  f"remove it or use a new --output")
             logger.info("[%d/%d] %s: %s exists, not retrained", i, len(nets), name, final)
             continue
@@ -277,37 +277,3 @@ def run_study(depths, data, output_dir, budget_minutes: float = 20.0, seed: int 
         json.dump(verdict, f, indent=1)
     logger.info("study done in %.0f s (budget %.0f s)", time.perf_counter() - started, budget_minutes * 60)
     return {"summary": summary, "responses": responses, "verdict": verdict, "plan": plan}
-
-
-def main(argv=None) -> int:
-    """``tools/degradation_study.py``: exit 0, or 2 with a one-line error on bad input."""
-    p = argparse.ArgumentParser(description="Plain vs residual CIFAR nets at equal iterations (paper Figs. 1, 6, 7).",
-                                usage="%(prog)s [--depths D ...] [--data DIR] [--budget-minutes M] [--output DIR] "
-                                      "[--seed S] [KEY VALUE ...]",
-                                epilog="KEY VALUE: config overrides for every net, e.g. SOLVER.IMS_PER_BATCH 64")
-    p.add_argument("--depths", type=int, nargs="+", default=[20, 56], help="6n+2 depths, e.g. 20 56")
-    p.add_argument("--data", default="../shared/data/cifar10-mini", help="class folders train/<class>/, test/<class>/")
-    p.add_argument("--budget-minutes", type=float, default=20.0, help="wall-clock budget of the whole study")
-    p.add_argument("--output", default="output/degradation_study")
-    p.add_argument("--seed", type=int, default=0, help="the same seed (init, data order) for every net")
-    # the overrides start at the first config key, so that they may follow --depths D ...
-    argv = sys.argv[1:] if argv is None else list(argv)
-    first = next((i for i, a in enumerate(argv) if CFG_KEY.match(a)), len(argv))
-    args = p.parse_args(argv[:first])
-    args.opts = argv[first:]
-    from detectron2.utils.logger import setup_logger
-
-    setup_logger(name="resdet")
-    try:
-        result = run_study(args.depths, args.data, args.output, args.budget_minutes, args.seed, args.opts)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"error: {str(msg).strip().splitlines()[0] if str(msg).strip() else type(e).__name__}", file=sys.stderr)
-        return 2
-    print(f"{'net':>10}  train error  test error  iterations={result['plan']['iterations']}")
-    for name, r in result["summary"].items():
-        print(f"{name:>10}  {r['train_error']:11.4f}  {r['test_error']:10.4f}")
-    for line in result["verdict"]["lines"]:
-        print(line)
-    print(f"wrote {args.output}/summary.json, curves.png, responses.png, responses.json, verdict.json")
-    return 0

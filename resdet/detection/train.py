@@ -14,44 +14,69 @@ import weakref
 from pathlib import Path
 
 import torch
-from detectron2.engine import DefaultTrainer, default_setup, hooks
+from detectron2.config import CfgNode
+from detectron2.engine import DefaultTrainer, hooks
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 
-from ..config import get_resdet_cfg
 from ..checkpoint import ResdetCheckpointer, RNGState, divergence_error
+from ..config import (
+    add_resdet_config,
+    check_solver,
+    check_weights_path,
+    get_resdet_cfg,
+    merge_config_file,
+    merge_overrides,
+)
 from ..io import atomic_write
 from ..modeling import prepare_for_inference
 from ..run_folder import discard_unstarted_run, listing, remove_orphan_temp_files
 from ..sampling import ResumableLoader
-from .checkpoint import explicit_keys, merge_weights_fragment
+from .checkpoint import _flatten, explicit_keys, merge_weights_fragment
 from .data_loader import build_train_loader
 from .visualize import draw_predictions, plot_curves
 
-__all__ = ["Trainer", "setup_cfg", "main", "best_metric"]
+__all__ = ["Trainer", "setup_cfg", "train", "evaluate", "train_net", "best_metric"]
 
 logger = logging.getLogger(__name__)
 
 
-def setup_cfg(args):
-    """Config = resdet defaults + ``args.config_file`` + ``args.opts`` + the weights'
-    YAML fragment; registers the user's datasets (RESDET.DATA.*) and sizes the box
-    predictor to their classes; then Detectron2's default_setup (logger, config.yaml, seed)."""
+def setup_cfg(config, opts=(), *, output_dir=None, eval_only=False):
+    """The frozen config of one run, and the run set up (logger, config.yaml, seed).
+
+    Config = resdet defaults + ``config`` (a YAML path, or a CfgNode used as given) +
+    ``opts`` (KEY VALUE pairs) + ``output_dir`` + the weights' YAML fragment; registers the
+    user's datasets (RESDET.DATA.*) and sizes the box predictor to their classes. Then
+    what Detectron2's default_setup does, with no argparse object: loggers, environment
+    info, OUTPUT_DIR/config.yaml (written atomically), the seed."""
     from ..data import register_user_datasets
 
-    cfg = get_resdet_cfg()
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts or [])
-    explicit = explicit_keys(args.config_file, args.opts)
+    opts = list(opts or [])
+    if isinstance(config, CfgNode):
+        cfg = config.clone()
+        cfg.defrost()
+        if "RESDET" not in cfg:
+            add_resdet_config(cfg)
+        # a CfgNode carries no record of what the user set: count every non-default key
+        explicit = _changed_keys(cfg) | set(opts[0::2])
+    else:
+        cfg = get_resdet_cfg()
+        if config:
+            merge_config_file(cfg, config)
+        explicit = explicit_keys(config, opts)
+    merge_overrides(cfg, opts)
+    if output_dir is not None:
+        cfg.OUTPUT_DIR = str(output_dir)
+    check_weights_path(cfg)  # before its fragment is looked for beside it
+    check_solver(cfg, training=not eval_only)
     warnings = merge_weights_fragment(cfg, explicit)
     register_user_datasets(cfg)
     notes = []
     classes = _thing_classes(cfg)
     if classes is not None and len(classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
-        msg = (f"MODEL.ROI_HEADS.NUM_CLASSES set to {len(classes)} (was {cfg.MODEL.ROI_HEADS.NUM_CLASSES}): "
-               f"the classes of the data")
+        msg = (f"MODEL.ROI_HEADS.NUM_CLASSES set to {len(classes)} "
+               f"(was {cfg.MODEL.ROI_HEADS.NUM_CLASSES}): the classes of the data")
         (warnings if "MODEL.ROI_HEADS.NUM_CLASSES" in explicit else notes).append(msg)
         cfg.MODEL.ROI_HEADS.NUM_CLASSES = len(classes)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
@@ -61,13 +86,42 @@ def setup_cfg(args):
         cfg.SOLVER.AMP.ENABLED = False
         notes.append("SOLVER.AMP.ENABLED set to False: mixed precision needs CUDA")
     cfg.freeze()
-    default_setup(cfg, args)
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="resdet")
+    _setup_run(cfg, config if not isinstance(config, CfgNode) else None, eval_only)
     for msg in warnings:
         logger.warning(msg)
     for msg in notes:
         logger.info(msg)
     return cfg
+
+
+def _changed_keys(cfg):
+    default = dict(_flatten(get_resdet_cfg()))
+    return {k for k, v in _flatten(cfg) if k not in default or default[k] != v}
+
+
+def _setup_run(cfg, config_file, eval_only):
+    """Detectron2's default_setup without its argparse object: loggers, environment info,
+    the config saved as OUTPUT_DIR/config.yaml (atomically), the seed, cudnn benchmark."""
+    from detectron2.utils.collect_env import collect_env_info
+    from detectron2.utils.env import seed_all_rng
+
+    out, rank = cfg.OUTPUT_DIR, comm.get_rank()
+    if comm.is_main_process() and out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    setup_logger(out, distributed_rank=rank, name="fvcore")
+    d2 = setup_logger(out, distributed_rank=rank)
+    setup_logger(out, distributed_rank=rank, name="resdet")
+    d2.info("Rank of current process: %d. World size: %d", rank, comm.get_world_size())
+    d2.info("Environment info:\n%s", collect_env_info())
+    if config_file:
+        d2.info("Config file: %s", config_file)
+    if comm.is_main_process() and out:
+        with atomic_write(Path(out) / "config.yaml", "w") as f:
+            f.write(cfg.dump())
+        d2.info("Full config saved to %s", Path(out) / "config.yaml")
+    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
+    if not eval_only:
+        torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
 
 
 def _thing_classes(cfg):
@@ -269,18 +323,39 @@ class Trainer(DefaultTrainer):
         return results
 
 
-def main(args):
-    """Train (or with ``args.eval_only`` evaluate) as Detectron2's tools/train_net.py does."""
-    cfg = setup_cfg(args)
-    if args.eval_only:
-        model = Trainer.build_model(cfg)
-        ResdetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        # the weights no longer change: fold frozen BN, channels_last (and compile if asked)
-        model = prepare_for_inference(model, compile=cfg.RESDET.EVAL.COMPILE)
-        results = Trainer.test(cfg, model)
-        if comm.is_main_process():
-            _draw(cfg, model)
-        return results
+def train(cfg, resume: bool = False) -> dict:
+    """Fine-tune per ``cfg`` (from setup_cfg), continuing from OUTPUT_DIR's last checkpoint
+    when ``resume``; the final evaluation (metrics.json's content; {} without a test set)."""
     trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    trainer.resume_or_load(resume=resume)
+    trainer.train()
+    # DefaultTrainer.train returns them only when TEST.EXPECTED_RESULTS is set
+    return _plain(getattr(trainer, "_last_eval_results", None))
+
+
+def evaluate(cfg, resume: bool = False) -> dict:
+    """Evaluate MODEL.WEIGHTS (or with ``resume`` OUTPUT_DIR's last checkpoint) on
+    DATASETS.TEST with the prepared model; what metrics.json holds."""
+    model = Trainer.build_model(cfg)
+    ResdetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+    # the weights no longer change: fold frozen BN, channels_last (and compile if asked)
+    model = prepare_for_inference(model, compile=cfg.RESDET.EVAL.COMPILE)
+    results = Trainer.test(cfg, model)
+    if comm.is_main_process():
+        _draw(cfg, model)
+    return _plain(results)
+
+
+def train_net(config, opts=(), eval_only: bool = False, resume: bool = False) -> dict:
+    """One process of Detectron2's train_net for resdet (what ``launch`` runs): set up,
+    then train or evaluate."""
+    cfg = setup_cfg(config, opts, eval_only=eval_only)
+    return evaluate(cfg, resume) if eval_only else train(cfg, resume)
+
+
+def _plain(results) -> dict:
+    """Results as metrics.json holds them: plain dicts, NaN (nothing to measure) as None."""
+    if not results:
+        return {}
+    return {k: _plain(v) if isinstance(v, dict) else (None if isinstance(v, float) and v != v else v)
+            for k, v in results.items()}

@@ -44,3 +44,20 @@ from .engine import (  # noqa: F401
     train,
 )
 from .evaluate import build_test_loader, evaluate, evaluate_modes, predict  # noqa: F401
+
+
+import sys as _sys  # noqa: E402
+import types as _types  # noqa: E402
+
+
+class _CallablePackage(_types.ModuleType):
+    """``resdet.pretrain(config, data=..., output_dir=...)`` is :func:`resdet.api.pretrain`:
+    the API's name is this package's, so the package itself is the call."""
+
+    def __call__(self, config, **kwargs):
+        from ..api import pretrain
+
+        return pretrain(config, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _CallablePackage
