@@ -9,4 +9,4 @@ def test_readme_mentions_only_existing_configs_and_tools():
     for path in set(re.findall(r"\b((?:configs|tools|docs)/[\w/.\-]+\.(?:yaml|py|md))", text)):
         assert (REPO / path).is_file(), path
     for flag in ("--resume", "--eval-only", "--num-gpus", "--num-machines", "--machine-rank", "--dist-url"):
-        assert flag in (REPO / "resdet" / "pretrain" / "cli.py").read_text(), flag
+        assert flag in (REPO / "tools" / "pretrain_imagenet.py").read_text(), flag

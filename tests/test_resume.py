@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import REPO
+from conftest import REPO, load_tool
 from resdet.checkpoint import ResdetCheckpointer, non_finite
 from resdet.errors import CheckpointError, DatasetError, TrainingError
 from resdet.pretrain import PretrainTrainer
@@ -304,8 +304,7 @@ def test_pretraining_divergence_never_saves_non_finite_weights(cifar_root, tmp_p
 
 
 def test_pretraining_on_unreadable_images_fails_at_once_leaving_only_the_log(tmp_path, capsys):
-    from resdet.pretrain import main
-
+    main = load_tool("pretrain_imagenet").main
     for split in ("train", "test"):
         for c in ("a", "b"):
             (tmp_path / "data" / split / c).mkdir(parents=True)

@@ -34,7 +34,6 @@ is the total batch over all processes, as in Detectron2.
 """
 from .config import add_pretrain_config, get_pretrain_cfg  # noqa: F401
 from .data import load_splits  # noqa: F401
-from .cli import main, setup_cfg  # noqa: F401
 from .engine import (  # noqa: F401
     PretrainTrainer,
     build_classifier,

@@ -8,7 +8,7 @@ timm's distribute_bn. Checkpoints go through the detection trainer's mechanism
 (resdet.checkpoint, resdet.sampling): model, optimizer, scheduler, grad scaler, EMA,
 iteration, data position and RNG states, saved atomically and only when finite, so a
 resumed CPU run with SEED set ends bit-identical to an uninterrupted one. The command
-line is resdet.pretrain.cli.
+line is tools/pretrain_imagenet.py over resdet.api.pretrain.
 """
 import json
 import logging
