@@ -208,6 +208,25 @@ def _test(cfg, model):
     return results
 
 
+def _train_loader(cfg):
+    """``cfg.dataloader.train`` as a resumable loader when it is Detectron2's
+    build_detection_train_loader with its default sampler, else as the config builds it."""
+    from detectron2.config import instantiate
+
+    from .detection.data_loader import resumable_loader
+
+    dl = cfg.dataloader.train
+    target = dl.get("_target_")
+    name = target if isinstance(target, str) else getattr(target, "__qualname__", "")
+    if not str(name).endswith("build_detection_train_loader") or dl.get("sampler") is not None:
+        logger.warning("dataloader.train is not Detectron2's default training loader: the data order "
+                       "of a resumed run will differ from an uninterrupted one")
+        return instantiate(dl)
+    return resumable_loader(instantiate(dl.dataset), instantiate(dl.mapper), dl.total_batch_size,
+                            seed=cfg.train.get("seed", -1), num_workers=dl.get("num_workers", 0),
+                            aspect_ratio_grouping=dl.get("aspect_ratio_grouping", True))
+
+
 def train_lazy(config_file, overrides: Sequence[str] = (), *, resume: bool = False,
                eval_only: bool = False, output_dir=None) -> dict:
     """Train (or with ``eval_only`` evaluate) a LazyConfig model as Detectron2's
@@ -226,6 +245,9 @@ def train_lazy(config_file, overrides: Sequence[str] = (), *, resume: bool = Fal
     from detectron2.engine.defaults import create_ddp_model
     from detectron2.utils import comm
     from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+
+    from .checkpoint import RNGState
+    from .sampling import ResumableLoader
 
     from . import data  # noqa: F401  (registers resdet's checked dataset loaders)
     from .detection import ResdetCheckpointer
@@ -252,10 +274,13 @@ def train_lazy(config_file, overrides: Sequence[str] = (), *, resume: bool = Fal
 
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
-    train_loader = instantiate(cfg.dataloader.train)
+    train_loader = _train_loader(cfg)
     model = create_ddp_model(model, **cfg.train.ddp)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optim)
-    checkpointer = ResdetCheckpointer(model, out, optimizer=optim, trainer=trainer)
+    # the same exact-resume state as the yacs trainer: RNG states and the data position
+    checkpointer = ResdetCheckpointer(model, out, optimizer=optim, trainer=trainer, rng=RNGState(),
+                                      **({"data": train_loader} if isinstance(train_loader, ResumableLoader)
+                                         else {}))
     last = {}
 
     def evaluate():

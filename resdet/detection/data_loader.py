@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from ..errors import ConfigError
 from ..sampling import BatchSampler, ResumableLoader, ResumableSampler, seeded
 
-__all__ = ["build_train_loader", "SeededMapDataset"]
+__all__ = ["build_train_loader", "resumable_loader", "SeededMapDataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,20 +71,29 @@ def build_train_loader(cfg, mapper=None):
                        "from an uninterrupted one (only TrainingSampler resumes exactly)",
                        cfg.DATALOADER.SAMPLER_TRAIN)
         return build_detection_train_loader(cfg, mapper=mapper)
-    world = comm.get_world_size()
-    if cfg.SOLVER.IMS_PER_BATCH <= 0 or cfg.SOLVER.IMS_PER_BATCH % world:
-        raise ConfigError(f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} must be a positive "
-                          f"multiple of the {world} process(es)")
     dicts = get_detection_dataset_dicts(
         cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
         min_keypoints=(cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
                        if cfg.MODEL.KEYPOINT_ON else 0),
         proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None)
-    groups = [int(_wide(d)) for d in dicts] if cfg.DATALOADER.ASPECT_RATIO_GROUPING else None
-    seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+    return resumable_loader(dicts, mapper if mapper is not None else DatasetMapper(cfg, True),
+                            cfg.SOLVER.IMS_PER_BATCH, seed=cfg.SEED,
+                            num_workers=cfg.DATALOADER.NUM_WORKERS,
+                            aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING)
+
+
+def resumable_loader(dicts, mapper, total_batch_size, *, seed=-1, num_workers=0,
+                     aspect_ratio_grouping=True):
+    """``build_detection_train_loader(dataset, mapper=..., total_batch_size=...)`` with the
+    TrainingSampler's order, resumable: the loader both config systems train from."""
+    world = comm.get_world_size()
+    if total_batch_size <= 0 or total_batch_size % world:
+        raise ConfigError(f"the total batch size {total_batch_size} (SOLVER.IMS_PER_BATCH) must be "
+                          f"a positive multiple of the {world} process(es)")
+    groups = [int(_wide(d)) for d in dicts] if aspect_ratio_grouping else None
+    seed = seed if seed >= 0 else comm.shared_random_seed()
     sampler = ResumableSampler(len(dicts), seed=seed, rank=comm.get_rank(), world_size=world)
-    dataset = SeededMapDataset(DatasetFromList(dicts, copy=False),
-                               mapper if mapper is not None else DatasetMapper(cfg, True))
-    batches = BatchSampler(sampler, cfg.SOLVER.IMS_PER_BATCH // world, groups)
-    return ResumableLoader(dataset, batches, num_workers=cfg.DATALOADER.NUM_WORKERS,
+    dataset = SeededMapDataset(DatasetFromList(dicts, copy=False), mapper)
+    batches = BatchSampler(sampler, total_batch_size // world, groups)
+    return ResumableLoader(dataset, batches, num_workers=num_workers,
                            collate_fn=trivial_batch_collator)

@@ -6,10 +6,12 @@ resdet.evaluation and lands in OUTPUT_DIR/metrics.json (Detectron2's JSON-lines
 training log goes to train_log.json instead), the best checkpoint is kept as
 model_best.pth, and each run leaves curves.png and predictions/ to look at.
 """
+import difflib
 import json
 import logging
 import math
 import os
+import re
 import weakref
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from ..config import (
     merge_config_file,
     merge_overrides,
 )
+from ..errors import ConfigError, DatasetError
 from ..io import atomic_write
 from ..modeling import prepare_for_inference
 from ..run_folder import discard_unstarted_run, listing, remove_orphan_temp_files
@@ -72,6 +75,7 @@ def setup_cfg(config, opts=(), *, output_dir=None, eval_only=False):
     check_solver(cfg, training=not eval_only)
     warnings = merge_weights_fragment(cfg, explicit)
     register_user_datasets(cfg)
+    check_datasets(cfg, eval_only)
     notes = []
     classes = _thing_classes(cfg)
     if classes is not None and len(classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
@@ -79,9 +83,11 @@ def setup_cfg(config, opts=(), *, output_dir=None, eval_only=False):
                f"(was {cfg.MODEL.ROI_HEADS.NUM_CLASSES}): the classes of the data")
         (warnings if "MODEL.ROI_HEADS.NUM_CLASSES" in explicit else notes).append(msg)
         cfg.MODEL.ROI_HEADS.NUM_CLASSES = len(classes)
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", cfg.MODEL.DEVICE):
+        raise ConfigError(f"MODEL.DEVICE {cfg.MODEL.DEVICE!r} is not a device; use cpu or cuda")
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
-        notes.append("CUDA is not available: MODEL.DEVICE set to cpu")
+        warnings.append("CUDA is not available: MODEL.DEVICE set to cpu")
     if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu":
         cfg.SOLVER.AMP.ENABLED = False
         notes.append("SOLVER.AMP.ENABLED set to False: mixed precision needs CUDA")
@@ -122,6 +128,52 @@ def _setup_run(cfg, config_file, eval_only):
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
     if not eval_only:
         torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
+
+
+def check_datasets(cfg, eval_only=False):
+    """The datasets and evaluation settings of a run, checked before anything is built: every
+    name registered, train and test of one class list, something to evaluate with
+    --eval-only, a known metric and a best-checkpoint key that evaluation will write."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from ..evaluation import METRICS, resolve_metric
+
+    registered = DatasetCatalog.list()
+    for key in ("TRAIN", "TEST"):
+        for name in cfg.DATASETS[key]:
+            if name not in registered:
+                close = difflib.get_close_matches(name, registered, n=3)
+                raise ConfigError(
+                    f"DATASETS.{key}: {name!r} is not a registered dataset"
+                    f"{'; did you mean ' + ' or '.join(close) + '?' if close else ''} (your own data: "
+                    f"set RESDET.DATA.{key} to a COCO .json or a VOC folder and DATASETS.{key} "
+                    f"('resdet_{key.lower()}',))")
+    if eval_only and not cfg.DATASETS.TEST:
+        raise ConfigError("--eval-only with DATASETS.TEST empty: nothing to evaluate; set "
+                          "DATASETS.TEST (or RESDET.DATA.TEST)")
+    if cfg.RESDET.EVAL.METRIC not in ("auto",) + METRICS:
+        raise ConfigError(f"RESDET.EVAL.METRIC {cfg.RESDET.EVAL.METRIC!r} is not a metric; use one "
+                          f"of auto, {', '.join(METRICS)}")
+    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    classes = {n: MetadataCatalog.get(n).get("thing_classes") for n in names}
+    first = next((n for n in names if classes[n] is not None), None)
+    for n in names:
+        if classes[n] is not None and classes[n] != classes[first]:
+            raise DatasetError(f"dataset {n!r} has the classes {classes[n][:5]}{'...' if len(classes[n]) > 5 else ''} "
+                               f"but {first!r} has {classes[first][:5]}{'...' if len(classes[first]) > 5 else ''}: "
+                               "train and test must share one class list (RESDET.DATA.CLASSES fixes it)")
+    best = cfg.RESDET.EVAL.BEST_METRIC
+    if best != "auto" and cfg.DATASETS.TEST:
+        test = cfg.DATASETS.TEST[0]
+        kind = "voc" if MetadataCatalog.get(test).get("evaluator_type") == "pascal_voc" else "coco"
+        metric = resolve_metric(cfg.RESDET.EVAL.METRIC, kind)
+        heads = ("AP", "AP50", "AP75", "APs", "APm", "APl") if metric == "coco" else ("AP", "AP50", "AP75")
+        per_class = "AP-" if metric == "coco" else "AP50-"
+        known = [f"bbox/{h}" for h in heads] + [f"bbox/{per_class}{c}" for c in classes.get(test) or []]
+        if best not in known:
+            raise ConfigError(f"RESDET.EVAL.BEST_METRIC {best!r} is not a key the {metric} evaluation "
+                              f"writes; use auto or one of {', '.join(known[:len(heads)])}, "
+                              f"bbox/{per_class}<class>")
 
 
 def _thing_classes(cfg):
