@@ -25,6 +25,7 @@ writes (metrics as in metrics.json);
 bad input raises a one-line :class:`resdet.errors.ResdetError`.
 """
 
+import json
 import logging
 import math
 import os
@@ -579,13 +580,17 @@ def evaluate_predictions(gt, pred, metric="auto", *, split=None, output=None) ->
     dict as in this module's docstring. ``pred``: a COCO results JSON, or for VOC ground
     truth a folder of devkit files. ``metric``: auto, coco, voc07 or voc. Returns
     ``{"bbox": {...}}`` in percent, written to ``output`` (JSON) when given."""
+    from .evaluation import CATEGORIES_FILE, categories, load_predictions, write_metrics
     from .evaluation import evaluate_predictions as score
-    from .evaluation import load_predictions, write_metrics
+    from .io import atomic_write
 
     truth = _ground_truth(gt, split)
     results = score(truth, load_predictions(pred, truth), metric)
     if output:
         write_metrics(results, output)
+        # which class each category id of the predictions was scored as (VOC ids are positions)
+        with atomic_write(Path(output).parent / CATEGORIES_FILE, "w") as f:
+            json.dump(categories(truth), f, indent=1)
     return results
 
 
@@ -650,11 +655,21 @@ def _pretrain_worker(cfg, resume, eval_only):
     from .io import atomic_write
     from .pretrain import evaluate_checkpoint, train
 
+    from .run_folder import discard_unstarted_run, listing
+
+    before = listing(cfg.OUTPUT_DIR)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="resdet")
     if comm.is_main_process():
         with atomic_write(Path(cfg.OUTPUT_DIR) / "config.yaml", "w") as f:
             f.write(cfg.dump())
-    return evaluate_checkpoint(cfg) if eval_only else train(cfg, resume=resume)
+    if not eval_only:
+        return train(cfg, resume=resume)
+    try:
+        return evaluate_checkpoint(cfg)
+    except Exception:  # nothing was evaluated: leave only the log
+        if comm.is_main_process():
+            discard_unstarted_run(cfg.OUTPUT_DIR, before)
+        raise
 
 
 # ---------------------------------------------------------------------------- conversion

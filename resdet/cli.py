@@ -16,7 +16,7 @@ import traceback
 
 from .errors import ResdetError
 
-__all__ = ["run", "add_debug_flag", "one_line", "EXIT_ERROR"]
+__all__ = ["run", "add_debug_flag", "parse_args", "one_line", "EXIT_ERROR"]
 
 EXIT_ERROR = 2  # bad input, as argparse's own usage errors
 
@@ -25,6 +25,19 @@ def add_debug_flag(parser):
     parser.add_argument("--debug", action="store_true",
                         help="show the Python traceback of an error (also RESDET_DEBUG=1)")
     return parser
+
+
+def parse_args(parser, argv=None):
+    """``parser.parse_args(argv)`` for a parser that ends in KEY VALUE overrides
+    (``nargs=REMAINDER``): an unknown ``--flag`` anywhere is argparse's usage error, instead
+    of being swallowed as an override (and a later flag reported missing)."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    known = {s for action in parser._actions for s in action.option_strings}
+    for token in argv:
+        name = token.split("=", 1)[0]
+        if token.startswith("--") and not any(k.startswith(name) for k in known):  # or abbreviated
+            parser.error(f"unrecognized argument {token} (flags go before the KEY VALUE overrides)")
+    return parser.parse_args(argv)
 
 
 def one_line(e: BaseException) -> str:

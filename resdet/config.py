@@ -83,7 +83,11 @@ def _flat_keys(node, prefix=""):
 def _unknown_key(cfg, full_key, where):
     import difflib
 
-    close = difflib.get_close_matches(full_key, list(_flat_keys(cfg)), n=3, cutoff=0.75)
+    keys = list(_flat_keys(cfg))
+    # a key written in lower case, or cut short, before a mere spelling likeness
+    close = ([k for k in keys if k == full_key.upper()]
+             or [k for k in keys if k.startswith(full_key.upper())][:3]
+             or difflib.get_close_matches(full_key.upper(), keys, n=3, cutoff=0.75))
     hint = f"; did you mean {' or '.join(close)}?" if close else "; see resdet/config.py for resdet's keys"
     return ConfigError(f"{where}: unknown config key {full_key}{hint}")
 
@@ -150,8 +154,8 @@ def merge_config_file(cfg, path):
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
-    except (AssertionError, TypeError, AttributeError):
-        raise ConfigError(f"{path}: not a config file (expected a mapping of keys)") from None
+    except (AssertionError, TypeError, AttributeError, UnicodeDecodeError):
+        raise ConfigError(f"{path}: not a config file (expected a YAML mapping of keys)") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: not a config file (expected a mapping of keys)")
     version = loaded.pop("VERSION", cfg.get("VERSION"))

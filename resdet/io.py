@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, OutputError  # CheckpointError re-exported: older code imports it here
+from .errors import CheckpointError, OutputError, ResdetError  # CheckpointError re-exported: older code imports it here
 
 __all__ = ["CheckpointError", "atomic_write", "atomic_save", "safe_torch_load", "safe_pickle_load",
            "load_checkpoint_file"]
@@ -25,6 +25,8 @@ def _why(e: OSError) -> str:
     """What a user can do about an OSError met while writing."""
     if e.errno == errno.ENOSPC:
         return "no space left on the device; free space or choose another output folder"
+    if e.errno == errno.EFBIG:
+        return "file too large (the file system's or this process's size limit); choose another folder"
     if e.errno == errno.EROFS:
         return "read-only file system; choose another output folder"
     if isinstance(e, PermissionError):
@@ -37,7 +39,7 @@ def _why(e: OSError) -> str:
 def _disk_full(e: BaseException):
     """The ENOSPC OSError behind ``e`` (torch.save reports it as a RuntimeError), or None."""
     while e is not None:
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG):
             return e
         e = e.__cause__ or e.__context__
     return None
@@ -70,8 +72,15 @@ def atomic_write(path, mode="wb"):
     except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, ResdetError):  # already names its own file (a nested atomic write)
+            raise
         if _disk_full(e):
             raise OutputError(f"{path}: cannot be written: {_why(_disk_full(e))}") from None
+        if isinstance(e, OSError):
+            raise OutputError(f"{path}: cannot be written: {_why(e)}") from None
+        if isinstance(e, RuntimeError) and "unexpected pos" in str(e):  # torch.save's short write
+            raise OutputError(f"{path}: cannot be written: the write stopped part-way (disk full or "
+                              "a file size limit); free space or choose another output folder") from None
         raise
     # make the rename itself durable
     dir_fd = os.open(path.parent, os.O_RDONLY)

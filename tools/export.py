@@ -39,7 +39,7 @@ def parser():
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    args = cli.parse_args(parser(), argv)
 
     def export():
         from resdet.export import export_model

@@ -31,7 +31,7 @@ def parser(description=None):
 
 
 def main(argv=None, description=None) -> int:
-    args = parser(description).parse_args(argv)
+    args = cli.parse_args(parser(description), argv)
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S"
     )

@@ -46,7 +46,7 @@ def parser():
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    args = cli.parse_args(parser(), argv)
 
     def work():
         result = resdet.pretrain(

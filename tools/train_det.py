@@ -24,7 +24,7 @@ def parser():
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    args = cli.parse_args(parser(), argv)
 
     def work():
         # a LazyConfig .py takes KEY=VALUE overrides (Detectron2's lazyconfig_train_net)

@@ -286,7 +286,7 @@ def holdout_split(ids, fraction, part):
     smallest SHA-1 are the held-out "test" part, the rest is "train". Hashing (not file
     order) keeps an image on its side when images are added or renamed around it."""
     if not 0.0 <= fraction < 1.0:
-        raise DatasetError(f"holdout fraction must be in [0, 1), got {fraction}")
+        raise DatasetError(f"the holdout fraction (HOLDOUT_FRACTION) must be in [0, 1), got {fraction}")
     if fraction == 0.0:
         return list(ids)
     n_test = max(1, round(fraction * len(ids)))

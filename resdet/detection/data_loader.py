@@ -17,7 +17,7 @@ from detectron2.utils import comm
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DatasetError
 from ..sampling import BatchSampler, ResumableLoader, ResumableSampler, seeded
 
 __all__ = ["build_train_loader", "resumable_loader", "SeededMapDataset"]
@@ -40,13 +40,15 @@ class SeededMapDataset(Dataset):
     def __getitem__(self, key):
         index, seed = key
         rng = random.Random(seed)
+        first = self.dataset[index].get("file_name")
         for _ in range(self.retries):
             with seeded(seed):
                 data = self.mapper(self.dataset[index])
             if data is not None:
                 return data
             index = rng.randrange(len(self.dataset))
-        raise RuntimeError(f"the mapper returned None for {self.retries} samples in a row")
+        raise DatasetError(f"{first}: could not be used, nor {self.retries - 1} samples tried in its "
+                           "place (unreadable images?); check the training images the log names")
 
 
 def _orientation_swaps(path) -> bool:
@@ -71,11 +73,20 @@ def build_train_loader(cfg, mapper=None):
                        "from an uninterrupted one (only TrainingSampler resumes exactly)",
                        cfg.DATALOADER.SAMPLER_TRAIN)
         return build_detection_train_loader(cfg, mapper=mapper)
-    dicts = get_detection_dataset_dicts(
-        cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
-        min_keypoints=(cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
-                       if cfg.MODEL.KEYPOINT_ON else 0),
-        proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None)
+    try:
+        dicts = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            min_keypoints=(cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
+                           if cfg.MODEL.KEYPOINT_ON else 0),
+            proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None)
+    except AssertionError:  # Detectron2's "No valid data found in ..."
+        from detectron2.data import MetadataCatalog
+
+        sources = [MetadataCatalog.get(n).get("json_file") or MetadataCatalog.get(n).get("dirname") or n
+                   for n in cfg.DATASETS.TRAIN]
+        raise DatasetError(f"{', '.join(map(str, sources))}: no training image has an annotated box "
+                           "(DATALOADER.FILTER_EMPTY_ANNOTATIONS drops images without one); nothing "
+                           "to train on") from None
     return resumable_loader(dicts, mapper if mapper is not None else DatasetMapper(cfg, True),
                             cfg.SOLVER.IMS_PER_BATCH, seed=cfg.SEED,
                             num_workers=cfg.DATALOADER.NUM_WORKERS,

@@ -31,7 +31,7 @@ from ..config import (
     merge_config_file,
     merge_overrides,
 )
-from ..errors import ConfigError, DatasetError
+from ..errors import ConfigError, DatasetError, ResdetError
 from ..io import atomic_write
 from ..modeling import prepare_for_inference
 from ..run_folder import discard_unstarted_run, listing, remove_orphan_temp_files
@@ -43,6 +43,21 @@ from .visualize import draw_predictions, plot_curves
 __all__ = ["Trainer", "setup_cfg", "train", "evaluate", "train_net", "best_metric"]
 
 logger = logging.getLogger(__name__)
+
+
+class _NoTracebackForUserErrors(logging.Filter):
+    """Detectron2's TrainerBase.train logs "Exception during training:" with the traceback
+    before re-raising; a ResdetError (bad data, divergence, a full disk) is a user's
+    problem whose one line the command prints: keep the log line, drop the traceback."""
+
+    def filter(self, record):
+        if record.exc_info and isinstance(record.exc_info[1], ResdetError):
+            record.msg = f"{record.msg} {record.exc_info[1]}"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+logging.getLogger("detectron2.engine.train_loop").addFilter(_NoTracebackForUserErrors())
 
 
 def setup_cfg(config, opts=(), *, output_dir=None, eval_only=False):
@@ -157,11 +172,14 @@ def check_datasets(cfg, eval_only=False):
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     classes = {n: MetadataCatalog.get(n).get("thing_classes") for n in names}
     first = next((n for n in names if classes[n] is not None), None)
+    def source(n):
+        meta = MetadataCatalog.get(n)
+        return f"{n!r} ({meta.get('json_file') or meta.get('dirname') or 'registered'})"
+
     for n in names:
         if classes[n] is not None and classes[n] != classes[first]:
-            raise DatasetError(f"dataset {n!r} has the classes {classes[n][:5]}{'...' if len(classes[n]) > 5 else ''} "
-                               f"but {first!r} has {classes[first][:5]}{'...' if len(classes[first]) > 5 else ''}: "
-                               "train and test must share one class list (RESDET.DATA.CLASSES fixes it)")
+            raise DatasetError(f"dataset {source(n)} has the classes {_few(classes[n])} but {source(first)} "
+                               f"has {_few(classes[first])}: train and test must share one class list")
     best = cfg.RESDET.EVAL.BEST_METRIC
     if best != "auto" and cfg.DATASETS.TEST:
         test = cfg.DATASETS.TEST[0]
@@ -174,6 +192,10 @@ def check_datasets(cfg, eval_only=False):
             raise ConfigError(f"RESDET.EVAL.BEST_METRIC {best!r} is not a key the {metric} evaluation "
                               f"writes; use auto or one of {', '.join(known[:len(heads)])}, "
                               f"bbox/{per_class}<class>")
+
+
+def _few(names, n=5):
+    return f"{list(names[:n])}{'...' if len(names) > n else ''}"
 
 
 def _thing_classes(cfg):
@@ -311,6 +333,10 @@ class Trainer(DefaultTrainer):
         except BaseException:
             if self.start_iter == 0 and self.iter == 0:
                 self._discard_unstarted()
+            elif comm.is_main_process():  # Detectron2's JSONWriter opens its file at start
+                log = Path(self._output_dir) / "train_log.json"
+                if log.is_file() and log.stat().st_size == 0:
+                    log.unlink()
             raise
 
     @classmethod
@@ -402,7 +428,15 @@ def train_net(config, opts=(), eval_only: bool = False, resume: bool = False) ->
     """One process of Detectron2's train_net for resdet (what ``launch`` runs): set up,
     then train or evaluate."""
     cfg = setup_cfg(config, opts, eval_only=eval_only)
-    return evaluate(cfg, resume) if eval_only else train(cfg, resume)
+    if not eval_only:
+        return train(cfg, resume)
+    before = listing(cfg.OUTPUT_DIR)  # config.yaml goes too, unless checkpoints stand beside it
+    try:
+        return evaluate(cfg, resume)
+    except Exception:
+        if comm.is_main_process() and not (Path(cfg.OUTPUT_DIR) / "metrics.json").exists():
+            discard_unstarted_run(cfg.OUTPUT_DIR, before)
+        raise
 
 
 def _plain(results) -> dict:

@@ -145,7 +145,8 @@ def _first_line(e) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
-def check_readable(dataset: ClassFolder, folder, tries: int = 1000, seed: int = 0) -> int:
+def check_readable(dataset: ClassFolder, folder, tries: int = 1000, seed: int = 0,
+                   what: str = "training") -> int:
     """Stop at start, with a DatasetError, when none of ``tries`` images of ``dataset``
     (in random order) can be read: skipping unreadable images mid-run must not turn a
     set of unreadable files into an endless loop. Returns the index of a readable one."""
@@ -159,7 +160,7 @@ def check_readable(dataset: ClassFolder, folder, tries: int = 1000, seed: int = 
         except BAD_IMAGE_ERRORS as e:
             first_error = first_error or f"{dataset.samples[index][0]}: {_first_line(e)}"
     tried = min(tries, len(order))
-    raise DatasetError(f"{folder}: none of the {tried} training images tried can be read "
+    raise DatasetError(f"{folder}: none of the {tried} {what} images tried can be read "
                        f"({first_error}); check the files of the dataset")
 
 

@@ -38,8 +38,8 @@ from ..run_folder import discard_unstarted_run, listing, remove_orphan_temp_file
 from ..sampling import BatchSampler, ResumableLoader, ResumableSampler, sample_seed
 from .data import ClassFolder, check_readable, collate_skip_bad, load_splits
 from .evaluate import build_test_loader, evaluate, evaluate_modes
-from .transforms import (TEST_MODES, build_batch_normalize, build_batch_transform, build_train_transform,
-                         train_decode_size)
+from .transforms import (TEST_MODES, build_batch_normalize, build_batch_transform, build_test_transform,
+                         build_train_transform, test_decode_size, train_decode_size)
 
 __all__ = ["build_classifier", "classifier_meta", "build_sgd", "PretrainTrainer", "train",
            "evaluate_checkpoint", "plot_curves", "check_cfg"]
@@ -135,7 +135,11 @@ class PretrainTrainer:
         # normalised per batch in run_step: the fast form of build_train_transform
         self.train_set = ClassFolder(train_samples, build_train_transform(cfg, from_path=True),
                                      train_decode_size(cfg), decode=False)
-        check_readable(self.train_set, Path(cfg.PRETRAIN.DATA.ROOT) / cfg.PRETRAIN.DATA.TRAIN_SPLIT)
+        root = Path(cfg.PRETRAIN.DATA.ROOT)
+        check_readable(self.train_set, root / cfg.PRETRAIN.DATA.TRAIN_SPLIT)
+        check_readable(ClassFolder(self.val_samples, build_test_transform(cfg, "1crop"),
+                                   test_decode_size(cfg, "1crop")),
+                       root / cfg.PRETRAIN.DATA.VAL_SPLIT, what="validation")
         self.normalize = build_batch_normalize(cfg)
         self.batch_size = cfg.SOLVER.IMS_PER_BATCH // self.world_size
         self.batch_transform = build_batch_transform(cfg, len(self.classes))
@@ -301,42 +305,44 @@ class PretrainTrainer:
         bar = tqdm(total=max_iter, initial=self.iter, desc="pretrain", disable=not main, dynamic_ncols=True)
         data = iter(self.loader) if self.iter < max_iter else None
         with EventStorage(self.iter) as storage:
-            tick, ticked = time.perf_counter(), 0
-            while self.iter < max_iter:
-                images, labels, num_bad = next(data)
-                self.bad_images += num_bad
-                if labels is None:
-                    empty += 1
-                    if empty >= max_empty:
-                        raise DatasetError(f"{cfg.PRETRAIN.DATA.ROOT}: {empty} batches in a row without a "
-                                           "readable image; check the files of the dataset")
-                    continue
-                empty = 0
-                storage.iter = self.iter
-                lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
-                loss, correct = self.run_step(images, labels)
-                self.iter += 1
-                train_stats[0] += correct
-                train_stats[1] += len(labels)
-                ticked += len(labels)
-                storage.put_scalars(loss=loss, lr=lr, epoch=self.epoch)
-                bar.update(1)
-                if self.iter % log_period == 0 or self.iter == max_iter:
-                    rate = ticked * self.world_size / (time.perf_counter() - tick)
-                    tick, ticked = time.perf_counter(), 0
-                    bad = sum(comm.all_gather(self.bad_images))
-                    storage.put_scalars(images_per_s=rate, **{"data/bad_images": bad}, smoothing_hint=False)
-                    bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.0f}", bad=bad)
-                if eval_period > 0 and (self.iter % eval_period == 0 or self.iter == max_iter):
-                    self._eval_during_training(storage, train_stats)
-                    train_stats = [0, 0]
-                if (period > 0 and self.iter % period == 0) or self.iter == max_iter:
-                    self.save_checkpoint()
-                if self.iter % log_period == 0 or self.iter == max_iter:
-                    writers = self._writers(log_period) if writers is None else writers
-                    for w in writers:
-                        w.write()
-            bar.close()
+            try:
+                tick, ticked = time.perf_counter(), 0
+                while self.iter < max_iter:
+                    images, labels, num_bad = next(data)
+                    self.bad_images += num_bad
+                    if labels is None:
+                        empty += 1
+                        if empty >= max_empty:
+                            raise DatasetError(f"{cfg.PRETRAIN.DATA.ROOT}: {empty} batches in a row without a "
+                                               "readable image; check the files of the dataset")
+                        continue
+                    empty = 0
+                    storage.iter = self.iter
+                    lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
+                    loss, correct = self.run_step(images, labels)
+                    self.iter += 1
+                    train_stats[0] += correct
+                    train_stats[1] += len(labels)
+                    ticked += len(labels)
+                    storage.put_scalars(loss=loss, lr=lr, epoch=self.epoch)
+                    bar.update(1)
+                    if self.iter % log_period == 0 or self.iter == max_iter:
+                        rate = ticked * self.world_size / (time.perf_counter() - tick)
+                        tick, ticked = time.perf_counter(), 0
+                        bad = sum(comm.all_gather(self.bad_images))
+                        storage.put_scalars(images_per_s=rate, **{"data/bad_images": bad}, smoothing_hint=False)
+                        bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.0f}", bad=bad)
+                    if eval_period > 0 and (self.iter % eval_period == 0 or self.iter == max_iter):
+                        self._eval_during_training(storage, train_stats)
+                        train_stats = [0, 0]
+                    if (period > 0 and self.iter % period == 0) or self.iter == max_iter:
+                        self.save_checkpoint()
+                    if self.iter % log_period == 0 or self.iter == max_iter:
+                        writers = self._writers(log_period) if writers is None else writers
+                        for w in writers:
+                            w.write()
+            finally:  # a bar left open prints itself again below the error line
+                bar.close()
             del data  # stop the loader's workers before the final evaluation starts its own
             metrics = self.final_evaluation(storage)
             for w in writers if writers is not None else self._writers(log_period):
