@@ -247,7 +247,9 @@ def test_malicious_weights_are_refused_without_running_code(tmp_path):
             ResdetCheckpointer(nn.Linear(3, 2)).load(str(path))
     assert not marker.exists()
     r = subprocess.run([sys.executable, "tools/train_det.py", "--config", FPN_CONFIG, "--eval-only",
-                        "MODEL.WEIGHTS", str(pkl), "OUTPUT_DIR", str(tmp_path / "out"), "DATASETS.TEST", "()"],
+                        "MODEL.WEIGHTS", str(pkl), "OUTPUT_DIR", str(tmp_path / "out"),
+                        # a registered test set (its files are absent: the weights load first)
+                        "DATASETS.TEST", "('coco_2017_val',)"],
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and not marker.exists()
     assert r.stderr.strip().splitlines()[-1].startswith(f"error: {pkl}: refused to load")

@@ -102,7 +102,7 @@ def setup_cfg(config, opts=(), *, output_dir=None, eval_only=False):
         raise ConfigError(f"MODEL.DEVICE {cfg.MODEL.DEVICE!r} is not a device; use cpu or cuda")
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
-        warnings.append("CUDA is not available: MODEL.DEVICE set to cpu")
+        notes.append("CUDA is not available: MODEL.DEVICE set to cpu")
     if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu":
         cfg.SOLVER.AMP.ENABLED = False
         notes.append("SOLVER.AMP.ENABLED set to False: mixed precision needs CUDA")

@@ -282,6 +282,12 @@ def runtime_model(model, cfg, runtime, precision="fp32", export_dir=None) -> nn.
                 f"delete it or choose another export folder"
             )
         dense = load_dense(export_dir, runtime, precision)
+    # the PyTorch half on resdet's CPU ROI heads, as prepare_for_inference gives the torch path
+    from ..layers import use_fast_box_head, use_fast_roi_align
+
+    use_fast_roi_align(model)
+    if precision != "bf16":  # the bf16 head casts the box head's own weights
+        use_fast_box_head(model)
     wrapped = RuntimeRCNN(model, dense, outputs, bf16_head=precision == "bf16").eval()
     wrapped._export_tmp = keep  # the temporary export lives as long as the module
     return wrapped

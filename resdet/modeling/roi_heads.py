@@ -6,6 +6,7 @@ nets, option A/C shortcuts) so C4 models exist for the whole family.
 """
 from torch import nn
 
+from detectron2.config import configurable
 from detectron2.modeling import ROI_HEADS_REGISTRY
 from detectron2.modeling.roi_heads import Res5ROIHeads
 
@@ -21,11 +22,12 @@ class ResdetRes5ROIHeads(Res5ROIHeads):
     """Res5ROIHeads whose res5 (``roi_heads.res5.*``) is resdet's res5 stage, pooling
     through resdet's multi-threaded ROIAlign (identical output and gradients)."""
 
-    @classmethod
-    def from_config(cls, cfg, input_shape):
-        ret = super().from_config(cfg, input_shape)
-        ret["pooler"] = FastROIPooler.from_pooler(ret["pooler"])
-        return ret
+    @configurable
+    def __init__(self, *, pooler, **kwargs):
+        # here, not in from_config, so LazyConfig models (built from kwargs) pool the same way
+        if not isinstance(pooler, FastROIPooler):
+            pooler = FastROIPooler.from_pooler(pooler)
+        super().__init__(pooler=pooler, **kwargs)
 
     @classmethod
     def _build_res5_block(cls, cfg):
