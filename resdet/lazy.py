@@ -251,7 +251,7 @@ def train_lazy(config_file, overrides: Sequence[str] = (), *, resume: bool = Fal
 
     from . import data  # noqa: F401  (registers resdet's checked dataset loaders)
     from .detection import ResdetCheckpointer
-    from .detection.visualize import plot_curves
+    from .detection.visualize import plot_detection_curves
     from .modeling import prepare_for_inference
 
     overrides = [str(o) for o in overrides]
@@ -304,5 +304,5 @@ def train_lazy(config_file, overrides: Sequence[str] = (), *, resume: bool = Fal
     trainer.train(start_iter, cfg.train.max_iter)
     if main:
         metric = next((f"bbox/{k}" for k in ("AP", "AP50") if k in last.get("bbox", {})), None)
-        plot_curves(Path(out) / "train_log.json", Path(out) / "curves.png", metric)
+        plot_detection_curves(Path(out) / "train_log.json", Path(out) / "curves.png", metric)
     return dict(last)

@@ -38,7 +38,7 @@ from ..run_folder import discard_unstarted_run, listing, remove_orphan_temp_file
 from ..sampling import ResumableLoader
 from .checkpoint import _flatten, explicit_keys, merge_weights_fragment
 from .data_loader import build_train_loader
-from .visualize import draw_predictions, plot_curves
+from .visualize import draw_predictions, plot_detection_curves
 
 __all__ = ["Trainer", "setup_cfg", "train", "evaluate", "train_net", "best_metric"]
 
@@ -253,10 +253,10 @@ class RunOutputs(hooks.HookBase):
     def after_step(self):
         period, next_iter = self.cfg.TEST.EVAL_PERIOD, self.trainer.iter + 1
         if period > 0 and next_iter % period == 0:
-            plot_curves(*_curve_paths(self.cfg), self.metric)
+            plot_detection_curves(*_curve_paths(self.cfg), self.metric)
 
     def after_train(self):
-        plot_curves(*_curve_paths(self.cfg), self.metric)
+        plot_detection_curves(*_curve_paths(self.cfg), self.metric)
         if self.trainer.iter + 1 >= self.trainer.max_iter:  # not after a crash
             _draw(self.cfg, self.trainer.model)
 

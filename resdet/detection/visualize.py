@@ -8,7 +8,7 @@ from PIL import Image
 from ..io import atomic_write
 from ..plots import plot_json_lines, read_json_lines
 
-__all__ = ["draw_predictions", "plot_curves"]
+__all__ = ["draw_predictions", "plot_detection_curves"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def draw_predictions(cfg, model, dataset_name, out_dir, num_images):
     return written
 
 
-def plot_curves(log_json, png, metric=None):
+def plot_detection_curves(log_json, png, metric=None):
     """Plot training loss and the evaluation ``metric`` (e.g. "bbox/AP") against iteration
     from Detectron2's JSON-lines log into ``png``. Returns False when the log has no loss yet."""
     if not any("total_loss" in r for r in (read_json_lines(log_json) if Path(log_json).is_file() else [])):

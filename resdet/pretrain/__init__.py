@@ -26,7 +26,7 @@ Python API (what the degradation study and other scripts reuse)::
 - ``evaluate_checkpoint(cfg, weights=None)``: 1-crop / 10-crop / multi-scale results.
 - ``evaluate(model, loader, mode)``, ``predict``, ``build_test_loader``: evaluation pieces.
 - ``load_splits(cfg)``: checks a class-folder dataset, ``(classes, train, val)`` samples.
-- ``plot_curves(metrics_json, png)``: the loss / top-1 error figure of a run.
+- ``plot_pretrain_curves(metrics_json, png)``: the loss / top-1 error figure of a run.
 
 Distributed: ``--num-gpus N`` (Detectron2's ``launch``; gloo on CPU, NCCL on CUDA) or
 several machines with ``--num-machines/--machine-rank/--dist-url``. SOLVER.IMS_PER_BATCH
@@ -39,7 +39,7 @@ from .engine import (  # noqa: F401
     build_classifier,
     classifier_meta,
     evaluate_checkpoint,
-    plot_curves,
+    plot_pretrain_curves,
     train,
 )
 from .evaluate import build_test_loader, evaluate, evaluate_modes, predict  # noqa: F401

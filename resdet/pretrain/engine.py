@@ -42,7 +42,7 @@ from .transforms import (TEST_MODES, build_batch_normalize, build_batch_transfor
                          build_train_transform, test_decode_size, train_decode_size)
 
 __all__ = ["build_classifier", "classifier_meta", "build_sgd", "PretrainTrainer", "train",
-           "evaluate_checkpoint", "plot_curves", "check_cfg"]
+           "evaluate_checkpoint", "plot_pretrain_curves", "check_cfg"]
 
 logger = logging.getLogger("resdet.pretrain")
 
@@ -349,7 +349,7 @@ class PretrainTrainer:
                 w.write()
                 w.close()
         if main:
-            plot_curves(self.output_dir / "metrics.json", self.output_dir / "curves.png")
+            plot_pretrain_curves(self.output_dir / "metrics.json", self.output_dir / "curves.png")
         comm.synchronize()
         return metrics
 
@@ -391,7 +391,7 @@ def _truncate_metrics(path: Path, start_iter: int):
         f.write("".join(l + "\n" for l in keep))
 
 
-def plot_curves(metrics_json, png_path):
+def plot_pretrain_curves(metrics_json, png_path):
     """Loss, and train/val top-1 error, against iterations from a metrics.json."""
     return plot_json_lines(metrics_json, png_path, [("training loss", ["loss"]),
                                                     ("top-1 error", ["train/top1_err", "val/top1_err"])])
