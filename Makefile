@@ -24,6 +24,8 @@ $(STAMP): requirements.txt setup.py
 	touch $@
 
 test: $(STAMP)
+	$(PY) -m ruff check resdet tools tests bench configs
+	$(PY) -m ruff format --check resdet tools tests bench configs
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)

@@ -10,6 +10,7 @@ feature error and top-1 agreement on real images. A large fp32 GEMM is timed in 
 interleaved loop; its best time is the machine's peak, against which the fastest path's
 GFLOP/s is reported (``fraction_of_peak``).
 """
+
 import copy
 import statistics
 import sys
@@ -42,7 +43,8 @@ def peak_matmul(device, n=4096, threads=None):
             return a @ b
         finally:
             torch.set_num_threads(before)
-    return mm, 2 * n ** 3 / 1e9
+
+    return mm, 2 * n**3 / 1e9
 
 
 class Trunk(torch.nn.Module):
@@ -78,9 +80,14 @@ def real_images(n=8, size=224, uint8=False):
     if len(files) < n:
         return None
     T = torchvision.transforms
-    tail = [T.PILToTensor()] if uint8 else [T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
+    tail = (
+        [T.PILToTensor()]
+        if uint8
+        else [T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
+    )
     tf = T.Compose([T.Resize(256), T.CenterCrop(size)] + tail)
     from PIL import Image
+
     return torch.stack([tf(Image.open(f).convert("RGB")) for f in files])
 
 
@@ -129,15 +136,32 @@ def main(argv=None):
         gflop = 2 * flops.total() / 1e9  # fvcore counts multiply-adds
         best = min(paths, key=t.get)
         ratios = {f"ratio_{k}": round(t["torchvision"] / t[k], 3) for k in paths}
-        rows = [result("backbone_r50_fp32", t[best], t["torchvision"], 2.0, "torchvision resnet50",
-                       path=best, **ratios, resdet_gflops=round(gflop / t[best], 1),
-                       matmul_peak_gflops=round(peak, 1), **peaks,
-                       fraction_of_peak=round(gflop / t[best] / peak, 3),
-                       max_abs_diff_vs_eager=round(diffs[best], 6),
-                       rel_diff_vs_eager=float(f"{diffs[best] / float(ref.abs().max()):.2g}")),
-                result("backbone_r50_fp32_eager", t["eager"], t["torchvision"], None, "torchvision resnet50",
-                       note="reference: resdet's PyTorch path without torch.compile "
-                            "(BN folded, channels_last)")]
+        rows = [
+            result(
+                "backbone_r50_fp32",
+                t[best],
+                t["torchvision"],
+                2.0,
+                "torchvision resnet50",
+                path=best,
+                **ratios,
+                resdet_gflops=round(gflop / t[best], 1),
+                matmul_peak_gflops=round(peak, 1),
+                **peaks,
+                fraction_of_peak=round(gflop / t[best] / peak, 3),
+                max_abs_diff_vs_eager=round(diffs[best], 6),
+                rel_diff_vs_eager=float(f"{diffs[best] / float(ref.abs().max()):.2g}"),
+            ),
+            result(
+                "backbone_r50_fp32_eager",
+                t["eager"],
+                t["torchvision"],
+                None,
+                "torchvision resnet50",
+                note="reference: resdet's PyTorch path without torch.compile "
+                "(BN folded, channels_last)",
+            ),
+        ]
 
         def autocast(inp):
             with torch.autocast(dev.type, dtype=torch.bfloat16):
@@ -159,15 +183,22 @@ def main(argv=None):
             p32 = head(eager(imgs).mean((2, 3))).argmax(1)
             p16 = head(low_paths[best](imgs).mean((2, 3))).argmax(1)
             agree = float((p32 == p16).float().mean())
-        rows.append(result("backbone_r50_bf16_autocast", tb[best], tb["torchvision"], 4.0,
-                           "torchvision resnet50 fp32", path=best,
-                           **{f"ratio_{k}": round(tb["torchvision"] / tb[k], 3) for k in low_paths},
-                           max_abs_feature_diff=round(float((ref - low).abs().max()), 4),
-                           rel_feature_diff=round(float((ref - low).abs().max() / ref.abs().max()), 4),
-                           rel_l2_feature_diff=round(float((ref - low).norm() / ref.norm()), 4),
-                           top1_agreement_real_images=agree,
-                           note="random weights: top-1 agreement of the untrained "
-                                "classifier's argmax"))
+        rows.append(
+            result(
+                "backbone_r50_bf16_autocast",
+                tb[best],
+                tb["torchvision"],
+                4.0,
+                "torchvision resnet50 fp32",
+                path=best,
+                **{f"ratio_{k}": round(tb["torchvision"] / tb[k], 3) for k in low_paths},
+                max_abs_feature_diff=round(float((ref - low).abs().max()), 4),
+                rel_feature_diff=round(float((ref - low).abs().max() / ref.abs().max()), 4),
+                rel_l2_feature_diff=round(float((ref - low).norm() / ref.norm()), 4),
+                top1_agreement_real_images=agree,
+                note="random weights: top-1 agreement of the untrained classifier's argmax",
+            )
+        )
     emit(rows, args.output)
 
 

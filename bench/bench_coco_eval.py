@@ -1,6 +1,7 @@
 """COCO evaluation: resdet's evaluator (faster-coco-eval) vs pycocotools' COCOeval on the
 same predictions — coco128's ground truth with several perturbed detections per object —
 requiring identical AP."""
+
 import contextlib
 import io
 import json
@@ -29,8 +30,19 @@ def perturbed_detections(gt, per_object=5, seed=0):
         for _ in range(per_object):
             j = rng.normal(0, 0.15, 4) * [w, h, w, h]
             cat = a["category_id"] if rng.rand() > 0.1 else int(rng.choice(cats))
-            dets.append({"image_id": a["image_id"], "category_id": cat, "score": float(rng.rand()),
-                         "bbox": [float(x + j[0]), float(y + j[1]), float(max(1, w + j[2])), float(max(1, h + j[3]))]})
+            dets.append(
+                {
+                    "image_id": a["image_id"],
+                    "category_id": cat,
+                    "score": float(rng.rand()),
+                    "bbox": [
+                        float(x + j[0]),
+                        float(y + j[1]),
+                        float(max(1, w + j[2])),
+                        float(max(1, h + j[3])),
+                    ],
+                }
+            )
     return dets
 
 
@@ -50,13 +62,28 @@ def main(argv=None):
     dets = perturbed_detections(gt)
     names = [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
     out = {}
-    t = interleaved({
-        "resdet": lambda: out.__setitem__("resdet", evaluate_coco(str(GT), dets, names)["bbox"]["AP"]),
-        "pycocotools": lambda: out.__setitem__("pycocotools", pycocotools_ap(GT, dets)),
-    }, args.repeats)
-    rows = [result("coco_eval_coco128", t["resdet"], t["pycocotools"], 5.0, "pycocotools COCOeval",
-                   detections=len(dets), AP_resdet=round(out["resdet"], 4), AP_pycocotools=round(out["pycocotools"], 4),
-                   identical_AP=bool(abs(out["resdet"] - out["pycocotools"]) < 1e-4))]
+    t = interleaved(
+        {
+            "resdet": lambda: out.__setitem__(
+                "resdet", evaluate_coco(str(GT), dets, names)["bbox"]["AP"]
+            ),
+            "pycocotools": lambda: out.__setitem__("pycocotools", pycocotools_ap(GT, dets)),
+        },
+        args.repeats,
+    )
+    rows = [
+        result(
+            "coco_eval_coco128",
+            t["resdet"],
+            t["pycocotools"],
+            5.0,
+            "pycocotools COCOeval",
+            detections=len(dets),
+            AP_resdet=round(out["resdet"], 4),
+            AP_pycocotools=round(out["pycocotools"], 4),
+            identical_AP=bool(abs(out["resdet"] - out["pycocotools"]) < 1e-4),
+        )
+    ]
     emit(rows, args.output)
 
 

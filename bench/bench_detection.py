@@ -12,6 +12,7 @@ PyTorch form is a reference row. Detectron2's built-in gets the very same weight
 (identical parameter names); torchvision's has its own random init (it takes the same
 image, proposal and detection counts).
 """
+
 import copy
 import sys
 import tempfile
@@ -52,12 +53,17 @@ def calibrate_norms(model, run):
     a 50-layer net's activations grow without bound, the RPN's boxes degenerate and only
     a handful of proposals survive: the ROI heads, a large part of real inference, would
     then do almost no work."""
+
     def use_input_stats(norm, args):
         norm.running_mean.copy_(args[0].mean((0, 2, 3)))
         norm.running_var.copy_(args[0].var((0, 2, 3)))
 
     norms = (FrozenBatchNorm2d, torchvision.ops.FrozenBatchNorm2d, torch.nn.BatchNorm2d)
-    hooks = [m.register_forward_pre_hook(use_input_stats) for m in model.modules() if isinstance(m, norms)]
+    hooks = [
+        m.register_forward_pre_hook(use_input_stats)
+        for m in model.modules()
+        if isinstance(m, norms)
+    ]
     with torch.no_grad():
         run()
     for h in hooks:
@@ -85,8 +91,13 @@ def coco_inputs(n=4):
     for f in files:
         img = detection_utils.read_image(str(f), format="RGB")
         img = resize.get_transform(img).apply_image(img)
-        out.append({"image": torch.as_tensor(img.transpose(2, 0, 1).copy()), "height": img.shape[0],
-                    "width": img.shape[1]})
+        out.append(
+            {
+                "image": torch.as_tensor(img.transpose(2, 0, 1).copy()),
+                "height": img.shape[0],
+                "width": img.shape[1],
+            }
+        )
     return out
 
 
@@ -127,16 +138,28 @@ def main(argv=None):
     trained = copy.deepcopy(ours)  # as a checkpoint would hold it, for the exports
     eager = prepare_for_inference(ours)
     ours = prepare_for_inference(copy.deepcopy(eager), compile=True)
-    tv = torchvision.models.detection.fasterrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, min_size=H, max_size=W, rpn_post_nms_top_n_test=PROPOSALS,
-        box_detections_per_img=DETECTIONS, box_score_thresh=SCORE_THRESH).eval().to(dev)
+    tv = (
+        torchvision.models.detection.fasterrcnn_resnet50_fpn(
+            weights=None,
+            weights_backbone=None,
+            min_size=H,
+            max_size=W,
+            rpn_post_nms_top_n_test=PROPOSALS,
+            box_detections_per_img=DETECTIONS,
+            box_score_thresh=SCORE_THRESH,
+        )
+        .eval()
+        .to(dev)
+    )
     calibrate_norms(tv, lambda: tv(tv_in))
     tmp = tempfile.TemporaryDirectory()  # the exports, for as long as their runtimes run
     # the runtimes are CPU back-ends (the CUDA path is PyTorch's own)
     hybrids = runtime_models(trained, cfg, Path(tmp.name)) if dev == "cpu" else {}
-    counts = {"proposals_resdet": proposal_count(ours.roi_heads, 2, lambda: ours(d2_in)),
-              "proposals_detectron2": proposal_count(builtin.roi_heads, 2, lambda: builtin(d2_in)),
-              "proposals_torchvision": proposal_count(tv.roi_heads, 1, lambda: tv(tv_in))}
+    counts = {
+        "proposals_resdet": proposal_count(ours.roi_heads, 2, lambda: ours(d2_in)),
+        "proposals_detectron2": proposal_count(builtin.roi_heads, 2, lambda: builtin(d2_in)),
+        "proposals_torchvision": proposal_count(tv.roi_heads, 1, lambda: tv(tv_in)),
+    }
     for k, m in hybrids.items():
         counts[f"proposals_{k}"] = proposal_count(m.roi_heads, 2, lambda: m(d2_in))
     fp32_paths = {"compiled": ours, **{k: m for k, m in hybrids.items() if not k.endswith("bf16")}}
@@ -151,8 +174,13 @@ def main(argv=None):
             diffs[k] = float(diff.max()) if n else 0.0
         counts["detections"] = len(ref)
         fns = {k: (lambda m: lambda: m(d2_in))(m) for k, m in {**fp32_paths, **hybrids}.items()}
-        fns.update({"eager": lambda: eager(d2_in), "detectron2": lambda: builtin(d2_in),
-                    "torchvision": lambda: tv(tv_in)})
+        fns.update(
+            {
+                "eager": lambda: eager(d2_in),
+                "detectron2": lambda: builtin(d2_in),
+                "torchvision": lambda: tv(tv_in),
+            }
+        )
         t = interleaved(fns, args.repeats, dev)
         x = ours.preprocess_image(d2_in).tensor
         parts = {"resdet": lambda: ours.backbone(x), "detectron2": lambda: builtin.backbone(x)}
@@ -162,6 +190,7 @@ def main(argv=None):
         def dense_compiled():  # the same part in compiled PyTorch: backbone + RPN head
             f = ours.backbone(x)
             return rpn.rpn_head([f[k] for k in rpn.in_features])
+
         parts["dense_compiled"] = dense_compiled
         tb = interleaved(parts, args.repeats, dev)
     best = min(fp32_paths, key=t.get)
@@ -173,34 +202,76 @@ def main(argv=None):
     where["rest_s"] = round(t[best] - dense_s, 4)
     common = dict(image=f"{H}x{W}", **counts)
     rows = [
-        result("detection_r50fpn_vs_torchvision", t[best], t["torchvision"], 1.8,
-               "torchvision fasterrcnn_resnet50_fpn", path=best, **ratios, **where, **common),
-        result("detection_r50fpn_vs_detectron2", t[best], t["detectron2"], 1.6,
-               "detectron2 build_resnet_fpn_backbone (same weights)", path=best,
-               **{f"ratio_{k}": round(t["detectron2"] / t[k], 3) for k in fp32_paths}, **common,
-               max_box_diff_vs_detectron2=round(diffs[best], 4)),
-        result("detection_r50fpn_eager_vs_detectron2", t["eager"], t["detectron2"], None,
-               "detectron2 build_resnet_fpn_backbone (same weights)", **common,
-               note="reference: resdet's path without torch.compile (BN folded, channels_last)"),
-        result("detection_backbone_fpn_vs_detectron2", tb["resdet"], tb["detectron2"], None,
-               "detectron2 build_resnet_fpn_backbone (same weights)", image=f"{H}x{W}",
-               note="reference: the part resdet replaces (bottom-up + FPN); RPN and ROI heads are Detectron2's"),
+        result(
+            "detection_r50fpn_vs_torchvision",
+            t[best],
+            t["torchvision"],
+            1.8,
+            "torchvision fasterrcnn_resnet50_fpn",
+            path=best,
+            **ratios,
+            **where,
+            **common,
+        ),
+        result(
+            "detection_r50fpn_vs_detectron2",
+            t[best],
+            t["detectron2"],
+            1.6,
+            "detectron2 build_resnet_fpn_backbone (same weights)",
+            path=best,
+            **{f"ratio_{k}": round(t["detectron2"] / t[k], 3) for k in fp32_paths},
+            **common,
+            max_box_diff_vs_detectron2=round(diffs[best], 4),
+        ),
+        result(
+            "detection_r50fpn_eager_vs_detectron2",
+            t["eager"],
+            t["detectron2"],
+            None,
+            "detectron2 build_resnet_fpn_backbone (same weights)",
+            **common,
+            note="reference: resdet's path without torch.compile (BN folded, channels_last)",
+        ),
+        result(
+            "detection_backbone_fpn_vs_detectron2",
+            tb["resdet"],
+            tb["detectron2"],
+            None,
+            "detectron2 build_resnet_fpn_backbone (same weights)",
+            image=f"{H}x{W}",
+            note="reference: the part resdet replaces (bottom-up + FPN); "
+            "RPN and ROI heads are Detectron2's",
+        ),
     ]
     if "openvino_bf16" in hybrids:
         low = hybrids["openvino_bf16"]
-        agree = [agreement(fp32_paths["openvino"]([b])[0]["instances"], low([b])[0]["instances"])
-                 for b in coco_inputs()]
+        agree = [
+            agreement(fp32_paths["openvino"]([b])[0]["instances"], low([b])[0]["instances"])
+            for b in coco_inputs()
+        ]
         matched = [a for a, _ in agree if a is not None]
-        rows.append(result(
-            "detection_r50fpn_bf16_vs_torchvision", t["openvino_bf16"], t["torchvision"], 3.0,
-            "torchvision fasterrcnn_resnet50_fpn fp32", path="openvino_bf16", **common,
-            dense_s=round(tb["dense_openvino_bf16"], 4),
-            pytorch_rest_s=round(t["openvino_bf16"] - tb["dense_openvino_bf16"], 4),
-            coco128_detection_agreement=round(sum(matched) / len(matched), 3) if matched else None,
-            coco128_mean_score_diff=round(
-                sum(d for _, d in agree if d is not None) / max(1, len(matched)), 4),
-            note="random calibrated weights: agreement of bf16 with fp32 detections "
-                 "(same class, IoU>=0.5) on 4 coco128 images, not an AP change"))
+        rows.append(
+            result(
+                "detection_r50fpn_bf16_vs_torchvision",
+                t["openvino_bf16"],
+                t["torchvision"],
+                3.0,
+                "torchvision fasterrcnn_resnet50_fpn fp32",
+                path="openvino_bf16",
+                **common,
+                dense_s=round(tb["dense_openvino_bf16"], 4),
+                pytorch_rest_s=round(t["openvino_bf16"] - tb["dense_openvino_bf16"], 4),
+                coco128_detection_agreement=round(sum(matched) / len(matched), 3)
+                if matched
+                else None,
+                coco128_mean_score_diff=round(
+                    sum(d for _, d in agree if d is not None) / max(1, len(matched)), 4
+                ),
+                note="random calibrated weights: agreement of bf16 with fp32 detections "
+                "(same class, IoU>=0.5) on 4 coco128 images, not an AP change",
+            )
+        )
     emit(rows, args.output)
 
 
@@ -211,10 +282,13 @@ def runtime_models(trained, cfg, tmp):
 
     export_dense(trained, cfg, "onnx", tmp / "onnx")
     export_dense(trained, cfg, "openvino", tmp / "openvino", onnx_export=tmp / "onnx")
-    return {"onnxruntime": runtime_model(trained, cfg, "onnxruntime", export_dir=tmp / "onnx"),
-            "openvino": runtime_model(trained, cfg, "openvino", export_dir=tmp / "openvino"),
-            "openvino_bf16": runtime_model(trained, cfg, "openvino", "bf16",
-                                           export_dir=tmp / "openvino")}
+    return {
+        "onnxruntime": runtime_model(trained, cfg, "onnxruntime", export_dir=tmp / "onnx"),
+        "openvino": runtime_model(trained, cfg, "openvino", export_dir=tmp / "openvino"),
+        "openvino_bf16": runtime_model(
+            trained, cfg, "openvino", "bf16", export_dir=tmp / "openvino"
+        ),
+    }
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Normalize). Both: batch 25, no workers, one thread, the same images and statisti
 Also reported: plain full-resolution decode alone (torchvision.io vs PIL), the bound on
 what can be gained without reduced-size decoding.
 """
+
 import sys
 import tempfile
 from itertools import islice
@@ -39,15 +40,35 @@ def loaders(root, crop):
     """(resdet loader, its batch normaliser, torchvision loader, image paths) over root/train."""
     cfg = get_pretrain_cfg()
     cfg.merge_from_file(str(CONFIG))
-    cfg.merge_from_list(["PRETRAIN.DATA.ROOT", str(root), "INPUT.CROP_SIZE", crop,
-                         "PRETRAIN.AUG.TRIVIAL_AUGMENT", False])  # decode + crop + flip only
+    cfg.merge_from_list(
+        [
+            "PRETRAIN.DATA.ROOT",
+            str(root),
+            "INPUT.CROP_SIZE",
+            crop,
+            "PRETRAIN.AUG.TRIVIAL_AUGMENT",
+            False,
+        ]
+    )  # decode + crop + flip only
     _, train, _ = load_splits(cfg)
-    ours = DataLoader(ClassFolder(train, build_train_transform(cfg, from_path=True), decode=False),
-                      batch_size=BATCH, sampler=ResumableSampler(len(train), seed=0), collate_fn=collate_skip_bad)
+    ours = DataLoader(
+        ClassFolder(train, build_train_transform(cfg, from_path=True), decode=False),
+        batch_size=BATCH,
+        sampler=ResumableSampler(len(train), seed=0),
+        collate_fn=collate_skip_bad,
+    )
     mean, std = [m / 255 for m in cfg.MODEL.PIXEL_MEAN], [s / 255 for s in cfg.MODEL.PIXEL_STD]
-    classic = T.Compose([T.RandomResizedCrop(crop, scale=tuple(cfg.PRETRAIN.AUG.RRC_SCALE)),
-                         T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
-    theirs = DataLoader(ImageFolder(str(Path(root) / "train"), transform=classic), batch_size=BATCH, shuffle=True)
+    classic = T.Compose(
+        [
+            T.RandomResizedCrop(crop, scale=tuple(cfg.PRETRAIN.AUG.RRC_SCALE)),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+    theirs = DataLoader(
+        ImageFolder(str(Path(root) / "train"), transform=classic), batch_size=BATCH, shuffle=True
+    )
     return ours, build_batch_normalize(cfg), theirs, [path for path, _ in train]
 
 
@@ -76,16 +97,37 @@ def main(argv=None):
         t = interleaved({"ours": run_ours, "tv": run_theirs}, args.repeats, device)
         images = n_batches * BATCH
         files = paths[:images]
-        td = interleaved({"ours": lambda: [decode_tensor(f) for f in files],
-                          "pil": lambda: [Image.open(f).convert("RGB") for f in files]}, args.repeats)
+        td = interleaved(
+            {
+                "ours": lambda: [decode_tensor(f) for f in files],
+                "pil": lambda: [Image.open(f).convert("RGB") for f in files],
+            },
+            args.repeats,
+        )
     rows = [
-        result(f"loading_rrc{args.crop}_flip", t["ours"], t["tv"], 1.5,
-               "torchvision ImageFolder + classic PIL transforms", images=images, threads=1, workers=0,
-               resdet_images_per_s=round(images / t["ours"], 1), other_images_per_s=round(images / t["tv"], 1)),
-        result("decode_full_resolution", td["ours"], td["pil"], None, "PIL Image.open().convert('RGB')",
-               images=len(files), resdet_images_per_s=round(len(files) / td["ours"], 1),
-               other_images_per_s=round(len(files) / td["pil"], 1),
-               note="reference: bound on gains without reduced-size decoding"),
+        result(
+            f"loading_rrc{args.crop}_flip",
+            t["ours"],
+            t["tv"],
+            1.5,
+            "torchvision ImageFolder + classic PIL transforms",
+            images=images,
+            threads=1,
+            workers=0,
+            resdet_images_per_s=round(images / t["ours"], 1),
+            other_images_per_s=round(images / t["tv"], 1),
+        ),
+        result(
+            "decode_full_resolution",
+            td["ours"],
+            td["pil"],
+            None,
+            "PIL Image.open().convert('RGB')",
+            images=len(files),
+            resdet_images_per_s=round(len(files) / td["ours"], 1),
+            other_images_per_s=round(len(files) / td["pil"], 1),
+            note="reference: bound on gains without reduced-size decoding",
+        ),
     ]
     emit(rows, args.output)
 

@@ -16,6 +16,7 @@ jittered as an RPN's proposals are; the feature maps are channels_last, as resde
 prepared detector makes them. Every ratio comes with its range over the repeats (each
 repeat runs both candidates back to back) and the CPU time per call.
 """
+
 import copy
 import json
 import statistics
@@ -83,25 +84,46 @@ def compare(name, times, ours, other, goal, other_name, **extra):
     drops while its CPU time does not; the CPU time shows the work it adds)."""
     ratios = [b[0] / a[0] for a, b in zip(times[ours], times[other])]
     med = {k: [statistics.median(x[i] for x in times[k]) for i in (0, 1)] for k in (ours, other)}
-    return result(name, med[ours][0], med[other][0], goal, other_name,
-                  ratio_range=[round(min(ratios), 3), round(max(ratios), 3)],
-                  repeats=len(ratios), cpu_s_resdet=round(med[ours][1], 4),
-                  cpu_s_other=round(med[other][1], 4), **extra)
+    return result(
+        name,
+        med[ours][0],
+        med[other][0],
+        goal,
+        other_name,
+        ratio_range=[round(min(ratios), 3), round(max(ratios), 3)],
+        repeats=len(ratios),
+        cpu_s_resdet=round(med[ours][1], 4),
+        cpu_s_other=round(med[other][1], 4),
+        **extra,
+    )
 
 
 def main(argv=None):
     ap = parser(__doc__)
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2],
-                    help="thread counts to measure; the goal row is at 2")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="thread counts to measure; the goal row is at 2",
+    )
     args = ap.parse_args(argv)
     if args.device != "cpu":
-        print("bench_roi_align: the threaded ROIAlign is a CPU path; on", args.device,
-              "it is torchvision's op, nothing to compare", file=sys.stderr)
+        print(
+            "bench_roi_align: the threaded ROIAlign is a CPU path; on",
+            args.device,
+            "it is torchvision's op, nothing to compare",
+            file=sys.stderr,
+        )
         emit([], args.output)
         return
     torch.manual_seed(0)
-    feats = [torch.randn(1, CHANNELS, H // int(1 / s), W // int(1 / s)).contiguous(
-        memory_format=torch.channels_last) for s in SCALES]
+    feats = [
+        torch.randn(1, CHANNELS, H // int(1 / s), W // int(1 / s)).contiguous(
+            memory_format=torch.channels_last
+        )
+        for s in SCALES
+    ]
     box_lists = [Boxes(proposals())]
     levels = assign_boxes_to_levels(box_lists, 2, 5, 224, 4)
     per_level = torch.bincount(levels, minlength=4).tolist()
@@ -113,39 +135,82 @@ def main(argv=None):
     with torch.no_grad():
         for n in args.threads:
             torch.set_num_threads(n)
-            diff = max((fast(feats, box_lists) - d2(feats, box_lists)).abs().max().item(),
-                       (roi_align(p2, rois, 7, 0.25, 0, True)
-                        - torchvision.ops.roi_align(p2, rois, 7, 0.25, 0, True)).abs().max().item())
+            diff = max(
+                (fast(feats, box_lists) - d2(feats, box_lists)).abs().max().item(),
+                (
+                    roi_align(p2, rois, 7, 0.25, 0, True)
+                    - torchvision.ops.roi_align(p2, rois, 7, 0.25, 0, True)
+                )
+                .abs()
+                .max()
+                .item(),
+            )
             if diff > 1e-5 * max(f.abs().max().item() for f in feats):
                 raise SystemExit(f"resdet's ROIAlign differs from torchvision's by {diff}")
-            t = paired({"resdet": lambda: fast(feats, box_lists),
-                        "d2": lambda: d2(feats, box_lists),
-                        "resdet_p2": lambda: roi_align(p2, rois, 7, 0.25, 0, True),
-                        "tv_p2": lambda: torchvision.ops.roi_align(p2, rois, 7, 0.25, 0, True)},
-                       args.repeats)
+            t = paired(
+                {
+                    "resdet": lambda: fast(feats, box_lists),
+                    "d2": lambda: d2(feats, box_lists),
+                    "resdet_p2": lambda: roi_align(p2, rois, 7, 0.25, 0, True),
+                    "tv_p2": lambda: torchvision.ops.roi_align(p2, rois, 7, 0.25, 0, True),
+                },
+                args.repeats,
+            )
             suffix = "" if n == 2 else f"_{n}threads"
-            rows.append(compare(
-                "roi_align_vs_torchvision" + suffix, t, "resdet", "d2", 1.7 if n == 2 else None,
-                "Detectron2 ROIPooler (torchvision roi_align per level)", threads=n,
-                boxes=PROPOSALS, boxes_per_level_p2_p5=per_level, image=f"{H}x{W}",
-                sampling_ratio=0, max_abs_diff=float(f"{diff:.2g}")))
-            rows.append(compare(
-                "roi_align_single_level_vs_torchvision" + suffix, t, "resdet_p2", "tv_p2", None,
-                "torchvision.ops.roi_align", threads=n, boxes=PROPOSALS,
-                level=f"{CHANNELS}x{H // 4}x{W // 4}", box_sides="< 112 px (p2's)",
-                note="reference: the issue's setting"))
+            rows.append(
+                compare(
+                    "roi_align_vs_torchvision" + suffix,
+                    t,
+                    "resdet",
+                    "d2",
+                    1.7 if n == 2 else None,
+                    "Detectron2 ROIPooler (torchvision roi_align per level)",
+                    threads=n,
+                    boxes=PROPOSALS,
+                    boxes_per_level_p2_p5=per_level,
+                    image=f"{H}x{W}",
+                    sampling_ratio=0,
+                    max_abs_diff=float(f"{diff:.2g}"),
+                )
+            )
+            rows.append(
+                compare(
+                    "roi_align_single_level_vs_torchvision" + suffix,
+                    t,
+                    "resdet_p2",
+                    "tv_p2",
+                    None,
+                    "torchvision.ops.roi_align",
+                    threads=n,
+                    boxes=PROPOSALS,
+                    level=f"{CHANNELS}x{H // 4}x{W // 4}",
+                    box_sides="< 112 px (p2's)",
+                    note="reference: the issue's setting",
+                )
+            )
         torch.set_num_threads(max(args.threads))
-        head = FastRCNNConvFCHead(ShapeSpec(channels=CHANNELS, height=7, width=7), conv_dims=[],
-                                  fc_dims=[1024, 1024]).eval()
+        head = FastRCNNConvFCHead(
+            ShapeSpec(channels=CHANNELS, height=7, width=7), conv_dims=[], fc_dims=[1024, 1024]
+        ).eval()
         packed = use_fast_box_head(copy.deepcopy(head))
         x = fast(feats, box_lists)
         diff = (packed(x) - head(x)).abs().max().item()
         t = paired({"packed": lambda: packed(x), "default": lambda: head(x)}, args.repeats)
-        rows.append(compare("box_head_fc_vs_default", t, "packed", "default", None,
-                            "Detectron2 FastRCNNConvFCHead as built (nn.Linear, MKL sgemm)",
-                            threads=max(args.threads), boxes=PROPOSALS, fc="12544-1024-1024",
-                            max_abs_diff=float(f"{diff:.2g}"),
-                            note="reference: resdet.layers.PackedLinear (oneDNN, packed weight)"))
+        rows.append(
+            compare(
+                "box_head_fc_vs_default",
+                t,
+                "packed",
+                "default",
+                None,
+                "Detectron2 FastRCNNConvFCHead as built (nn.Linear, MKL sgemm)",
+                threads=max(args.threads),
+                boxes=PROPOSALS,
+                fc="12544-1024-1024",
+                max_abs_diff=float(f"{diff:.2g}"),
+                note="reference: resdet.layers.PackedLinear (oneDNN, packed weight)",
+            )
+        )
     emit(rows, args.output)
 
 

@@ -8,6 +8,7 @@ loss, optimiser kind, momentum and label smoothing; EMA, MixUp and CutMix off on
 sides, so both do the same work. resdet's step also returns loss and top-1 count (two
 host syncs, as the reference's metric logger does).
 """
+
 import sys
 import tempfile
 from pathlib import Path
@@ -32,10 +33,30 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "imagenet" / "r50_mod
 def trainer(root, out, device, batch, amp):
     cfg = get_pretrain_cfg()
     cfg.merge_from_file(str(CONFIG))
-    cfg.merge_from_list(["PRETRAIN.DATA.ROOT", str(root), "OUTPUT_DIR", str(out), "MODEL.DEVICE", device,
-                         "SOLVER.IMS_PER_BATCH", batch, "SOLVER.AMP.ENABLED", amp, "SEED", 0,
-                         "PRETRAIN.EMA.ENABLED", False, "PRETRAIN.AUG.MIXUP_ALPHA", 0.0,
-                         "PRETRAIN.AUG.CUTMIX_ALPHA", 0.0, "DATALOADER.NUM_WORKERS", 0])
+    cfg.merge_from_list(
+        [
+            "PRETRAIN.DATA.ROOT",
+            str(root),
+            "OUTPUT_DIR",
+            str(out),
+            "MODEL.DEVICE",
+            device,
+            "SOLVER.IMS_PER_BATCH",
+            batch,
+            "SOLVER.AMP.ENABLED",
+            amp,
+            "SEED",
+            0,
+            "PRETRAIN.EMA.ENABLED",
+            False,
+            "PRETRAIN.AUG.MIXUP_ALPHA",
+            0.0,
+            "PRETRAIN.AUG.CUTMIX_ALPHA",
+            0.0,
+            "DATALOADER.NUM_WORKERS",
+            0,
+        ]
+    )
     return PretrainTrainer(cfg)
 
 
@@ -51,7 +72,10 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         link_flat(SAMPLE, Path(tmp) / "train")
         (Path(tmp) / "val").symlink_to(Path(tmp) / "train")
-        ours = {amp: trainer(tmp, Path(tmp) / "out", args.device, args.batch, amp) for amp in (False, True)}
+        ours = {
+            amp: trainer(tmp, Path(tmp) / "out", args.device, args.batch, amp)
+            for amp in (False, True)
+        }
         num_classes = len(ours[False].classes)
         labels = torch.arange(args.batch) % num_classes
         torch.manual_seed(0)
@@ -63,8 +87,12 @@ def main(argv=None):
         t.model.load_state_dict(weights)
         t.model.train()
     tv = tv.to(dev).train()
-    opt = torch.optim.SGD(tv.parameters(), lr=ours[False].cfg.SOLVER.BASE_LR, momentum=0.9,
-                          weight_decay=ours[False].cfg.SOLVER.WEIGHT_DECAY)
+    opt = torch.optim.SGD(
+        tv.parameters(),
+        lr=ours[False].cfg.SOLVER.BASE_LR,
+        momentum=0.9,
+        weight_decay=ours[False].cfg.SOLVER.WEIGHT_DECAY,
+    )
     smoothing = ours[False].cfg.PRETRAIN.LABEL_SMOOTHING
 
     def reference_step(amp):
@@ -76,21 +104,43 @@ def main(argv=None):
         opt.step()
         return loss.item()
 
-    t = interleaved({
-        "resdet_fp32": lambda: ours[False].run_step(raw, labels),
-        "tv_fp32": lambda: reference_step(False),
-        "resdet_bf16": lambda: ours[True].run_step(raw, labels),
-        "tv_bf16": lambda: reference_step(True),
-    }, args.repeats, dev)
+    t = interleaved(
+        {
+            "resdet_fp32": lambda: ours[False].run_step(raw, labels),
+            "tv_fp32": lambda: reference_step(False),
+            "resdet_bf16": lambda: ours[True].run_step(raw, labels),
+            "tv_bf16": lambda: reference_step(True),
+        },
+        args.repeats,
+        dev,
+    )
     shape = f"{args.batch}x3x{args.size}x{args.size}"
     rows = [
-        result("train_step_r50_fp32", t["resdet_fp32"], t["tv_fp32"], 1.1,
-               "torchvision-reference loop, resnet50 fp32", batch=shape),
-        result("train_step_r50_bf16_vs_fp32_reference", t["resdet_bf16"], t["tv_fp32"], 1.8,
-               "torchvision-reference loop, resnet50 fp32", batch=shape),
-        result("train_step_r50_bf16_both_autocast", t["resdet_bf16"], t["tv_bf16"], None,
-               "torchvision-reference loop, resnet50 bf16 autocast", batch=shape,
-               note="reference: the same autocast on both sides"),
+        result(
+            "train_step_r50_fp32",
+            t["resdet_fp32"],
+            t["tv_fp32"],
+            1.1,
+            "torchvision-reference loop, resnet50 fp32",
+            batch=shape,
+        ),
+        result(
+            "train_step_r50_bf16_vs_fp32_reference",
+            t["resdet_bf16"],
+            t["tv_fp32"],
+            1.8,
+            "torchvision-reference loop, resnet50 fp32",
+            batch=shape,
+        ),
+        result(
+            "train_step_r50_bf16_both_autocast",
+            t["resdet_bf16"],
+            t["tv_bf16"],
+            None,
+            "torchvision-reference loop, resnet50 bf16 autocast",
+            batch=shape,
+            note="reference: the same autocast on both sides",
+        ),
     ]
     emit(rows, args.output)
 

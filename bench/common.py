@@ -4,6 +4,7 @@ These machines are noisy (2 shared cores), so every benchmark alternates resdet 
 alternative within each repeat and reports medians and their ratio rather than a single
 wall-clock figure.
 """
+
 import argparse
 import json
 import os
@@ -15,14 +16,18 @@ import torch
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 # the real datasets (../shared/data beside the checkout, as for the tests)
-SHARED_DATA = Path(os.environ.get("RESDET_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get("RESDET_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 
 
 def parser(description):
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--output", default=None, help="append the results to this JSON list (default: print)")
+    ap.add_argument(
+        "--output", default=None, help="append the results to this JSON list (default: print)"
+    )
     return ap
 
 
@@ -31,8 +36,9 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def interleaved(fns: dict, repeats: int, device="cpu", warmup: int = 1,
-                stat=statistics.median) -> dict:
+def interleaved(
+    fns: dict, repeats: int, device="cpu", warmup: int = 1, stat=statistics.median
+) -> dict:
     """Median (or ``stat``) seconds per call of each fn in ``fns``, measured in alternation;
     ``stat=list`` gives every time."""
     for fn in fns.values():
@@ -55,8 +61,15 @@ def result(name, ours_s, other_s, goal, other_name, **extra):
     # The ratio and the verdict come from the times as stored, so every row checks by hand.
     ours_s, other_s = round(ours_s, 5), round(other_s, 5)
     ratio = round(other_s / ours_s, 3)
-    row = {"name": name, "ratio": ratio, "goal": goal, "met": None if goal is None else bool(ratio >= goal),
-           "resdet_s": ours_s, "other_s": other_s, "other": other_name}
+    row = {
+        "name": name,
+        "ratio": ratio,
+        "goal": goal,
+        "met": None if goal is None else bool(ratio >= goal),
+        "resdet_s": ours_s,
+        "other_s": other_s,
+        "other": other_name,
+    }
     row.update(extra)
     return row
 

@@ -5,6 +5,7 @@ Each benchmark runs in its own process (fresh allocator and thread pools; one th
 fails is reported and the others still run). ``--quick`` lowers repeats and sizes for a
 smoke run; ``--device cuda`` is passed through to every benchmark.
 """
+
 import argparse
 import json
 import subprocess
@@ -21,24 +22,43 @@ BENCHMARKS = [
     ("bench_roi_align.py", ["--repeats", "7"], ["--repeats", "2"]),
     ("bench_coco_eval.py", ["--repeats", "7"], ["--repeats", "2"]),
     ("bench_loading.py", ["--repeats", "5"], ["--repeats", "2", "--images", "50"]),
-    ("bench_train_step.py", ["--repeats", "9", "--batch", "8", "--size", "160"], ["--repeats", "2", "--batch", "4", "--size", "128"]),
+    (
+        "bench_train_step.py",
+        ["--repeats", "9", "--batch", "8", "--size", "160"],
+        ["--repeats", "2", "--batch", "4", "--size", "128"],
+    ),
 ]
 
 
 def markdown(rows, title="resdet benchmarks") -> str:
     """The results table: ratio = resdet's speed / the other's (higher is better)."""
-    lines = [f"# {title}", "", "ratio = resdet speed / other speed (medians of interleaved repeats).", "",
-             "| benchmark | vs | ratio | goal | status | details |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        "ratio = resdet speed / other speed (medians of interleaved repeats).",
+        "",
+        "| benchmark | vs | ratio | goal | status | details |",
+        "|---|---|---|---|---|---|",
+    ]
     skip = {"name", "ratio", "goal", "met", "other"}
     for r in rows:
-        status = "reference" if r.get("goal") is None else ("met" if r["met"] else f"MISSED ({r['ratio']:.2f}x)")
+        status = (
+            "reference"
+            if r.get("goal") is None
+            else ("met" if r["met"] else f"MISSED ({r['ratio']:.2f}x)")
+        )
         goal = "-" if r.get("goal") is None else f">= {r['goal']}x"
         details = ", ".join(f"{k}={v}" for k, v in r.items() if k not in skip)
-        lines.append(f"| {r['name']} | {r.get('other', '')} | {r['ratio']:.2f}x | {goal} | {status} | {details} |")
+        lines.append(
+            f"| {r['name']} | {r.get('other', '')} | {r['ratio']:.2f}x | {goal} | "
+            f"{status} | {details} |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def run_all(device="cpu", quick=False, only=None, results_json=RESULTS_JSON, results_md=RESULTS_MD) -> list:
+def run_all(
+    device="cpu", quick=False, only=None, results_json=RESULTS_JSON, results_md=RESULTS_MD
+) -> list:
     """Run the benchmarks (``only``: script names), return their rows, write both files."""
     results_json, results_md = Path(results_json), Path(results_md)
     if results_json.exists():
@@ -48,12 +68,27 @@ def run_all(device="cpu", quick=False, only=None, results_json=RESULTS_JSON, res
         if only and script not in only:
             continue
         print(f"== {script}", flush=True)
-        cmd = [sys.executable, str(HERE / script), "--device", device, "--output", str(results_json)]
+        cmd = [
+            sys.executable,
+            str(HERE / script),
+            "--device",
+            device,
+            "--output",
+            str(results_json),
+        ]
         if subprocess.run(cmd + (fast if quick else full)).returncode != 0:
             failed.append(script)
     rows = json.loads(results_json.read_text()) if results_json.exists() else []
-    rows += [{"name": s.removesuffix(".py"), "ratio": 0.0, "goal": None, "met": False, "other": "FAILED to run"}
-             for s in failed]
+    rows += [
+        {
+            "name": s.removesuffix(".py"),
+            "ratio": 0.0,
+            "goal": None,
+            "met": False,
+            "other": "FAILED to run",
+        }
+        for s in failed
+    ]
     results_json.write_text(json.dumps(rows, indent=1))
     title = f"resdet benchmarks ({device}{', quick' if quick else ''})"
     results_md.write_text(markdown(rows, title))
@@ -66,7 +101,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (passed to every benchmark)")
     ap.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes")
     ap.add_argument("--only", nargs="*", help="run only these scripts, e.g. bench_coco_eval.py")
-    ap.add_argument("--output", default=str(RESULTS_JSON), help="results JSON (the table goes beside it as .md)")
+    ap.add_argument(
+        "--output", default=str(RESULTS_JSON), help="results JSON (the table goes beside it as .md)"
+    )
     args = ap.parse_args(argv)
     out = Path(args.output)
     rows = run_all(args.device, args.quick, args.only, out, out.with_suffix(".md"))

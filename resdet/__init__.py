@@ -8,13 +8,16 @@ The Python API (resdet/api.py): ``Predictor``, ``train_detector``, ``evaluate_de
 ``evaluate_predictions``, ``pretrain``, ``convert_weights``; each does what one command in
 tools/ does.
 """
+
 import warnings
 
 __version__ = "0.1.0"
 
 # fvcore and Detectron2 call torch.jit.script at import; its deprecation warning would
 # break the one-line error messages of every resdet tool.
-warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
+warnings.filterwarnings(
+    "ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning
+)
 
 try:
     import detectron2  # noqa: F401
@@ -26,7 +29,6 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess test
         "(see README.md, 'Install')."
     ) from e
 
-from .config import add_resdet_config, get_resdet_cfg  # noqa: E402,F401
 from . import modeling  # noqa: E402,F401  (registers the backbones and ROI head)
 from .api import (  # noqa: E402,F401  (light: each function imports what it needs when called)
     Predictor,
@@ -35,6 +37,7 @@ from .api import (  # noqa: E402,F401  (light: each function imports what it nee
     evaluate_predictions,
     train_detector,
 )
+from .config import add_resdet_config, get_resdet_cfg  # noqa: E402,F401
 
 
 def __getattr__(name):

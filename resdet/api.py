@@ -654,7 +654,6 @@ def _pretrain_worker(cfg, resume, eval_only):
 
     from .io import atomic_write
     from .pretrain import evaluate_checkpoint, train
-
     from .run_folder import discard_unstarted_run, listing
 
     before = listing(cfg.OUTPUT_DIR)

@@ -16,6 +16,7 @@ What it changes in Detectron2's DetectionCheckpointer:
 - ``--resume`` onto an unreadable or non-finite newest checkpoint falls back, with a
   warning, to the newest earlier one that is complete.
 """
+
 import logging
 import math
 import os
@@ -36,8 +37,11 @@ logger = logging.getLogger(__name__)
 
 def non_finite(state_dict) -> list:
     """Names of the floating-point tensors of ``state_dict`` holding NaN or Inf."""
-    return [k for k, v in state_dict.items()
-            if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    return [
+        k
+        for k, v in state_dict.items()
+        if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()
+    ]
 
 
 def divergence_error(loss, iteration: int, base_lr: float, save_dir) -> TrainingError:
@@ -52,8 +56,9 @@ def divergence_error(loss, iteration: int, base_lr: float, save_dir) -> Training
         what = loss
     else:
         what = f"loss became {'nan' if math.isnan(loss) else loss}"
-    return TrainingError(f"{what} at iteration {iteration}; lower SOLVER.BASE_LR "
-                         f"(now {base_lr:g}) and {advice}")
+    return TrainingError(
+        f"{what} at iteration {iteration}; lower SOLVER.BASE_LR (now {base_lr:g}) and {advice}"
+    )
 
 
 class RNGState:
@@ -76,12 +81,13 @@ class RNGState:
     def load_state_dict(self, state):
         random.setstate(state["python"])
         np_state = dict(state["numpy"])
-        np_state["state"] = dict(np_state["state"],
-                                 key=np.array(np_state["state"]["key"], dtype=np.uint32))
+        np_state["state"] = dict(
+            np_state["state"], key=np.array(np_state["state"]["key"], dtype=np.uint32)
+        )
         np.random.set_state(np_state)
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
-            cuda = state["cuda"][:torch.cuda.device_count()]
+            cuda = state["cuda"][: torch.cuda.device_count()]
             torch.cuda.set_rng_state_all(cuda)
 
 
@@ -117,8 +123,9 @@ class ResdetCheckpointer(DetectionCheckpointer):
         incompatible = super()._load_model(checkpoint)
         if checkpoint.get("matching_heuristics"):  # names were matched to the model's
             file_keys = [k for k in model_keys if k not in incompatible.missing_keys]
-        for problem in check_loaded_weights(self._loading, model_keys, file_keys, incompatible,
-                                            self.strict):
+        for problem in check_loaded_weights(
+            self._loading, model_keys, file_keys, incompatible, self.strict
+        ):
             self.logger.warning(f"RESDET.WEIGHTS.STRICT is False, loading anyway: {problem}")
         return incompatible
 
@@ -137,8 +144,11 @@ class ResdetCheckpointer(DetectionCheckpointer):
             return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
         if filename.endswith(".pyth"):  # pycls
             data = safe_torch_load(filename)
-            model_state = {k: v for k, v in data["model_state"].items()
-                           if not k.endswith("num_batches_tracked")}
+            model_state = {
+                k: v
+                for k, v in data["model_state"].items()
+                if not k.endswith("num_batches_tracked")
+            }
             return {"model": model_state, "__author__": "pycls", "matching_heuristics": True}
         return super()._load_file(filename)  # .pth: through _torch_load below
 
@@ -170,17 +180,25 @@ class ResdetCheckpointer(DetectionCheckpointer):
                 self.logger.warning("cannot resume from %s", e)
                 continue
             if path != newest:
-                self.logger.warning("resuming from %s instead of %s, which is unusable",
-                                    path, os.path.basename(newest))
+                self.logger.warning(
+                    "resuming from %s instead of %s, which is unusable",
+                    path,
+                    os.path.basename(newest),
+                )
             self._preloaded = (path, data)
             return path
-        raise CheckpointError(f"{first_problem}; no earlier complete checkpoint in "
-                              f"{self.save_dir} to resume from: run without --resume")
+        raise CheckpointError(
+            f"{first_problem}; no earlier complete checkpoint in "
+            f"{self.save_dir} to resume from: run without --resume"
+        )
 
     def _checkpoints_by_age(self):
         """The .pth files of save_dir a run may continue from, newest first."""
-        files = [p for p in Path(self.save_dir).glob("*.pth")
-                 if not p.name.startswith(".") and p.stem not in self.untagged]
+        files = [
+            p
+            for p in Path(self.save_dir).glob("*.pth")
+            if not p.name.startswith(".") and p.stem not in self.untagged
+        ]
         return sorted(files, key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
 
     # ---- saving ------------------------------------------------------------------------
@@ -208,8 +226,10 @@ class ResdetCheckpointer(DetectionCheckpointer):
         if bad:
             last = self.get_checkpoint_file() if self.has_checkpoint() else ""
             where = f"resume from {last} (--resume)" if last else "start again"
-            raise TrainingError(f"not saving {name}.pth: {len(bad)} non-finite tensor(s) "
-                                f"({bad[0]}); the run diverged: lower SOLVER.BASE_LR and {where}")
+            raise TrainingError(
+                f"not saving {name}.pth: {len(bad)} non-finite tensor(s) "
+                f"({bad[0]}); the run diverged: lower SOLVER.BASE_LR and {where}"
+            )
 
     def tag_last_checkpoint(self, last_filename_basename):
         with atomic_write(os.path.join(self.save_dir, "last_checkpoint"), "w") as f:

@@ -9,6 +9,7 @@ Each tool is ``main(argv=None) -> int`` that parses its arguments and then calls
 
 ``--debug`` (:func:`add_debug_flag`) or ``RESDET_DEBUG=1`` shows the traceback instead.
 """
+
 import errno
 import os
 import sys
@@ -22,8 +23,11 @@ EXIT_ERROR = 2  # bad input, as argparse's own usage errors
 
 
 def add_debug_flag(parser):
-    parser.add_argument("--debug", action="store_true",
-                        help="show the Python traceback of an error (also RESDET_DEBUG=1)")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the Python traceback of an error (also RESDET_DEBUG=1)",
+    )
     return parser
 
 
@@ -49,11 +53,17 @@ def one_line(e: BaseException) -> str:
 def _os_error(e: OSError) -> str:
     where = e.filename if e.filename is not None else ""
     if e.errno == errno.ENOSPC:
-        return f"{where or 'output'}: no space left on the device; free space or choose another output folder"
+        return (
+            f"{where or 'output'}: no space left on the device; free space or choose"
+            f" another output folder"
+        )
     if isinstance(e, PermissionError):
         return f"{where}: permission denied; choose a folder you can write to"
     if isinstance(e, (FileExistsError, NotADirectoryError)):
-        return f"{where}: a file stands where a folder is needed (or the reverse); choose another output path"
+        return (
+            f"{where}: a file stands where a folder is needed (or the reverse); choose"
+            f" another output path"
+        )
     if isinstance(e, IsADirectoryError):
         return f"{where}: is a folder, a file was expected; choose another path"
     if isinstance(e, FileNotFoundError):
@@ -88,11 +98,16 @@ def run(fn, *, debug: bool = False) -> int:
         if isinstance(e, ResdetError):
             msg = one_line(e)
         elif _disk_full(e):
-            msg = "no space left on the device while writing; free space or choose another output folder"
+            msg = (
+                "no space left on the device while writing; free space or choose another"
+                " output folder"
+            )
         elif isinstance(e, OSError):
             msg = _os_error(e)
         else:
-            msg = (f"unexpected {type(e).__name__}: {one_line(e)} (a resdet bug: rerun with --debug "
-                   "and report the traceback)")
+            msg = (
+                f"unexpected {type(e).__name__}: {one_line(e)} (a resdet bug: rerun with --debug "
+                "and report the traceback)"
+            )
         print(f"error: {msg}", file=sys.stderr)
         return EXIT_ERROR

@@ -4,6 +4,7 @@ resdet reuses Detectron2's keys wherever they mean the same thing (MODEL.RESNETS
 NORM, STRIDE_IN_1X1, RES5_DILATION, OUT_FEATURES, RES2_OUT_CHANNELS,
 MODEL.BACKBONE.FREEZE_AT); only what Detectron2 has no key for lives under MODEL.RESDET.
 """
+
 import os
 
 from detectron2.config import CfgNode as CN
@@ -28,8 +29,8 @@ def add_resdet_config(cfg):
     # and used when DATASETS.TRAIN/TEST name them. Class names come from the data.
     cfg.RESDET.DATA = CN()
     cfg.RESDET.DATA.TRAIN = ""
-    cfg.RESDET.DATA.TRAIN_IMAGES = ""   # COCO JSON only: its image folder
-    cfg.RESDET.DATA.TRAIN_SPLIT = ""    # VOC only: ImageSets/Main/<split>.txt; "" = all annotated
+    cfg.RESDET.DATA.TRAIN_IMAGES = ""  # COCO JSON only: its image folder
+    cfg.RESDET.DATA.TRAIN_SPLIT = ""  # VOC only: ImageSets/Main/<split>.txt; "" = all annotated
     cfg.RESDET.DATA.TEST = ""
     cfg.RESDET.DATA.TEST_IMAGES = ""
     cfg.RESDET.DATA.TEST_SPLIT = ""
@@ -85,10 +86,16 @@ def _unknown_key(cfg, full_key, where):
 
     keys = list(_flat_keys(cfg))
     # a key written in lower case, or cut short, before a mere spelling likeness
-    close = ([k for k in keys if k == full_key.upper()]
-             or [k for k in keys if k.startswith(full_key.upper())][:3]
-             or difflib.get_close_matches(full_key.upper(), keys, n=3, cutoff=0.75))
-    hint = f"; did you mean {' or '.join(close)}?" if close else "; see resdet/config.py for resdet's keys"
+    close = (
+        [k for k in keys if k == full_key.upper()]
+        or [k for k in keys if k.startswith(full_key.upper())][:3]
+        or difflib.get_close_matches(full_key.upper(), keys, n=3, cutoff=0.75)
+    )
+    hint = (
+        f"; did you mean {' or '.join(close)}?"
+        if close
+        else "; see resdet/config.py for resdet's keys"
+    )
     return ConfigError(f"{where}: unknown config key {full_key}{hint}")
 
 
@@ -99,20 +106,32 @@ def _coerce(value, default, full_key, where):
         return value
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if (isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float)
-            and value.is_integer()):
+    if (
+        isinstance(default, int)
+        and not isinstance(default, bool)
+        and isinstance(value, float)
+        and value.is_integer()
+    ):
         return int(value)
     if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
         return type(default)(value)
-    kind = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
-            list: "a list", tuple: "a list"}.get(type(default), type(default).__name__)
-    return ConfigError(f"{where}: {full_key} must be {kind} (like its default {default!r}), "
-                       f"got {value!r}")
+    kind = {
+        bool: "true or false",
+        int: "a whole number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        tuple: "a list",
+    }.get(type(default), type(default).__name__)
+    return ConfigError(
+        f"{where}: {full_key} must be {kind} (like its default {default!r}), got {value!r}"
+    )
 
 
 def _merge_checked(cfg, updates, where):
     """Merge ``updates`` ({full.key: value} or nested dicts) into ``cfg`` in place, raising
     ConfigError for an unknown key or a value of the wrong type."""
+
     def walk(node, d, prefix):
         for k, v in d.items():
             full = f"{prefix}{k}"
@@ -126,8 +145,9 @@ def _merge_checked(cfg, updates, where):
                 raise _unknown_key(cfg, full, where)
             if isinstance(node[k], CN):
                 if not isinstance(v, dict):
-                    raise ConfigError(f"{where}: {full} is a group of keys; give its keys, "
-                                      f"not {v!r}")
+                    raise ConfigError(
+                        f"{where}: {full} is a group of keys; give its keys, not {v!r}"
+                    )
                 walk(node[k], v, full + ".")
                 continue
             # as yacs's merge: strings are Python literals where they parse as one
@@ -153,15 +173,19 @@ def merge_config_file(cfg, path):
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+        raise ConfigError(
+            f"{path}: not valid YAML{at}: {getattr(e, 'problem', None) or e}"
+        ) from None
     except (AssertionError, TypeError, AttributeError, UnicodeDecodeError):
         raise ConfigError(f"{path}: not a config file (expected a YAML mapping of keys)") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: not a config file (expected a mapping of keys)")
     version = loaded.pop("VERSION", cfg.get("VERSION"))
     if "VERSION" in cfg and version != cfg.VERSION:
-        raise ConfigError(f"{path}: VERSION {version} is not Detectron2's current config version "
-                          f"{cfg.VERSION}; update the file")
+        raise ConfigError(
+            f"{path}: VERSION {version} is not Detectron2's current config version "
+            f"{cfg.VERSION}; update the file"
+        )
     _merge_checked(cfg, loaded, path)
     return cfg
 
@@ -196,15 +220,18 @@ def check_solver(cfg, training=True):
     if s.CHECKPOINT_PERIOD <= 0:
         raise ConfigError(f"SOLVER.CHECKPOINT_PERIOD must be positive, got {s.CHECKPOINT_PERIOD}")
     if cfg.TEST.EVAL_PERIOD < 0:
-        raise ConfigError(f"TEST.EVAL_PERIOD must be 0 (off) or positive, got {cfg.TEST.EVAL_PERIOD}")
+        raise ConfigError(
+            f"TEST.EVAL_PERIOD must be 0 (off) or positive, got {cfg.TEST.EVAL_PERIOD}"
+        )
     if training and s.WARMUP_ITERS < 0:
         raise ConfigError(f"SOLVER.WARMUP_ITERS must be 0 or positive, got {s.WARMUP_ITERS}")
     bad = [st for st in s.STEPS if st <= 0]
     if bad:
         raise ConfigError(f"SOLVER.STEPS must be positive iterations, got {list(s.STEPS)}")
     if cfg.DATALOADER.NUM_WORKERS < -1:
-        raise ConfigError(f"DATALOADER.NUM_WORKERS must be -1 (auto) or more, got "
-                          f"{cfg.DATALOADER.NUM_WORKERS}")
+        raise ConfigError(
+            f"DATALOADER.NUM_WORKERS must be -1 (auto) or more, got {cfg.DATALOADER.NUM_WORKERS}"
+        )
     return cfg
 
 
@@ -218,7 +245,9 @@ def check_device(cfg):
     if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
         raise ConfigError(f"MODEL.DEVICE {device!r} is not a device; use cpu or cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"MODEL.DEVICE {device!r} but CUDA is not available; use MODEL.DEVICE cpu")
+        raise ConfigError(
+            f"MODEL.DEVICE {device!r} but CUDA is not available; use MODEL.DEVICE cpu"
+        )
     return cfg
 
 
@@ -228,9 +257,10 @@ def check_weights_path(cfg):
     if not w:
         return cfg
     if "://" in w and not w.startswith("file://"):
-        raise ConfigError(f"MODEL.WEIGHTS {w}: resdet loads local files only; download it and "
-                          "give its path")
-    path = w[len("file://"):] if w.startswith("file://") else w
+        raise ConfigError(
+            f"MODEL.WEIGHTS {w}: resdet loads local files only; download it and give its path"
+        )
+    path = w[len("file://") :] if w.startswith("file://") else w
     if not os.path.isfile(path):
         raise ConfigError(f"MODEL.WEIGHTS {path}: no such file")
     return cfg

@@ -12,6 +12,7 @@ plain timm ResNets through one mapping table, Caffe2/MSRA names through Detectro
 result is checked key by key, shape by shape, against the resdet layout before anything
 is written.
 """
+
 import logging
 import re
 from dataclasses import dataclass, field
@@ -20,9 +21,8 @@ from typing import Dict, Optional
 
 import numpy as np
 import torch
-from tabulate import tabulate
-
 from detectron2.config import CfgNode as CN
+from tabulate import tabulate
 
 from .cli import one_line as cli_one_line
 from .config import get_resdet_cfg
@@ -30,8 +30,20 @@ from .io import CheckpointError, atomic_save, atomic_write, load_checkpoint_file
 from .model_zoo import get_config_file
 from .modeling.resnet import IMAGENET_DEPTHS, build_resnet
 
-__all__ = ["FORMATS", "LAYOUTS", "TOLERANCE", "Source", "Conversion", "detect_format",
-           "load_source", "to_detectron2", "fragment", "fragment_path", "verify", "convert"]
+__all__ = [
+    "FORMATS",
+    "LAYOUTS",
+    "TOLERANCE",
+    "Source",
+    "Conversion",
+    "detect_format",
+    "load_source",
+    "to_detectron2",
+    "fragment",
+    "fragment_path",
+    "verify",
+    "convert",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,17 +54,33 @@ TOLERANCE = 1e-4  # max abs feature difference per stage that --verify accepts
 
 # What torchvision and timm weights were trained on: RGB in [0, 255] normalised by the
 # ImageNet mean/std, stride in the 3x3 conv.
-TORCHVISION_INPUT = dict(input_format="RGB", pixel_mean=[123.675, 116.28, 103.53],
-                         pixel_std=[58.395, 57.12, 57.375], stride_in_1x1=False)
+TORCHVISION_INPUT = dict(
+    input_format="RGB",
+    pixel_mean=[123.675, 116.28, 103.53],
+    pixel_std=[58.395, 57.12, 57.375],
+    stride_in_1x1=False,
+)
 
 # torchvision / plain timm ResNet names -> resdet names: the one mapping table.
 _TORCHVISION_TO_RESDET = [
     (r"conv1\.weight", lambda m: "stem.conv1.weight"),
     (r"bn1\.(\w+)", lambda m: f"stem.conv1.norm.{m[1]}"),
-    (r"layer(\d)\.(\d+)\.conv(\d)\.weight", lambda m: f"res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.weight"),
-    (r"layer(\d)\.(\d+)\.bn(\d)\.(\w+)", lambda m: f"res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.norm.{m[4]}"),
-    (r"layer(\d)\.(\d+)\.downsample\.0\.weight", lambda m: f"res{int(m[1]) + 1}.{m[2]}.shortcut.weight"),
-    (r"layer(\d)\.(\d+)\.downsample\.1\.(\w+)", lambda m: f"res{int(m[1]) + 1}.{m[2]}.shortcut.norm.{m[3]}"),
+    (
+        r"layer(\d)\.(\d+)\.conv(\d)\.weight",
+        lambda m: f"res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.weight",
+    ),
+    (
+        r"layer(\d)\.(\d+)\.bn(\d)\.(\w+)",
+        lambda m: f"res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.norm.{m[4]}",
+    ),
+    (
+        r"layer(\d)\.(\d+)\.downsample\.0\.weight",
+        lambda m: f"res{int(m[1]) + 1}.{m[2]}.shortcut.weight",
+    ),
+    (
+        r"layer(\d)\.(\d+)\.downsample\.1\.(\w+)",
+        lambda m: f"res{int(m[1]) + 1}.{m[2]}.shortcut.norm.{m[3]}",
+    ),
     (r"fc\.(weight|bias)", lambda m: f"linear.{m[1]}"),
 ]
 
@@ -77,7 +105,7 @@ class Source:
     shortcut: str
     stride_in_1x1: bool
     input_format: str  # "RGB" or "BGR", as Detectron2's INPUT.FORMAT
-    pixel_mean: list   # 0-255 scale, in input_format's channel order
+    pixel_mean: list  # 0-255 scale, in input_format's channel order
     pixel_std: list
     residual: bool = True
     # The original torchvision/timm state dict, run by its own library in ``verify``.
@@ -135,11 +163,17 @@ def detect_format(obj, path="<checkpoint>") -> str:
         return "timm"
     if any(re.match(r"(conv1\.weight|layer\d\.)", k) for k in keys):
         return "torchvision"
-    if any(re.match(r"(backbone\.|roi_heads\.res5\.|stem\.|res[2-5]\.)", k) or _is_c2_name(k) for k in keys):
+    if any(
+        re.match(r"(backbone\.|roi_heads\.res5\.|stem\.|res[2-5]\.)", k) or _is_c2_name(k)
+        for k in keys
+    ):
         return "detectron2"
     first = keys[0] if keys else "none"
-    _fail(path, f"unknown checkpoint format (first key {first!r}); expected resdet, "
-                "torchvision/timm or Detectron2 ResNet weights")
+    _fail(
+        path,
+        f"unknown checkpoint format (first key {first!r}); expected resdet, "
+        "torchvision/timm or Detectron2 ResNet weights",
+    )
 
 
 def _as_tensor(value, path, key):
@@ -152,11 +186,18 @@ def _as_tensor(value, path, key):
 
 def _from_torchvision(state, path, kind):
     """Map torchvision/timm names; refuse timm variants by name."""
-    variants = [f"{variant} (key {hit!r})" for pattern, variant in _TIMM_VARIANTS
-                for hit in [next((k for k in state if re.match(pattern, k)), None)] if hit]
+    variants = [
+        f"{variant} (key {hit!r})"
+        for pattern, variant in _TIMM_VARIANTS
+        for hit in [next((k for k in state if re.match(pattern, k)), None)]
+        if hit
+    ]
     if variants:
-        _fail(path, f"timm variant with {' and '.join(variants)} cannot be mapped onto the "
-                    "paper's ResNet; only plain resnet18..200 weights convert")
+        _fail(
+            path,
+            f"timm variant with {' and '.join(variants)} cannot be mapped onto the "
+            "paper's ResNet; only plain resnet18..200 weights convert",
+        )
     out = {}
     for key, value in state.items():
         if key.endswith("num_batches_tracked"):
@@ -186,7 +227,10 @@ def _from_detectron2(state, path):
         if _TRUNK.match(key):
             out[key] = _as_tensor(state[old], path, old)
     if not out:
-        _fail(path, "no ResNet trunk weights (stem.*, res2..res5.*) found in this Detectron2 checkpoint")
+        _fail(
+            path,
+            "no ResNet trunk weights (stem.*, res2..res5.*) found in this Detectron2 checkpoint",
+        )
     # Caffe2 BN is an affine channel (scale, bias): give it the identity statistics that
     # Detectron2's FrozenBatchNorm2d starts from, so x * scale + bias is exact.
     for key in [k for k in out if k.endswith(".norm.weight")]:
@@ -212,16 +256,23 @@ def _infer_depth(weights, path) -> int:
         if table == counts and (depth >= 50) == bottleneck:
             return depth
     known = ", ".join(f"R{d} {t}" for d, t in IMAGENET_DEPTHS.items())
-    _fail(path, f"{'bottleneck' if bottleneck else 'basic'} blocks per stage {counts} match no "
-                f"ResNet depth ({known})")
+    _fail(
+        path,
+        f"{'bottleneck' if bottleneck else 'basic'} blocks per stage {counts} match no "
+        f"ResNet depth ({known})",
+    )
 
 
 def _infer_shortcut(weights, path) -> str:
     """B: projections exactly where the shape changes; C: on every block; A: none."""
-    blocks = sorted({k.split(".")[0] + "." + k.split(".")[1] for k in weights if k.startswith("res")})
+    blocks = sorted(
+        {k.split(".")[0] + "." + k.split(".")[1] for k in weights if k.startswith("res")}
+    )
     projected = {b for b in blocks if f"{b}.shortcut.weight" in weights}
     bottleneck = any(".conv3." in k for k in weights)
-    reshaping = {b for b in blocks if b.endswith(".0") and (bottleneck or not b.startswith("res2."))}
+    reshaping = {
+        b for b in blocks if b.endswith(".0") and (bottleneck or not b.startswith("res2."))
+    }
     if not projected:
         return "A"
     if projected == reshaping:
@@ -236,21 +287,34 @@ def _check_layout(source: Source) -> None:
     """Every key and shape of the weights must be those of the resdet network they need."""
     try:
         with torch.device("meta"):  # shapes only: no memory, no init
-            net = build_resnet(source.depth, shortcut=source.shortcut, residual=source.residual,
-                               stride_in_1x1=source.stride_in_1x1, num_classes=None)
+            net = build_resnet(
+                source.depth,
+                shortcut=source.shortcut,
+                residual=source.residual,
+                stride_in_1x1=source.stride_in_1x1,
+                num_classes=None,
+            )
     except ValueError as e:  # e.g. a forced or recorded depth or shortcut resdet does not build
         _fail(source.path, str(e))
     expected = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
-    name = f"ResNet-{source.depth} ({source.shortcut} shortcuts{'' if source.residual else ', plain'})"
+    name = (
+        f"ResNet-{source.depth} ({source.shortcut} shortcuts{'' if source.residual else ', plain'})"
+    )
     for key, want in expected.items():
         have = source.weights.get(key)
         if have is None or have.shape != want.shape:
-            _fail(source.path, f"weights do not fit {name}: first mismatch {key}: checkpoint "
-                               f"{_shape(have)}, {name} expects {_shape(want)}")
+            _fail(
+                source.path,
+                f"weights do not fit {name}: first mismatch {key}: checkpoint "
+                f"{_shape(have)}, {name} expects {_shape(want)}",
+            )
     for key, have in source.weights.items():
         if key not in expected:
-            _fail(source.path, f"weights do not fit {name}: first mismatch {key}: checkpoint "
-                               f"{_shape(have)}, {name} expects absent")
+            _fail(
+                source.path,
+                f"weights do not fit {name}: first mismatch {key}: checkpoint "
+                f"{_shape(have)}, {name} expects absent",
+            )
 
 
 def fragment_path(weights) -> Path:
@@ -266,20 +330,32 @@ def _settings_from_d2(obj, path, c2_names):
     author = obj.get("__author__") if isinstance(obj, dict) else None
     if not c2_names and author == "resdet":
         if not fragment_path(path).is_file():
-            _fail(path, f"a resdet conversion without its fragment {fragment_path(path).name}: "
-                        "the input settings of these weights are unknown")
+            _fail(
+                path,
+                f"a resdet conversion without its fragment {fragment_path(path).name}: "
+                "the input settings of these weights are unknown",
+            )
         cfg = get_resdet_cfg()
         cfg.merge_from_file(str(fragment_path(path)))
-        return dict(input_format=cfg.INPUT.FORMAT, pixel_mean=list(cfg.MODEL.PIXEL_MEAN),
-                    pixel_std=list(cfg.MODEL.PIXEL_STD), stride_in_1x1=cfg.MODEL.RESNETS.STRIDE_IN_1X1,
-                    shortcut=cfg.MODEL.RESDET.SHORTCUT, residual=cfg.MODEL.RESDET.RESIDUAL)
+        return dict(
+            input_format=cfg.INPUT.FORMAT,
+            pixel_mean=list(cfg.MODEL.PIXEL_MEAN),
+            pixel_std=list(cfg.MODEL.PIXEL_STD),
+            stride_in_1x1=cfg.MODEL.RESNETS.STRIDE_IN_1X1,
+            shortcut=cfg.MODEL.RESDET.SHORTCUT,
+            residual=cfg.MODEL.RESDET.RESIDUAL,
+        )
     if not c2_names and author == "torchvision":
         return dict(TORCHVISION_INPUT)
     if not c2_names and author is None:
         return _settings_from_run_config(path)
     d2 = get_resdet_cfg()
-    return dict(input_format=d2.INPUT.FORMAT, pixel_mean=list(d2.MODEL.PIXEL_MEAN),
-                pixel_std=list(d2.MODEL.PIXEL_STD), stride_in_1x1=d2.MODEL.RESNETS.STRIDE_IN_1X1)
+    return dict(
+        input_format=d2.INPUT.FORMAT,
+        pixel_mean=list(d2.MODEL.PIXEL_MEAN),
+        pixel_std=list(d2.MODEL.PIXEL_STD),
+        stride_in_1x1=d2.MODEL.RESNETS.STRIDE_IN_1X1,
+    )
 
 
 def _settings_from_run_config(path):
@@ -289,20 +365,38 @@ def _settings_from_run_config(path):
 
     run_cfg = Path(path).parent / "config.yaml"
     if not run_cfg.is_file():
-        _fail(path, "a Detectron2 training checkpoint without its run's config.yaml beside it: the "
-                    "input format and pixel statistics of these weights are unknown; copy the run's "
-                    "config.yaml next to it")
+        _fail(
+            path,
+            "a Detectron2 training checkpoint without its run's config.yaml beside it: the "
+            "input format and pixel statistics of these weights are unknown; copy the run's "
+            "config.yaml next to it",
+        )
     try:
         c = yaml.safe_load(run_cfg.read_text())
         model, resnets = c["MODEL"], c["MODEL"]["RESNETS"]
-        settings = dict(input_format=c["INPUT"]["FORMAT"], pixel_mean=list(model["PIXEL_MEAN"]),
-                        pixel_std=list(model["PIXEL_STD"]), stride_in_1x1=bool(resnets["STRIDE_IN_1X1"]))
+        settings = dict(
+            input_format=c["INPUT"]["FORMAT"],
+            pixel_mean=list(model["PIXEL_MEAN"]),
+            pixel_std=list(model["PIXEL_STD"]),
+            stride_in_1x1=bool(resnets["STRIDE_IN_1X1"]),
+        )
     except (yaml.YAMLError, KeyError, TypeError) as e:
-        _fail(run_cfg, f"not the config.yaml of a Detectron2 run (needs INPUT.FORMAT, MODEL.PIXEL_MEAN, "
-                       f"MODEL.PIXEL_STD, MODEL.RESNETS.STRIDE_IN_1X1): {cli_one_line(e)}")
-    resdet_keys = (c["MODEL"].get("RESDET") or {})
-    settings.update({k: v for k, v in (("shortcut", resdet_keys.get("SHORTCUT")),
-                                       ("residual", resdet_keys.get("RESIDUAL"))) if v is not None})
+        _fail(
+            run_cfg,
+            f"not the config.yaml of a Detectron2 run (needs INPUT.FORMAT, MODEL.PIXEL_MEAN, "
+            f"MODEL.PIXEL_STD, MODEL.RESNETS.STRIDE_IN_1X1): {cli_one_line(e)}",
+        )
+    resdet_keys = c["MODEL"].get("RESDET") or {}
+    settings.update(
+        {
+            k: v
+            for k, v in (
+                ("shortcut", resdet_keys.get("SHORTCUT")),
+                ("residual", resdet_keys.get("RESIDUAL")),
+            )
+            if v is not None
+        }
+    )
     logger.info("%s: input settings from the run's %s", path, run_cfg)
     return settings
 
@@ -327,19 +421,41 @@ def load_source(path, kind: str = "auto", depth: Optional[int] = None) -> Source
     if kind == "resdet":
         meta = obj["meta"]
         if meta.get("dataset", "imagenet") != "imagenet":
-            _fail(path, f"meta.dataset={meta.get('dataset')!r}: CIFAR nets (3x3 stem, res2..res4) have "
-                        "no Detectron2 detection layout; allowed: imagenet")
+            _fail(
+                path,
+                f"meta.dataset={meta.get('dataset')!r}: CIFAR nets (3x3 stem, res2..res4) have "
+                "no Detectron2 detection layout; allowed: imagenet",
+            )
         if meta.get("norm", "BN") != "BN":
             _fail(path, f"meta.norm={meta.get('norm')!r}: only BN weights convert to FrozenBN")
-        lacking = [k for k in ("depth", "shortcut", "residual", "stride_in_1x1", "input_format",
-                               "pixel_mean", "pixel_std") if k not in meta]
+        lacking = [
+            k
+            for k in (
+                "depth",
+                "shortcut",
+                "residual",
+                "stride_in_1x1",
+                "input_format",
+                "pixel_mean",
+                "pixel_std",
+            )
+            if k not in meta
+        ]
         if lacking:
             _fail(path, f"meta lacks {lacking[0]!r}, which the conversion needs")
-        weights = {k: _as_tensor(v, path, k) for k, v in state.items()
-                   if _TRUNK.match(k) and not k.endswith("num_batches_tracked")}
-        settings = dict(input_format=meta["input_format"], pixel_mean=list(meta["pixel_mean"]),
-                        pixel_std=list(meta["pixel_std"]), stride_in_1x1=bool(meta["stride_in_1x1"]),
-                        shortcut=meta["shortcut"], residual=bool(meta["residual"]))
+        weights = {
+            k: _as_tensor(v, path, k)
+            for k, v in state.items()
+            if _TRUNK.match(k) and not k.endswith("num_batches_tracked")
+        }
+        settings = dict(
+            input_format=meta["input_format"],
+            pixel_mean=list(meta["pixel_mean"]),
+            pixel_std=list(meta["pixel_std"]),
+            stride_in_1x1=bool(meta["stride_in_1x1"]),
+            shortcut=meta["shortcut"],
+            residual=bool(meta["residual"]),
+        )
         depth = depth or int(meta["depth"])
     elif kind in ("torchvision", "timm"):
         weights = _from_torchvision(state, path, kind)
@@ -350,28 +466,45 @@ def load_source(path, kind: str = "auto", depth: Optional[int] = None) -> Source
     weights.pop("linear.weight", None)
     weights.pop("linear.bias", None)
     settings.setdefault("shortcut", _infer_shortcut(weights, path))
-    bad = next((k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    bad = next(
+        (k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()),
+        None,
+    )
     if bad is not None:
-        _fail(path, f"{bad} holds NaN or infinite values: these weights come from a diverged run; "
-                    "convert an earlier checkpoint")
-    source = Source(path=path, kind=kind, weights=weights, depth=depth or _infer_depth(weights, path),
-                    reference=state if kind in ("torchvision", "timm") else None, **settings)
+        _fail(
+            path,
+            f"{bad} holds NaN or infinite values: these weights come from a diverged run; "
+            "convert an earlier checkpoint",
+        )
+    source = Source(
+        path=path,
+        kind=kind,
+        weights=weights,
+        depth=depth or _infer_depth(weights, path),
+        reference=state if kind in ("torchvision", "timm") else None,
+        **settings,
+    )
     _check_layout(source)
     return source
 
 
 def fragment(source: Source) -> CN:
     """The Detectron2 config keys the weights require (contract 2)."""
-    return CN({
-        "INPUT": {"FORMAT": source.input_format},
-        "MODEL": {
-            "PIXEL_MEAN": [float(v) for v in source.pixel_mean],
-            "PIXEL_STD": [float(v) for v in source.pixel_std],
-            "RESNETS": {"DEPTH": source.depth, "STRIDE_IN_1X1": source.stride_in_1x1,
-                        "RES2_OUT_CHANNELS": 64 if source.depth < 50 else 256},
-            "RESDET": {"SHORTCUT": source.shortcut, "RESIDUAL": source.residual},
-        },
-    })
+    return CN(
+        {
+            "INPUT": {"FORMAT": source.input_format},
+            "MODEL": {
+                "PIXEL_MEAN": [float(v) for v in source.pixel_mean],
+                "PIXEL_STD": [float(v) for v in source.pixel_std],
+                "RESNETS": {
+                    "DEPTH": source.depth,
+                    "STRIDE_IN_1X1": source.stride_in_1x1,
+                    "RES2_OUT_CHANNELS": 64 if source.depth < 50 else 256,
+                },
+                "RESDET": {"SHORTCUT": source.shortcut, "RESIDUAL": source.residual},
+            },
+        }
+    )
 
 
 def to_detectron2(source: Source, layout: str = "c4") -> dict:
@@ -426,8 +559,11 @@ def _reference_stages(source: Source, x):
         net = builder(weights=None)
     missing, unexpected = net.load_state_dict(source.reference, strict=False)
     if unexpected or set(missing) - {"fc.weight", "fc.bias"}:
-        _fail(source.path, f"{source.kind} resnet{source.depth} does not take these weights "
-                           f"(first mismatch {(unexpected or missing)[0]})")
+        _fail(
+            source.path,
+            f"{source.kind} resnet{source.depth} does not take these weights "
+            f"(first mismatch {(unexpected or missing)[0]})",
+        )
     net.eval()
     act = getattr(net, "relu", None) or net.act1
     y, out = net.maxpool(act(net.bn1(net.conv1(x)))), {}
@@ -465,8 +601,14 @@ def verify(source: Source, checkpoint: dict, layout: str = "c4", image=None, siz
     cannot hide. Raises CheckpointError when any stage differs by ``TOLERANCE`` or more.
     """
     x = _verification_input(source, image, size)
-    trunk = build_resnet(source.depth, shortcut=source.shortcut, residual=source.residual,
-                         stride_in_1x1=source.stride_in_1x1, num_classes=None, out_features=list(STAGES))
+    trunk = build_resnet(
+        source.depth,
+        shortcut=source.shortcut,
+        residual=source.residual,
+        stride_in_1x1=source.stride_in_1x1,
+        num_classes=None,
+        out_features=list(STAGES),
+    )
     trunk.load_state_dict(source.weights, strict=False)
     refs = {"resdet trunk": trunk.eval()(x)}
     theirs = _reference_stages(source, x)
@@ -477,22 +619,46 @@ def verify(source: Source, checkpoint: dict, layout: str = "c4", image=None, siz
     part = "backbone.bottom_up." if layout == "fpn" else ("backbone.", "roi_heads.res5.")
     missing = [k for k in incompatible.missing_keys if k.startswith(part)]
     if missing or incompatible.unexpected_keys:
-        _fail(source.path, f"the Detectron2 {layout} model does not take the converted weights "
-                           f"(first mismatch {(missing or incompatible.unexpected_keys)[0]})")
+        _fail(
+            source.path,
+            f"the Detectron2 {layout} model does not take the converted weights "
+            f"(first mismatch {(missing or incompatible.unexpected_keys)[0]})",
+        )
     det = _detector_stages(model, layout, x)
-    diffs = {s: {r: (out[s] - det[s]).abs().max().item() for r, out in refs.items()} for s in STAGES}
-    logger.info("max abs difference per stage (source vs Detectron2 %s):\n%s", layout, tabulate(
-        [[s] + [f"{d:.3g}" for d in diffs[s].values()] for s in STAGES],
-        headers=["stage"] + list(refs), tablefmt="pipe"))
+    diffs = {
+        s: {r: (out[s] - det[s]).abs().max().item() for r, out in refs.items()} for s in STAGES
+    }
+    logger.info(
+        "max abs difference per stage (source vs Detectron2 %s):\n%s",
+        layout,
+        tabulate(
+            [[s] + [f"{d:.3g}" for d in diffs[s].values()] for s in STAGES],
+            headers=["stage"] + list(refs),
+            tablefmt="pipe",
+        ),
+    )
     worst = max(((d, s, r) for s in STAGES for r, d in diffs[s].items()))
     if not worst[0] < TOLERANCE:
-        _fail(source.path, f"verification failed: {worst[1]} differs by {worst[0]:.3g} between "
-                           f"{worst[2]} and the Detectron2 {layout} model (tolerance {TOLERANCE}); nothing written")
+        _fail(
+            source.path,
+            f"verification failed: {worst[1]} differs by {worst[0]:.3g} between "
+            f"{worst[2]} and the Detectron2 {layout} model (tolerance {TOLERANCE}); nothing"
+            f" written",
+        )
     return diffs
 
 
-def convert(src, out, *, kind: str = "auto", layout: str = "c4", depth: Optional[int] = None,
-            verify_features: bool = False, image=None, size: int = 224) -> Conversion:
+def convert(
+    src,
+    out,
+    *,
+    kind: str = "auto",
+    layout: str = "c4",
+    depth: Optional[int] = None,
+    verify_features: bool = False,
+    image=None,
+    size: int = 224,
+) -> Conversion:
     """Convert ``src`` into Detectron2 checkpoint ``out`` (.pth) plus ``out``'s .yaml fragment.
 
     Both files are written atomically and only after every check (and ``verify_features``)
@@ -500,14 +666,24 @@ def convert(src, out, *, kind: str = "auto", layout: str = "c4", depth: Optional
     """
     out = Path(out)
     if out.suffix != ".pth":
-        _fail(out, "the converted checkpoint must end in .pth (Detectron2 reads .pkl as Caffe2 pickles)")
+        _fail(
+            out,
+            "the converted checkpoint must end in .pth (Detectron2 reads .pkl as Caffe2 pickles)",
+        )
     _check_layout_name(layout, out)
     if Path(src).resolve() == out.resolve() or fragment_path(out).resolve() == Path(src).resolve():
         _fail(out, "the output would overwrite the source weights; choose another output path")
     source = load_source(src, kind, depth)
-    logger.info("%s: %s weights, ResNet-%d, shortcut %s%s, %s input, stride_in_1x1=%s", src, source.kind,
-                source.depth, source.shortcut, "" if source.residual else " (plain)", source.input_format,
-                source.stride_in_1x1)
+    logger.info(
+        "%s: %s weights, ResNet-%d, shortcut %s%s, %s input, stride_in_1x1=%s",
+        src,
+        source.kind,
+        source.depth,
+        source.shortcut,
+        "" if source.residual else " (plain)",
+        source.input_format,
+        source.stride_in_1x1,
+    )
     checkpoint = to_detectron2(source, layout)
     result = Conversion(source=source, out=out, fragment=fragment_path(out))
     if verify_features:
@@ -516,5 +692,11 @@ def convert(src, out, *, kind: str = "auto", layout: str = "c4", depth: Optional
     with atomic_write(result.fragment, "w") as f:
         f.write(fragment(source).dump())
         atomic_save(checkpoint, out)
-    logger.info("wrote %s and %s (%d tensors, %s layout)", out, result.fragment, len(checkpoint["model"]), layout)
+    logger.info(
+        "wrote %s and %s (%d tensors, %s layout)",
+        out,
+        result.fragment,
+        len(checkpoint["model"]),
+        layout,
+    )
     return result

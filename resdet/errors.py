@@ -7,8 +7,14 @@ library callers catch ``ResdetError`` (or one kind) like any other exception. Ea
 is also a ``ValueError`` so code written against the earlier ``ValueError`` keeps working.
 """
 
-__all__ = ["ResdetError", "ConfigError", "DatasetError", "CheckpointError", "OutputError",
-           "TrainingError"]
+__all__ = [
+    "ResdetError",
+    "ConfigError",
+    "DatasetError",
+    "CheckpointError",
+    "OutputError",
+    "TrainingError",
+]
 
 
 class ResdetError(ValueError):

@@ -5,6 +5,7 @@ temporary sibling, fsynced, then renamed over the target), and loading a checkpo
 executes code from it (``torch.load(weights_only=True)``; pickles go through an
 unpickler that only rebuilds numpy arrays, numbers, strings and plain containers).
 """
+
 import errno
 import io
 import os
@@ -15,10 +16,20 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, OutputError, ResdetError  # CheckpointError re-exported: older code imports it here
+from .errors import (
+    CheckpointError,
+    OutputError,
+    ResdetError,
+)  # CheckpointError re-exported: older code imports it here
 
-__all__ = ["CheckpointError", "atomic_write", "atomic_save", "safe_torch_load", "safe_pickle_load",
-           "load_checkpoint_file"]
+__all__ = [
+    "CheckpointError",
+    "atomic_write",
+    "atomic_save",
+    "safe_torch_load",
+    "safe_pickle_load",
+    "load_checkpoint_file",
+]
 
 
 def _why(e: OSError) -> str:
@@ -26,7 +37,9 @@ def _why(e: OSError) -> str:
     if e.errno == errno.ENOSPC:
         return "no space left on the device; free space or choose another output folder"
     if e.errno == errno.EFBIG:
-        return "file too large (the file system's or this process's size limit); choose another folder"
+        return (
+            "file too large (the file system's or this process's size limit); choose another folder"
+        )
     if e.errno == errno.EROFS:
         return "read-only file system; choose another output folder"
     if isinstance(e, PermissionError):
@@ -53,7 +66,9 @@ def atomic_write(path, mode="wb"):
     """
     path = Path(path)
     if path.is_dir():
-        raise OutputError(f"{path}: is a folder, a file is to be written there; choose another path")
+        raise OutputError(
+            f"{path}: is a folder, a file is to be written there; choose another path"
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -79,8 +94,10 @@ def atomic_write(path, mode="wb"):
         if isinstance(e, OSError):
             raise OutputError(f"{path}: cannot be written: {_why(e)}") from None
         if isinstance(e, RuntimeError) and "unexpected pos" in str(e):  # torch.save's short write
-            raise OutputError(f"{path}: cannot be written: the write stopped part-way (disk full or "
-                              "a file size limit); free space or choose another output folder") from None
+            raise OutputError(
+                f"{path}: cannot be written: the write stopped part-way (disk full or "
+                "a file size limit); free space or choose another output folder"
+            ) from None
         raise
     # make the rename itself durable
     dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -105,21 +122,37 @@ def safe_torch_load(path, map_location="cpu"):
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: refused to load: the file holds objects other than "
-                              f"tensors and plain data ({first})") from None
+        raise CheckpointError(
+            f"{path}: refused to load: the file holds objects other than "
+            f"tensors and plain data ({first})"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {first}") from None
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {first}"
+        ) from None
 
 
 _SAFE_GLOBALS = {
     ("collections", "OrderedDict"),
-    ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"), ("builtins", "set"),
-    ("builtins", "frozenset"), ("builtins", "int"), ("builtins", "float"), ("builtins", "str"),
-    ("builtins", "bytes"), ("builtins", "bool"), ("builtins", "complex"), ("builtins", "slice"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("builtins", "dict"),
+    ("builtins", "list"),
+    ("builtins", "tuple"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("builtins", "int"),
+    ("builtins", "float"),
+    ("builtins", "str"),
+    ("builtins", "bytes"),
+    ("builtins", "bool"),
+    ("builtins", "complex"),
+    ("builtins", "slice"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
     ("_codecs", "encode"),  # how py2/py3 pickles of numpy arrays spell their raw bytes
 }
 
@@ -140,9 +173,13 @@ def safe_pickle_load(path):
     try:
         return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: refused to load: {e} (only numpy arrays and plain data are allowed)") from None
+        raise CheckpointError(
+            f"{path}: refused to load: {e} (only numpy arrays and plain data are allowed)"
+        ) from None
     except (EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
-        raise CheckpointError(f"{path}: not a readable pickle (truncated or corrupt?): {e}") from None
+        raise CheckpointError(
+            f"{path}: not a readable pickle (truncated or corrupt?): {e}"
+        ) from None
 
 
 def load_checkpoint_file(path):

@@ -15,6 +15,7 @@ calls) sets the input format and pixel statistics the converted weights need.
 resdet's own Faster R-CNN LazyConfigs are ``configs/lazy/*.py``
 (``resdet.model_zoo.get_config("lazy/faster_rcnn_r101_c4.py")``).
 """
+
 import logging
 import os
 from dataclasses import dataclass, field
@@ -22,45 +23,85 @@ from pathlib import Path
 from typing import List, Sequence
 
 import torch
-from torch import nn
-
 from detectron2.config import LazyCall as L
+from torch import nn
 
 from .errors import ConfigError
 from .modeling.resnet import build_resnet, make_stages, stage_specs
 
-__all__ = ["resdet_bottom_up", "resdet_res5", "build_res5", "merge_weights_fragment", "LazyRun",
-           "train_lazy"]
+__all__ = [
+    "resdet_bottom_up",
+    "resdet_res5",
+    "build_res5",
+    "merge_weights_fragment",
+    "LazyRun",
+    "train_lazy",
+]
 
 logger = logging.getLogger(__name__)
 
 TRUNK_FEATURES = ("res2", "res3", "res4", "res5")
 
 
-def resdet_bottom_up(depth: int = 50, *, out_features: Sequence[str] = TRUNK_FEATURES,
-                     norm="FrozenBN", freeze_at: int = 2, stride_in_1x1: bool = False,
-                     shortcut: str = "B", residual: bool = True, **kwargs):
+def resdet_bottom_up(
+    depth: int = 50,
+    *,
+    out_features: Sequence[str] = TRUNK_FEATURES,
+    norm="FrozenBN",
+    freeze_at: int = 2,
+    stride_in_1x1: bool = False,
+    shortcut: str = "B",
+    residual: bool = True,
+    **kwargs,
+):
     """resdet's ResNet trunk (:func:`resdet.modeling.build_resnet` without classifier) as
     a LazyCall node: ``model.backbone.bottom_up`` of an FPN config, ``model.backbone`` of a
     C4 one (``out_features=["res4"]``). Other keyword arguments go to ``build_resnet``."""
-    return L(build_resnet)(depth=depth, num_classes=None, out_features=list(out_features),
-                           norm=norm, freeze_at=freeze_at, stride_in_1x1=stride_in_1x1,
-                           shortcut=shortcut, residual=residual, **kwargs)
+    return L(build_resnet)(
+        depth=depth,
+        num_classes=None,
+        out_features=list(out_features),
+        norm=norm,
+        freeze_at=freeze_at,
+        stride_in_1x1=stride_in_1x1,
+        shortcut=shortcut,
+        residual=residual,
+        **kwargs,
+    )
 
 
-def build_res5(depth: int, *, norm="FrozenBN", shortcut: str = "B", residual: bool = True,
-               stride_in_1x1: bool = False, zero_init_residual: bool = False,
-               stem_out_channels: int = 64, res2_out_channels=None, num_groups: int = 1,
-               width_per_group: int = 64) -> nn.Sequential:
+def build_res5(
+    depth: int,
+    *,
+    norm="FrozenBN",
+    shortcut: str = "B",
+    residual: bool = True,
+    stride_in_1x1: bool = False,
+    zero_init_residual: bool = False,
+    stem_out_channels: int = 64,
+    res2_out_channels=None,
+    num_groups: int = 1,
+    width_per_group: int = 64,
+) -> nn.Sequential:
     """The C4 model's per-RoI head: resdet's res5 stage of ``depth``, as
     :class:`resdet.modeling.ResdetRes5ROIHeads` builds it from a yacs config (no
     dilation: in the head res5 always subsamples the 14x14 RoI features)."""
-    spec = stage_specs(depth, stem_out_channels=stem_out_channels,
-                       res2_out_channels=res2_out_channels, num_groups=num_groups,
-                       width_per_group=width_per_group)[3]
-    (blocks,) = make_stages([spec], norm=norm, shortcut=shortcut, residual=residual,
-                            stride_in_1x1=stride_in_1x1, zero_init_residual=zero_init_residual,
-                            num_groups=num_groups)
+    spec = stage_specs(
+        depth,
+        stem_out_channels=stem_out_channels,
+        res2_out_channels=res2_out_channels,
+        num_groups=num_groups,
+        width_per_group=width_per_group,
+    )[3]
+    (blocks,) = make_stages(
+        [spec],
+        norm=norm,
+        shortcut=shortcut,
+        residual=residual,
+        stride_in_1x1=stride_in_1x1,
+        zero_init_residual=zero_init_residual,
+        num_groups=num_groups,
+    )
     return nn.Sequential(*blocks)
 
 
@@ -125,10 +166,14 @@ def merge_weights_fragment(cfg) -> List[str]:
     except yaml.YAMLError as e:
         raise CheckpointError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(frag, dict):
-        raise CheckpointError(f"{path}: expected a mapping of config keys, "
-                              f"got {type(frag).__name__}")
-    places = {"model": "model", "mapper": "dataloader.train.mapper",
-              "trunk": _trunk_path(cfg.model)}
+        raise CheckpointError(
+            f"{path}: expected a mapping of config keys, got {type(frag).__name__}"
+        )
+    places = {
+        "model": "model",
+        "mapper": "dataloader.train.mapper",
+        "trunk": _trunk_path(cfg.model),
+    }
     changes = []
     for key, value in _flatten(frag):
         for where, attr in _FRAGMENT_KEYS.get(key, []):
@@ -140,8 +185,9 @@ def merge_weights_fragment(cfg) -> List[str]:
                 old = OmegaConf.to_container(old)
             if old != value:
                 node[attr] = value
-                changes.append(f"{places[where]}.{attr}: {old!r} -> {value!r} "
-                               f"({key} of {path.name})")
+                changes.append(
+                    f"{places[where]}.{attr}: {old!r} -> {value!r} ({key} of {path.name})"
+                )
     return changes
 
 
@@ -163,18 +209,21 @@ def _load(config_file, overrides, output_dir):
 
     path = resolve_config_file(config_file)
     if path.suffix != ".py":
-        raise ConfigError(f"{config_file}: a LazyConfig is a .py file; YAML configs go to "
-                          f"resdet.detection")
+        raise ConfigError(
+            f"{config_file}: a LazyConfig is a .py file; YAML configs go to resdet.detection"
+        )
     cfg = LazyConfig.load(str(path))
     bad = [o for o in overrides if "=" not in o]
     if bad:
-        raise ConfigError(f"override '{bad[0]}': LazyConfig overrides are KEY=VALUE, "
-                          f"e.g. train.max_iter=100")
+        raise ConfigError(
+            f"override '{bad[0]}': LazyConfig overrides are KEY=VALUE, e.g. train.max_iter=100"
+        )
     try:
         cfg = LazyConfig.apply_overrides(cfg, list(overrides))
     except Exception as e:  # omegaconf/hydra errors: one line naming the override
-        raise ConfigError(f"{path.name}: overrides {list(overrides)}: "
-                          f"{str(e).splitlines()[0]}") from None
+        raise ConfigError(
+            f"{path.name}: overrides {list(overrides)}: {str(e).splitlines()[0]}"
+        ) from None
     for key in ("model", "train"):
         if key not in cfg:
             raise ConfigError(f"{path}: a LazyConfig for resdet needs '{key}' (see configs/lazy/)")
@@ -200,8 +249,9 @@ def _test(cfg, model):
 
     if "evaluator" not in cfg.dataloader:
         return {}
-    results = inference_on_dataset(model, instantiate(cfg.dataloader.test),
-                                   instantiate(cfg.dataloader.evaluator))
+    results = inference_on_dataset(
+        model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
+    )
     if comm.is_main_process():
         print_csv_format(results)
         write_metrics(results, Path(cfg.train.output_dir) / "metrics.json")
@@ -219,16 +269,29 @@ def _train_loader(cfg):
     target = dl.get("_target_")
     name = target if isinstance(target, str) else getattr(target, "__qualname__", "")
     if not str(name).endswith("build_detection_train_loader") or dl.get("sampler") is not None:
-        logger.warning("dataloader.train is not Detectron2's default training loader: the data order "
-                       "of a resumed run will differ from an uninterrupted one")
+        logger.warning(
+            "dataloader.train is not Detectron2's default training loader: the data order "
+            "of a resumed run will differ from an uninterrupted one"
+        )
         return instantiate(dl)
-    return resumable_loader(instantiate(dl.dataset), instantiate(dl.mapper), dl.total_batch_size,
-                            seed=cfg.train.get("seed", -1), num_workers=dl.get("num_workers", 0),
-                            aspect_ratio_grouping=dl.get("aspect_ratio_grouping", True))
+    return resumable_loader(
+        instantiate(dl.dataset),
+        instantiate(dl.mapper),
+        dl.total_batch_size,
+        seed=cfg.train.get("seed", -1),
+        num_workers=dl.get("num_workers", 0),
+        aspect_ratio_grouping=dl.get("aspect_ratio_grouping", True),
+    )
 
 
-def train_lazy(config_file, overrides: Sequence[str] = (), *, resume: bool = False,
-               eval_only: bool = False, output_dir=None) -> dict:
+def train_lazy(
+    config_file,
+    overrides: Sequence[str] = (),
+    *,
+    resume: bool = False,
+    eval_only: bool = False,
+    output_dir=None,
+) -> dict:
     """Train (or with ``eval_only`` evaluate) a LazyConfig model as Detectron2's
     tools/lazyconfig_train_net.py does, with ``KEY=VALUE`` ``overrides``.
 
@@ -246,13 +309,12 @@ def train_lazy(config_file, overrides: Sequence[str] = (), *, resume: bool = Fal
     from detectron2.utils import comm
     from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 
-    from .checkpoint import RNGState
-    from .sampling import ResumableLoader
-
     from . import data  # noqa: F401  (registers resdet's checked dataset loaders)
+    from .checkpoint import RNGState
     from .detection import ResdetCheckpointer
     from .detection.visualize import plot_detection_curves
     from .modeling import prepare_for_inference
+    from .sampling import ResumableLoader
 
     overrides = [str(o) for o in overrides]
     path, cfg, notes = _load(config_file, overrides, output_dir)
@@ -266,8 +328,9 @@ def train_lazy(config_file, overrides: Sequence[str] = (), *, resume: bool = Fal
 
     model = instantiate(cfg.model).to(cfg.train.device)
     if eval_only:
-        ResdetCheckpointer(model, save_dir=out).resume_or_load(cfg.train.init_checkpoint,
-                                                               resume=resume)
+        ResdetCheckpointer(model, save_dir=out).resume_or_load(
+            cfg.train.init_checkpoint, resume=resume
+        )
         # the weights no longer change: fold frozen BN (as the YAML path's --eval-only)
         with torch.no_grad():
             return _test(cfg, create_ddp_model(prepare_for_inference(model)))
@@ -278,9 +341,14 @@ def train_lazy(config_file, overrides: Sequence[str] = (), *, resume: bool = Fal
     model = create_ddp_model(model, **cfg.train.ddp)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optim)
     # the same exact-resume state as the yacs trainer: RNG states and the data position
-    checkpointer = ResdetCheckpointer(model, out, optimizer=optim, trainer=trainer, rng=RNGState(),
-                                      **({"data": train_loader} if isinstance(train_loader, ResumableLoader)
-                                         else {}))
+    checkpointer = ResdetCheckpointer(
+        model,
+        out,
+        optimizer=optim,
+        trainer=trainer,
+        rng=RNGState(),
+        **({"data": train_loader} if isinstance(train_loader, ResumableLoader) else {}),
+    )
     last = {}
 
     def evaluate():
@@ -288,16 +356,21 @@ def train_lazy(config_file, overrides: Sequence[str] = (), *, resume: bool = Fal
         last.update(_test(cfg, model))
         return last
 
-    writers = [CommonMetricPrinter(cfg.train.max_iter),
-               JSONWriter(os.path.join(out, "train_log.json")), TensorboardXWriter(out)]
+    writers = [
+        CommonMetricPrinter(cfg.train.max_iter),
+        JSONWriter(os.path.join(out, "train_log.json")),
+        TensorboardXWriter(out),
+    ]
     main = comm.is_main_process()
-    trainer.register_hooks([
-        hooks.IterationTimer(),
-        hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if main else None,
-        hooks.EvalHook(cfg.train.eval_period, evaluate),
-        hooks.PeriodicWriter(writers, period=cfg.train.log_period) if main else None,
-    ])
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if main else None,
+            hooks.EvalHook(cfg.train.eval_period, evaluate),
+            hooks.PeriodicWriter(writers, period=cfg.train.log_period) if main else None,
+        ]
+    )
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=resume)
     # the checkpoint holds the iteration that just finished
     start_iter = trainer.iter + 1 if resume and checkpointer.has_checkpoint() else 0

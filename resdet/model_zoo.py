@@ -8,14 +8,21 @@ Names are paths under that folder with their suffix, e.g. ``coco_r101.yaml``,
 ``configs/coco_r101.yaml`` is accepted too. ``_BASE_`` references are relative, so they
 resolve inside whichever copy is used.
 """
+
 import difflib
 from pathlib import Path
 from typing import List
 
 from .errors import ConfigError
 
-__all__ = ["configs_root", "list_configs", "get_config_file", "resolve_config_file",
-           "config_kind", "get_config"]
+__all__ = [
+    "configs_root",
+    "list_configs",
+    "get_config_file",
+    "resolve_config_file",
+    "config_kind",
+    "get_config",
+]
 
 _SUFFIXES = (".yaml", ".py")
 _PREFIX = "configs/"  # how the README and the pipeline configs spell a config's path
@@ -25,28 +32,36 @@ def configs_root() -> Path:
     """The folder of shipped configs (in a checkout: the top-level ``configs/`` itself)."""
     root = Path(__file__).resolve().parent / "configs"
     if not root.is_dir():
-        raise ConfigError(f"{root}: resdet's configs folder is missing; reinstall resdet, or in "
-                          f"a checkout make resdet/configs a link to ../configs "
-                          f"(git config core.symlinks true)")
+        raise ConfigError(
+            f"{root}: resdet's configs folder is missing; reinstall resdet, or in "
+            f"a checkout make resdet/configs a link to ../configs "
+            f"(git config core.symlinks true)"
+        )
     return root.resolve()
 
 
 def list_configs() -> List[str]:
     """Every shipped config as a name for :func:`get_config_file`, sorted."""
     root = configs_root()
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                  if p.suffix in _SUFFIXES and p.is_file() and "__pycache__" not in p.parts)
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.suffix in _SUFFIXES and p.is_file() and "__pycache__" not in p.parts
+    )
 
 
 def get_config_file(name: str) -> Path:
     """Absolute path of the shipped config ``name`` (see :func:`list_configs`)."""
     key = str(name).replace("\\", "/")
-    key = key[len(_PREFIX):] if key.startswith(_PREFIX) else key
+    key = key[len(_PREFIX) :] if key.startswith(_PREFIX) else key
     names = list_configs()
     if key not in names:
         close = difflib.get_close_matches(key, names, n=5, cutoff=0.5)
-        hint = (f"close names: {', '.join(close)}" if close
-                else "resdet.model_zoo.list_configs() lists them")
+        hint = (
+            f"close names: {', '.join(close)}"
+            if close
+            else "resdet.model_zoo.list_configs() lists them"
+        )
         raise ConfigError(f"'{name}' is not a shipped resdet config; {hint}")
     return configs_root() / key
 
@@ -66,7 +81,7 @@ def resolve_config_file(path_or_name) -> Path:
 
 
 def config_kind(path) -> str:
-    """"lazy" (a LazyConfig .py), "pipeline", "pretrain" or "detection" (YAML), read off
+    """ "lazy" (a LazyConfig .py), "pipeline", "pretrain" or "detection" (YAML), read off
     the keys of the file and its ``_BASE_`` chain: a pipeline config names its DETECT
     stage, a pretraining config has the PRETRAIN node."""
     path = Path(path)

@@ -505,10 +505,12 @@ def check_pipeline_cfg(cfg):
     from .pretrain import get_pretrain_cfg
 
     p = RunPaths(cfg)
-    merge_overrides(merge_config_file(get_pretrain_cfg(), p.pretrain_config), cfg.PRETRAIN.OPTS,
-                    "PRETRAIN.OPTS")
-    merge_overrides(merge_config_file(get_resdet_cfg(), p.detect_config), cfg.DETECT.OPTS,
-                    "DETECT.OPTS")
+    merge_overrides(
+        merge_config_file(get_pretrain_cfg(), p.pretrain_config), cfg.PRETRAIN.OPTS, "PRETRAIN.OPTS"
+    )
+    merge_overrides(
+        merge_config_file(get_resdet_cfg(), p.detect_config), cfg.DETECT.OPTS, "DETECT.OPTS"
+    )
     if cfg.CONVERT.LAYOUT not in LAYOUTS:
         raise ConfigError(f"CONVERT.LAYOUT {cfg.CONVERT.LAYOUT!r}: allowed {', '.join(LAYOUTS)}")
     d = cfg.DATA
@@ -519,8 +521,9 @@ def check_pipeline_cfg(cfg):
             if d.GENERATE[key] < 1:
                 raise ConfigError(f"DATA.GENERATE.{key} {d.GENERATE[key]}: must be at least 1")
     elif str(d.ROOT).endswith(".json") and not d.IMAGES:
-        raise ConfigError(f"{d.ROOT}: a COCO file needs its image folder: give --images "
-                          f"(DATA.IMAGES)")
+        raise ConfigError(
+            f"{d.ROOT}: a COCO file needs its image folder: give --images (DATA.IMAGES)"
+        )
     return cfg
 
 

@@ -3,6 +3,7 @@
 Jobs log Detectron2-style JSON lines (one dict per logged iteration); a figure is a row of
 panels, each plotting some keys of those lines against the iteration.
 """
+
 import json
 from pathlib import Path
 

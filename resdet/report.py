@@ -4,6 +4,7 @@ Everything in it is read from what the stages wrote (manifest.json, eval.json,
 metrics.json, curves.png, predictions/), so the report cannot claim a number that
 was not measured.
 """
+
 import html
 import json
 import math
@@ -13,7 +14,7 @@ from .io import atomic_write
 
 __all__ = ["write_report", "prediction_grid"]
 
-AP50_TARGET = 70.0       # the demo's promise, percent
+AP50_TARGET = 70.0  # the demo's promise, percent
 SECONDS_TARGET = 600.0
 
 
@@ -51,16 +52,48 @@ def _sections(out: Path, manifest: dict, cfg, elapsed: float, grid):
     ap50 = coco.get("AP50")
     items = [("h", "resdet pipeline report")]
     ok_ap = ap50 is not None and ap50 >= AP50_TARGET
-    items.append(("table", (["measure", "value", "target", "met"], [
-        ["detector AP50 (COCO-style, test split)", _fmt(ap50), f">= {AP50_TARGET:.0f}", "yes" if ok_ap else "no"],
-        ["detector AP@[.5:.95]", _fmt(coco.get("AP")), "", ""],
-        ["detector AP50, VOC2007 11-point", _fmt(ev.get("voc07", {}).get("AP50")), "", ""],
-        ["elapsed seconds (all stages run this time)", f"{elapsed:.0f}", f"<= {SECONDS_TARGET:.0f}",
-         "yes" if elapsed <= SECONDS_TARGET else "no"],
-    ])))
+    items.append(
+        (
+            "table",
+            (
+                ["measure", "value", "target", "met"],
+                [
+                    [
+                        "detector AP50 (COCO-style, test split)",
+                        _fmt(ap50),
+                        f">= {AP50_TARGET:.0f}",
+                        "yes" if ok_ap else "no",
+                    ],
+                    ["detector AP@[.5:.95]", _fmt(coco.get("AP")), "", ""],
+                    [
+                        "detector AP50, VOC2007 11-point",
+                        _fmt(ev.get("voc07", {}).get("AP50")),
+                        "",
+                        "",
+                    ],
+                    [
+                        "elapsed seconds (all stages run this time)",
+                        f"{elapsed:.0f}",
+                        f"<= {SECONDS_TARGET:.0f}",
+                        "yes" if elapsed <= SECONDS_TARGET else "no",
+                    ],
+                ],
+            ),
+        )
+    )
     items.append(("h", "Stages"))
-    items.append(("table", (["stage", "seconds", "metrics"], [
-        [s, _fmt(r.get("seconds")), json.dumps(r.get("metrics"), default=str)[:200]] for s, r in stages.items()])))
+    items.append(
+        (
+            "table",
+            (
+                ["stage", "seconds", "metrics"],
+                [
+                    [s, _fmt(r.get("seconds")), json.dumps(r.get("metrics"), default=str)[:200]]
+                    for s, r in stages.items()
+                ],
+            ),
+        )
+    )
 
     pre = out / "pretrain"
     items.append(("h", "1. Pretraining (resdet classifier)"))
@@ -72,8 +105,13 @@ def _sections(out: Path, manifest: dict, cfg, elapsed: float, grid):
 
     items.append(("h", "2. Conversion to Detectron2"))
     conv = stages.get("convert", {}).get("metrics", {}).get("max_abs_diff_per_stage", {})
-    items.append(("p", "Features of the classifier trunk and of the converted Detectron2 backbone, "
-                       "max abs difference per stage (must be < 1e-4):"))
+    items.append(
+        (
+            "p",
+            "Features of the classifier trunk and of the converted Detectron2 backbone, "
+            "max abs difference per stage (must be < 1e-4):",
+        )
+    )
     items.append(("table", (["stage", "max abs diff"], [[k, f"{v:.2e}"] for k, v in conv.items()])))
 
     items.append(("h", "3-4. Faster R-CNN fine-tuning and evaluation"))
@@ -109,7 +147,9 @@ def _markdown(items):
         elif kind == "table":
             head, rows = x
             lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows] + [""]
+            lines += [
+                "| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows
+            ] + [""]
         elif kind == "img":
             lines += [f"![{x}]({x})", ""]
         elif kind == "code":
@@ -127,17 +167,27 @@ def _html(items):
             body.append(f"<p>{e(x)}</p>")
         elif kind == "table":
             head, rows = x
-            body.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"
-                        + "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-                        + "</table>")
+            body.append(
+                "<table><tr>"
+                + "".join(f"<th>{e(h)}</th>" for h in head)
+                + "</tr>"
+                + "".join(
+                    "<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in rows
+                )
+                + "</table>"
+            )
         elif kind == "img":
             body.append(f'<img src="{e(x)}" alt="{e(x)}" style="max-width:100%">')
         elif kind == "code":
             body.append(f"<pre>{e(x)}</pre>")
-    style = "body{font-family:sans-serif;max-width:60em;margin:auto}table{border-collapse:collapse}" \
-            "td,th{border:1px solid #ccc;padding:2px 6px}pre{background:#f4f4f4;overflow:auto}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>resdet report</title>" \
-           f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    style = (
+        "body{font-family:sans-serif;max-width:60em;margin:auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 6px}pre{background:#f4f4f4;overflow:auto}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>resdet report</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    )
 
 
 def write_report(out, manifest: dict, cfg, elapsed: float, num_images: int = 8):

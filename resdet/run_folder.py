@@ -1,5 +1,6 @@
 """The run folder (OUTPUT_DIR) of both trainers: no leftovers from a killed save, no
 half-made folder from a run that never started."""
+
 import logging
 import os
 from pathlib import Path
@@ -19,8 +20,9 @@ def remove_orphan_temp_files(folder) -> int:
     for p in orphans:
         p.unlink(missing_ok=True)
     if orphans:
-        logger.info("removed %d temporary file(s) left in %s by an interrupted save",
-                    len(orphans), folder)
+        logger.info(
+            "removed %d temporary file(s) left in %s by an interrupted save", len(orphans), folder
+        )
     return len(orphans)
 
 
@@ -42,8 +44,11 @@ def discard_unstarted_run(folder, before) -> list:
             p.unlink(missing_ok=True)
             removed.append(p.name)
     if removed:
-        logger.info("the run stopped before its first iteration: removed %s from %s",
-                    ", ".join(sorted(removed)), folder)
+        logger.info(
+            "the run stopped before its first iteration: removed %s from %s",
+            ", ".join(sorted(removed)),
+            folder,
+        )
     return removed
 
 

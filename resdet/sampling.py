@@ -13,6 +13,7 @@ so a resumed run sees other batches than the interrupted one would have. Here:
   (``{"batches", "seed"}``): on resume the next batch is the one the interrupted run
   would have drawn next.
 """
+
 import random
 from contextlib import contextmanager
 from itertools import islice
@@ -54,18 +55,22 @@ class ResumableSampler(Sampler):
     """Endless ``(index, seed)`` stream: epoch after epoch of DistributedSampler order
     (shuffled by ``seed + epoch``, sharded by rank, drop_last), from position ``start``."""
 
-    def __init__(self, size: int, *, seed: int, rank: int = 0, world_size: int = 1,
-                 start: int = 0):
+    def __init__(self, size: int, *, seed: int, rank: int = 0, world_size: int = 1, start: int = 0):
         if size < world_size:
-            raise DatasetError(f"{size} training images cannot be shared by {world_size} "
-                               "processes")
+            raise DatasetError(f"{size} training images cannot be shared by {world_size} processes")
         self.size, self.seed, self.start = size, seed, start
         self.rank, self.world_size = rank, world_size
         self.per_epoch = size // world_size
 
     def epoch_order(self, epoch: int):
-        s = DistributedSampler(range(self.size), num_replicas=self.world_size, rank=self.rank,
-                               shuffle=True, seed=self.seed, drop_last=True)
+        s = DistributedSampler(
+            range(self.size),
+            num_replicas=self.world_size,
+            rank=self.rank,
+            shuffle=True,
+            seed=self.seed,
+            drop_last=True,
+        )
         s.set_epoch(epoch)
         return s
 
@@ -113,8 +118,15 @@ class ResumableLoader:
     """A DataLoader over a :class:`BatchSampler` that remembers how many batches were
     taken from it; a checkpointable. The dataset takes ``(index, seed)`` keys."""
 
-    def __init__(self, dataset, batch_sampler: BatchSampler, *, num_workers: int = 0,
-                 collate_fn=None, pin_memory: bool = False):
+    def __init__(
+        self,
+        dataset,
+        batch_sampler: BatchSampler,
+        *,
+        num_workers: int = 0,
+        collate_fn=None,
+        pin_memory: bool = False,
+    ):
         self.dataset, self.batch_sampler = dataset, batch_sampler
         self.num_workers, self.collate_fn, self.pin_memory = num_workers, collate_fn, pin_memory
         self.batches = 0
@@ -127,10 +139,15 @@ class ResumableLoader:
         self.batch_sampler.start = self.batches
         # its own generator: creating the loader must not consume the global RNG, or a
         # resumed run (which creates it at another iteration) would draw other numbers
-        loader = DataLoader(self.dataset, batch_sampler=self.batch_sampler,
-                            num_workers=self.num_workers, collate_fn=self.collate_fn,
-                            pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
-                            generator=torch.Generator())
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=self.batch_sampler,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator(),
+        )
         for batch in loader:
             self.batches += 1  # before the trainer uses it: a checkpoint then counts it
             yield batch

@@ -5,6 +5,7 @@ detection run) and the bad files a hostile but realistic user hands the tools.
 
 Real images stay in the shared data: folders here hold symlinks to them.
 """
+
 import contextlib
 import json
 import logging
@@ -29,14 +30,18 @@ def quiet_logging():
     """Remove the logging handlers a call adds (tools call basicConfig, Detectron2 adds
     stream and file handlers): left behind, they keep writing to a closed capture
     stream, and Python prints a '--- Logging error ---' traceback in a later test."""
-    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
-                                       if isinstance(lg, logging.Logger)]
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
     before = {id(lg): list(lg.handlers) for lg in loggers}
     try:
         yield
     finally:
-        for lg in [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
-                                           if isinstance(lg, logging.Logger)]:
+        for lg in [logging.getLogger()] + [
+            lg
+            for lg in logging.Logger.manager.loggerDict.values()
+            if isinstance(lg, logging.Logger)
+        ]:
             for h in list(lg.handlers):
                 if h not in before.get(id(lg), []):
                     lg.removeHandler(h)
@@ -68,10 +73,22 @@ def _classifier(path, depth=18, dataset="imagenet", num_classes=10, **meta):
     torch.manual_seed(0)
     shortcut = "A" if dataset == "cifar" else "B"
     net = build_resnet(depth, dataset=dataset, shortcut=shortcut, num_classes=num_classes)
-    full = dict(format="resdet-classifier", depth=depth, dataset=dataset, shortcut=shortcut,
-                residual=True, stride_in_1x1=False, num_classes=num_classes, norm="BN",
-                input_format="RGB", pixel_mean=TV_MEAN, pixel_std=TV_STD, recipe="test",
-                classes=[str(i) for i in range(num_classes)], metrics={})
+    full = dict(
+        format="resdet-classifier",
+        depth=depth,
+        dataset=dataset,
+        shortcut=shortcut,
+        residual=True,
+        stride_in_1x1=False,
+        num_classes=num_classes,
+        norm="BN",
+        input_format="RGB",
+        pixel_mean=TV_MEAN,
+        pixel_std=TV_STD,
+        recipe="test",
+        classes=[str(i) for i in range(num_classes)],
+        metrics={},
+    )
     full.update(meta)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_save({"model": net.state_dict(), "meta": full}, path)
@@ -174,8 +191,13 @@ class Corpus:
     @cached_property
     def c8(self) -> Path:
         """A CIFAR ResNet-8 classifier checkpoint (layer_responses input)."""
-        return _classifier(self.root / "c8" / "model_final.pth", depth=8, dataset="cifar",
-                           pixel_mean=[125.3, 123.0, 113.9], pixel_std=[63.0, 62.1, 66.7])
+        return _classifier(
+            self.root / "c8" / "model_final.pth",
+            depth=8,
+            dataset="cifar",
+            pixel_mean=[125.3, 123.0, 113.9],
+            pixel_std=[63.0, 62.1, 66.7],
+        )
 
     @cached_property
     def cls(self) -> Path:
@@ -210,7 +232,9 @@ class Corpus:
 
     # ---- configs -----------------------------------------------------------------------
     def _det_yaml(self, name, base, extra=""):
-        return _write(self.root / "configs" / name, f"""\
+        return _write(
+            self.root / "configs" / name,
+            f"""\
 _BASE_: "{base}"
 MODEL:
   DEVICE: "cpu"
@@ -254,8 +278,9 @@ TEST:
 DATALOADER:
   NUM_WORKERS: 0
 SEED: 0
-OUTPUT_DIR: "{self.root / 'det_default_out'}"
-""")
+OUTPUT_DIR: "{self.root / "det_default_out"}"
+""",
+        )
 
     @cached_property
     def det(self) -> Path:
@@ -272,8 +297,10 @@ OUTPUT_DIR: "{self.root / 'det_default_out'}"
     @cached_property
     def pre(self) -> Path:
         """Tiny CIFAR ResNet-8 pretraining on ``cf``: 2 iterations of batch 4."""
-        return _write(self.root / "configs" / "pre.yaml", f"""\
-_BASE_: "{REPO / 'configs' / 'cifar' / 'resnet20.yaml'}"
+        return _write(
+            self.root / "configs" / "pre.yaml",
+            f"""\
+_BASE_: "{REPO / "configs" / "cifar" / "resnet20.yaml"}"
 PRETRAIN:
   DATA:
     ROOT: "{self.cf}"
@@ -295,20 +322,49 @@ TEST:
 DATALOADER:
   NUM_WORKERS: 0
 SEED: 0
-OUTPUT_DIR: "{self.root / 'pt_default_out'}"
-""")
+OUTPUT_DIR: "{self.root / "pt_default_out"}"
+""",
+        )
 
     @cached_property
     def pipe(self) -> Path:
         """The demo pipeline shrunk to seconds (as tests/test_pipeline.py shrinks it)."""
-        pre_opts = ["SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "8", "TEST.EVAL_PERIOD", "0",
-                    "SOLVER.STEPS", "(1,)", "SOLVER.WARMUP_ITERS", "1", "INPUT.CROP_SIZE", "32",
-                    "INPUT.TEST_SIZE", "32"]
-        det_opts = ["SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "(1,)",
-                    "SOLVER.IMS_PER_BATCH", "1", "INPUT.MIN_SIZE_TRAIN", "(96,)",
-                    "INPUT.MIN_SIZE_TEST", "96", "RESDET.EVAL.NUM_VIS", "1"]
-        return _write(self.root / "configs" / "pipe.yaml", f"""\
-OUTPUT_DIR: "{self.root / 'pp_default_out'}"
+        pre_opts = [
+            "SOLVER.MAX_ITER",
+            "2",
+            "SOLVER.IMS_PER_BATCH",
+            "8",
+            "TEST.EVAL_PERIOD",
+            "0",
+            "SOLVER.STEPS",
+            "(1,)",
+            "SOLVER.WARMUP_ITERS",
+            "1",
+            "INPUT.CROP_SIZE",
+            "32",
+            "INPUT.TEST_SIZE",
+            "32",
+        ]
+        det_opts = [
+            "SOLVER.MAX_ITER",
+            "2",
+            "SOLVER.WARMUP_ITERS",
+            "1",
+            "SOLVER.STEPS",
+            "(1,)",
+            "SOLVER.IMS_PER_BATCH",
+            "1",
+            "INPUT.MIN_SIZE_TRAIN",
+            "(96,)",
+            "INPUT.MIN_SIZE_TEST",
+            "96",
+            "RESDET.EVAL.NUM_VIS",
+            "1",
+        ]
+        return _write(
+            self.root / "configs" / "pipe.yaml",
+            f"""\
+OUTPUT_DIR: "{self.root / "pp_default_out"}"
 SEED: 0
 DATA:
   GENERATE:
@@ -318,14 +374,15 @@ DATA:
     CLS_PER_CLASS: 4
   CROP_SIZE: 32
 PRETRAIN:
-  CONFIG: "{REPO / 'configs' / 'demo' / 'pretrain_r18.yaml'}"
+  CONFIG: "{REPO / "configs" / "demo" / "pretrain_r18.yaml"}"
   OPTS: {json.dumps(pre_opts)}
 DETECT:
-  CONFIG: "{REPO / 'configs' / 'demo' / 'det_r18_fpn.yaml'}"
+  CONFIG: "{REPO / "configs" / "demo" / "det_r18_fpn.yaml"}"
   OPTS: {json.dumps(det_opts)}
 REPORT:
   NUM_IMAGES: 1
-""")
+""",
+        )
 
     # ---- a tiny detection run ----------------------------------------------------------
     @cached_property
@@ -358,8 +415,10 @@ REPORT:
         _write(b / "notes.pth", "my notes: resnet18 fine-tuned on the blood cells, lr 0.02\n")
         _write(b / "notes.pkl", "my notes: resnet18 fine-tuned on the blood cells, lr 0.02\n")
         # what `wget` of a GitHub "blob" page saves instead of the weights
-        _write(b / "page.pth", '<!DOCTYPE html>\n<html lang="en"><head><title>R-50.pkl</title>'
-                               "</head></html>\n")
+        _write(
+            b / "page.pth",
+            '<!DOCTYPE html>\n<html lang="en"><head><title>R-50.pkl</title></head></html>\n',
+        )
         _write(b / "weights.json", json.dumps({"conv1.weight": [[0.1, 0.2]]}))
         (b / "empty.pth").write_bytes(b"")
         (b / "empty.pkl").write_bytes(b"")
@@ -378,8 +437,10 @@ REPORT:
         wrong = dict(c8["meta"], depth=20)
         torch.save({"model": c8["model"], "meta": wrong}, b / "meta_depth20.pth")
         # converted weights whose YAML fragment is broken / names an unknown key
-        for name, frag in (("frag_broken", "MODEL:\n  RESNETS:\n    DEPTH: 18\n   STRIDE: [\n"),
-                           ("frag_unknown", "MODEL:\n  RESNETS:\n    DEPTH: 18\n    DEPTHS: 18\n")):
+        for name, frag in (
+            ("frag_broken", "MODEL:\n  RESNETS:\n    DEPTH: 18\n   STRIDE: [\n"),
+            ("frag_unknown", "MODEL:\n  RESNETS:\n    DEPTH: 18\n    DEPTHS: 18\n"),
+        ):
             _link_or_copy(self.r18, b / name / "r18_fpn.pth")
             _write(b / name / "r18_fpn.yaml", frag)
 
@@ -464,8 +525,16 @@ REPORT:
     def predictions(self, name, edit=None):
         """Perfect COCO predictions of the subset (its ground truth), edited by ``edit``."""
         data = self.coco_data()
-        preds = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
-                  "score": 1.0} for a in data["annotations"] if not a["iscrowd"]]
+        preds = [
+            {
+                "image_id": a["image_id"],
+                "category_id": a["category_id"],
+                "bbox": a["bbox"],
+                "score": 1.0,
+            }
+            for a in data["annotations"]
+            if not a["iscrowd"]
+        ]
         if edit is not None:
             preds = edit(preds)
         path = self.root / "preds" / name
@@ -477,9 +546,15 @@ REPORT:
         """Perfect predictions for a VOC folder as COCO results, ids 1..K over ``classes``."""
         objs = self.voc_objects(voc)
         classes = classes or sorted({c for _, c, _ in objs})
-        preds = [{"image_id": i, "category_id": classes.index(c) + 1,
-                  "bbox": [b[0] - 1, b[1] - 1, b[2] - b[0] + 1, b[3] - b[1] + 1], "score": 1.0}
-                 for i, c, b in objs]
+        preds = [
+            {
+                "image_id": i,
+                "category_id": classes.index(c) + 1,
+                "bbox": [b[0] - 1, b[1] - 1, b[2] - b[0] + 1, b[3] - b[1] + 1],
+                "score": 1.0,
+            }
+            for i, c, b in objs
+        ]
         return _write(self.root / "preds" / name, json.dumps(preds))
 
     def devkit(self, name, lines_per_class=None, voc=None):
@@ -587,10 +662,12 @@ BUILD = {
     "p_empty_list": _pred("empty_list.json", lambda p: []),
     "p_empty_file": _pred("empty_file.json", lambda p: ""),
     "p_csv": _pred("csv.json", _csv),
-    "p_truncated": _pred("truncated.json", lambda p: json.dumps(p)[:len(json.dumps(p)) // 2]),
+    "p_truncated": _pred("truncated.json", lambda p: json.dumps(p)[: len(json.dumps(p)) // 2]),
     "p_wrapped": _pred("wrapped.json", lambda p: json.dumps({"annotations": p})),
-    "p_lists": _pred("lists.json", lambda p: [[q["image_id"], q["category_id"], *q["bbox"],
-                                                q["score"]] for q in p]),
+    "p_lists": _pred(
+        "lists.json",
+        lambda p: [[q["image_id"], q["category_id"], *q["bbox"], q["score"]] for q in p],
+    ),
     "p_neg_width": _pred("neg_width.json", _neg(2)),
     "p_neg_height": _pred("neg_height.json", _neg(3)),
     "p_zero_width": _pred("zero_width.json", lambda p: _first(p, bbox2=0)),
@@ -620,8 +697,9 @@ BUILD = {
     "voc_typo": lambda c: c.voc_variant("voc_typo", rename={"RBC": "RBc"}),
     # detection training data
     "coco_zero_boxes": lambda c: c.coco_boxes("zero_boxes", lambda x, y, w, h: [x, y, 0, 0]),
-    "coco_neg_boxes": lambda c: c.coco_boxes("negative_boxes",
-                                             lambda x, y, w, h: [x + w, y + h, -w, -h]),
+    "coco_neg_boxes": lambda c: c.coco_boxes(
+        "negative_boxes", lambda x, y, w, h: [x + w, y + h, -w, -h]
+    ),
     "coco_no_annotations": lambda c: c.no_annotations(),
     # class folders
     "cf_notest": lambda c: c.class_folders("cf_notest", test=None),

@@ -2,6 +2,7 @@
 that needs it and cannot find it is skipped on a newcomer's machine, so `make test`
 passes there, and fails in CI (RESDET_REQUIRE_DATA=1, set by .ci/run, or CI=true), where
 a skip would hide that the tests did not run."""
+
 import os
 from pathlib import Path
 
@@ -16,8 +17,9 @@ def shared_data_root() -> Path:
 
 
 def data_required() -> bool:
-    return (os.environ.get("RESDET_REQUIRE_DATA") == "1"
-            or os.environ.get("CI", "").lower() == "true")
+    return (
+        os.environ.get("RESDET_REQUIRE_DATA") == "1" or os.environ.get("CI", "").lower() == "true"
+    )
 
 
 @pytest.fixture(scope="session")

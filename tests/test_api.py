@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, load_tool
 
 import resdet
-from conftest import REPO, load_tool
 from resdet.errors import CheckpointError, ConfigError
 
 TOOLS = [

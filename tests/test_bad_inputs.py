@@ -25,6 +25,7 @@ assert values (an empty prediction list is AP 0, not NaN).
 
 Grow it: add a line where a new bad input was found.
 """
+
 import importlib.util
 import inspect
 import json
@@ -44,8 +45,14 @@ import yaml
 from bad_inputs_fixtures import Corpus, quiet_logging
 from conftest import REPO
 
-CW, EV, TD, PT, PP, LR = ("convert_weights", "evaluate", "train_det", "pretrain_imagenet",
-                          "pipeline", "layer_responses")
+CW, EV, TD, PT, PP, LR = (
+    "convert_weights",
+    "evaluate",
+    "train_det",
+    "pretrain_imagenet",
+    "pipeline",
+    "layer_responses",
+)
 # the good part of each tool's command line; a case adds or replaces one thing
 CWA = "{tv18} {out}/r18.pth"
 EVA = "--gt {coco} --output {out}/metrics.json --pred"
@@ -105,8 +112,12 @@ CASES = [
     C("cw-missing-source", CW, "{tmp}/nope.pth {out}/r18.pth", "nope.pth"),
     C("cw-source-is-a-folder", CW, "{bad}/adir {out}/r18.pth", "adir"),
     C("cw-non-finite-weights", CW, "{bad}/nan_resnet18.pth {out}/r18.pth", "nan_resnet18.pth"),
-    C("cw-training-ckpt-without-config", CW, "{run_noconfig}/model_0000000.pth {out}/r18.pth",
-      "config.yaml"),
+    C(
+        "cw-training-ckpt-without-config",
+        CW,
+        "{run_noconfig}/model_0000000.pth {out}/r18.pth",
+        "config.yaml",
+    ),
     C("cw-depth-mismatch", CW, CWA + " --depth 50", "resnet18.pth"),
     C("cw-depth-unsupported", CW, CWA + " --depth 77", "77"),
     C("cw-from-wrong-kind", CW, CWA + " --from resdet", "resnet18.pth"),
@@ -178,35 +189,80 @@ CASES = [
     C("td-weights-missing", TD, TDA + " MODEL.WEIGHTS {tmp}/nope.pth", "nope.pth"),
     C("td-weights-is-a-folder", TD, TDA + " MODEL.WEIGHTS {bad}/adir", "adir"),
     C("td-weights-unknown-format", TD, TDA + " MODEL.WEIGHTS {bad}/foo_keys.pth", "foo_keys.pth"),
-    C("td-weights-unconverted-classifier", TD, TDA + " MODEL.WEIGHTS {cls}", "model_final.pth",
-      "convert_weights"),
-    C("td-weights-unconverted-torchvision", TD, TDA + " MODEL.WEIGHTS {tv18}", "resnet18.pth",
-      "convert_weights"),
-    C("td-weights-r18-in-r50-config", TD, "--config {det50} OUTPUT_DIR {out} "
-      "MODEL.WEIGHTS {nofrag}", "r18_fpn.pth"),
-    C("td-weights-fragment-broken", TD, TDA + " MODEL.WEIGHTS {bad}/frag_broken/r18_fpn.pth",
-      "r18_fpn.yaml"),
-    C("td-weights-fragment-unknown-key", TD, TDA + " MODEL.WEIGHTS {bad}/frag_unknown/r18_fpn.pth",
-      "DEPTHS"),
+    C(
+        "td-weights-unconverted-classifier",
+        TD,
+        TDA + " MODEL.WEIGHTS {cls}",
+        "model_final.pth",
+        "convert_weights",
+    ),
+    C(
+        "td-weights-unconverted-torchvision",
+        TD,
+        TDA + " MODEL.WEIGHTS {tv18}",
+        "resnet18.pth",
+        "convert_weights",
+    ),
+    C(
+        "td-weights-r18-in-r50-config",
+        TD,
+        "--config {det50} OUTPUT_DIR {out} MODEL.WEIGHTS {nofrag}",
+        "r18_fpn.pth",
+    ),
+    C(
+        "td-weights-fragment-broken",
+        TD,
+        TDA + " MODEL.WEIGHTS {bad}/frag_broken/r18_fpn.pth",
+        "r18_fpn.yaml",
+    ),
+    C(
+        "td-weights-fragment-unknown-key",
+        TD,
+        TDA + " MODEL.WEIGHTS {bad}/frag_unknown/r18_fpn.pth",
+        "DEPTHS",
+    ),
     C("td-eval-only-weights-text", TD, TDE + " MODEL.WEIGHTS {bad}/notes.pth", "notes.pth"),
     C("td-eval-only-weights-missing", TD, TDE + " MODEL.WEIGHTS {tmp}/nope.pth", "nope.pth"),
-    C("td-eval-only-unconverted-classifier", TD, TDE + " MODEL.WEIGHTS {cls}", "model_final.pth",
-      "convert_weights"),
-    C("td-resume-onto-truncated-only-ckpt", TD, "--resume --config {det} OUTPUT_DIR {td_resume}",
-      "model_0000001.pth"),
+    C(
+        "td-eval-only-unconverted-classifier",
+        TD,
+        TDE + " MODEL.WEIGHTS {cls}",
+        "model_final.pth",
+        "convert_weights",
+    ),
+    C(
+        "td-resume-onto-truncated-only-ckpt",
+        TD,
+        "--resume --config {det} OUTPUT_DIR {td_resume}",
+        "model_0000001.pth",
+    ),
     # ---- train_det: config problems -------------------------------------------------------
     C("td-config-missing", TD, "--config {tmp}/nope.yaml OUTPUT_DIR {out}", "nope.yaml"),
-    C("td-config-missing-base", TD, "--config {bad}/missing_base.yaml OUTPUT_DIR {out}",
-      "Base-Not-There.yaml"),
+    C(
+        "td-config-missing-base",
+        TD,
+        "--config {bad}/missing_base.yaml OUTPUT_DIR {out}",
+        "Base-Not-There.yaml",
+    ),
     C("td-config-broken-yaml", TD, "--config {bad}/broken.yaml OUTPUT_DIR {out}", "broken.yaml"),
     C("td-config-not-a-mapping", TD, "--config {bad}/list.yaml OUTPUT_DIR {out}", "list.yaml"),
     C("td-config-binary", TD, "--config {bad}/binary.yaml OUTPUT_DIR {out}", "binary.yaml"),
     C("td-config-is-a-folder", TD, "--config {bad}/adir OUTPUT_DIR {out}", "adir"),
     C("td-unknown-key-override", TD, TDA + " SOLVER.MAX_ITERS 10", "SOLVER.MAX_ITERS", MAX_ITER),
-    C("td-unknown-key-in-yaml", TD, "--config {bad}/det_max_iters.yaml OUTPUT_DIR {out}",
-      "SOLVER.MAX_ITERS", MAX_ITER),
-    C("td-unknown-key-lowercase", TD, TDA + " solver.base_lr 0.01", "solver.base_lr",
-      R(r"SOLVER\.BASE_LR")),
+    C(
+        "td-unknown-key-in-yaml",
+        TD,
+        "--config {bad}/det_max_iters.yaml OUTPUT_DIR {out}",
+        "SOLVER.MAX_ITERS",
+        MAX_ITER,
+    ),
+    C(
+        "td-unknown-key-lowercase",
+        TD,
+        TDA + " solver.base_lr 0.01",
+        "solver.base_lr",
+        R(r"SOLVER\.BASE_LR"),
+    ),
     C("td-unknown-top-level-key", TD, TDA + " SOLVERS.MAX_ITER 2", "SOLVERS.MAX_ITER"),
     C("td-type-float-for-int", TD, TDA + " SOLVER.MAX_ITER 2.5", "SOLVER.MAX_ITER"),
     C("td-type-word-for-float", TD, TDA + " SOLVER.BASE_LR fast", "SOLVER.BASE_LR"),
@@ -220,39 +276,95 @@ CASES = [
     C("td-depth-unsupported", TD, TDA + " MODEL.WEIGHTS '' MODEL.RESNETS.DEPTH 77", "77"),
     C("td-device-gpu", TD, TDA + " MODEL.DEVICE gpu", "gpu"),
     C("td-dataset-unregistered", TD, TDA + " DATASETS.TRAIN \"('my_train',)\"", "my_train"),
-    C("td-standard-dataset-absent", TD, TDA + " DATASETS.TRAIN \"('coco_2017_train',)\"",
-      "instances_train2017.json"),
+    C(
+        "td-standard-dataset-absent",
+        TD,
+        TDA + " DATASETS.TRAIN \"('coco_2017_train',)\"",
+        "instances_train2017.json",
+    ),
     C("td-eval-only-no-test-set", TD, TDE + " DATASETS.TEST ()", "DATASETS.TEST"),
     C("td-eval-metric-unknown", TD, TDA + " RESDET.EVAL.METRIC mAP", "mAP"),
-    C("td-best-metric-unknown", TD, TDA + " TEST.EVAL_PERIOD 1 RESDET.EVAL.BEST_METRIC bbox/mAP",
-      "bbox/mAP"),
-    C("td-diverging-lr", TD, TDA + " SOLVER.BASE_LR 1e6 SOLVER.MAX_ITER 4", "SOLVER.BASE_LR",
-      started=True),
+    C(
+        "td-best-metric-unknown",
+        TD,
+        TDA + " TEST.EVAL_PERIOD 1 RESDET.EVAL.BEST_METRIC bbox/mAP",
+        "bbox/mAP",
+    ),
+    C(
+        "td-diverging-lr",
+        TD,
+        TDA + " SOLVER.BASE_LR 1e6 SOLVER.MAX_ITER 4",
+        "SOLVER.BASE_LR",
+        started=True,
+    ),
     # ---- train_det: bad training data -----------------------------------------------------
-    C("td-image-0-bytes", TD, TDA + " RESDET.DATA.TRAIN {coco_zero}/train.json "
-      "RESDET.DATA.TRAIN_IMAGES {coco_zero}/images", IMG9),
-    C("td-image-text-renamed-jpg", TD, TDA + " RESDET.DATA.TRAIN {coco_text}/train.json "
-      "RESDET.DATA.TRAIN_IMAGES {coco_text}/images", IMG9),
-    C("td-image-truncated-jpg", TD, TDA + " RESDET.DATA.TRAIN {coco_trunc}/train.json "
-      "RESDET.DATA.TRAIN_IMAGES {coco_trunc}/images", IMG9),
+    C(
+        "td-image-0-bytes",
+        TD,
+        TDA + " RESDET.DATA.TRAIN {coco_zero}/train.json "
+        "RESDET.DATA.TRAIN_IMAGES {coco_zero}/images",
+        IMG9,
+    ),
+    C(
+        "td-image-text-renamed-jpg",
+        TD,
+        TDA + " RESDET.DATA.TRAIN {coco_text}/train.json "
+        "RESDET.DATA.TRAIN_IMAGES {coco_text}/images",
+        IMG9,
+    ),
+    C(
+        "td-image-truncated-jpg",
+        TD,
+        TDA + " RESDET.DATA.TRAIN {coco_trunc}/train.json "
+        "RESDET.DATA.TRAIN_IMAGES {coco_trunc}/images",
+        IMG9,
+    ),
     C("td-image-folder-missing", TD, TDA + " RESDET.DATA.TRAIN_IMAGES {tmp}/nope", "nope"),
-    C("td-all-boxes-zero-size", TD, TDA + " RESDET.DATA.TRAIN {coco_zero_boxes}",
-      "zero_boxes.json"),
-    C("td-all-boxes-negative", TD, TDA + " RESDET.DATA.TRAIN {coco_neg_boxes}",
-      "negative_boxes.json"),
-    C("td-no-annotations", TD, TDA + " RESDET.DATA.TRAIN {coco_no_annotations}",
-      "no_annotations.json"),
+    C(
+        "td-all-boxes-zero-size",
+        TD,
+        TDA + " RESDET.DATA.TRAIN {coco_zero_boxes}",
+        "zero_boxes.json",
+    ),
+    C(
+        "td-all-boxes-negative",
+        TD,
+        TDA + " RESDET.DATA.TRAIN {coco_neg_boxes}",
+        "negative_boxes.json",
+    ),
+    C(
+        "td-no-annotations",
+        TD,
+        TDA + " RESDET.DATA.TRAIN {coco_no_annotations}",
+        "no_annotations.json",
+    ),
     C("td-train-json-malformed", TD, TDA + " RESDET.DATA.TRAIN {p_csv}", "csv.json"),
     C("td-train-json-is-predictions", TD, TDA + " RESDET.DATA.TRAIN {p_perfect}", "perfect.json"),
     C("td-train-path-missing", TD, TDA + " RESDET.DATA.TRAIN {tmp}/nope.json", "nope.json"),
-    C("td-train-images-key-empty", TD, TDA + " RESDET.DATA.TRAIN_IMAGES ''",
-      "RESDET.DATA.TRAIN_IMAGES"),
-    C("td-voc-without-annotations", TD, TDA + " RESDET.DATA.TRAIN {bad}/adir RESDET.DATA.TEST ''",
-      "Annotations"),
-    C("td-voc-malformed-xml", TD, TDA + " RESDET.DATA.TRAIN {voc_badxml} RESDET.DATA.TEST ''",
-      XML7),
-    C("td-holdout-out-of-range", TD, TDA + " RESDET.DATA.TRAIN {voc} RESDET.DATA.TEST '' "
-      "RESDET.DATA.HOLDOUT_FRACTION 1.5", "HOLDOUT_FRACTION"),
+    C(
+        "td-train-images-key-empty",
+        TD,
+        TDA + " RESDET.DATA.TRAIN_IMAGES ''",
+        "RESDET.DATA.TRAIN_IMAGES",
+    ),
+    C(
+        "td-voc-without-annotations",
+        TD,
+        TDA + " RESDET.DATA.TRAIN {bad}/adir RESDET.DATA.TEST ''",
+        "Annotations",
+    ),
+    C(
+        "td-voc-malformed-xml",
+        TD,
+        TDA + " RESDET.DATA.TRAIN {voc_badxml} RESDET.DATA.TEST ''",
+        XML7,
+    ),
+    C(
+        "td-holdout-out-of-range",
+        TD,
+        TDA + " RESDET.DATA.TRAIN {voc} RESDET.DATA.TEST '' RESDET.DATA.HOLDOUT_FRACTION 1.5",
+        "HOLDOUT_FRACTION",
+    ),
     C("td-train-test-classes-differ", TD, TDA + " RESDET.DATA.TRAIN {voc}", "tiny.json"),
     # ---- train_det: output paths and arguments --------------------------------------------
     C("td-output-under-a-file", TD, "--config {det} OUTPUT_DIR {bad}/plain.txt/run", "plain.txt"),
@@ -265,15 +377,29 @@ CASES = [
     C("td-num-gpus-2-without-cuda", TD, "--num-gpus 2 " + TDA, "--num-gpus"),
     # ---- pretrain_imagenet: config problems -----------------------------------------------
     C("pt-config-missing", PT, "--config {tmp}/nope.yaml --output {out}", "nope.yaml"),
-    C("pt-config-missing-base", PT, "--config {bad}/missing_base.yaml --output {out}",
-      "Base-Not-There.yaml"),
+    C(
+        "pt-config-missing-base",
+        PT,
+        "--config {bad}/missing_base.yaml --output {out}",
+        "Base-Not-There.yaml",
+    ),
     C("pt-config-broken-yaml", PT, "--config {bad}/broken.yaml --output {out}", "broken.yaml"),
     C("pt-config-not-a-mapping", PT, "--config {bad}/list.yaml --output {out}", "list.yaml"),
     C("pt-unknown-key-override", PT, PTA + " SOLVER.MAX_ITERS 10", "SOLVER.MAX_ITERS", MAX_ITER),
-    C("pt-unknown-key-in-yaml", PT, "--config {bad}/pre_max_iters.yaml --output {out}",
-      "SOLVER.MAX_ITERS", MAX_ITER),
-    C("pt-unknown-key-mixup", PT, PTA + " PRETRAIN.AUG.MIXUP 0.2", "PRETRAIN.AUG.MIXUP",
-      "MIXUP_ALPHA"),
+    C(
+        "pt-unknown-key-in-yaml",
+        PT,
+        "--config {bad}/pre_max_iters.yaml --output {out}",
+        "SOLVER.MAX_ITERS",
+        MAX_ITER,
+    ),
+    C(
+        "pt-unknown-key-mixup",
+        PT,
+        PTA + " PRETRAIN.AUG.MIXUP 0.2",
+        "PRETRAIN.AUG.MIXUP",
+        "MIXUP_ALPHA",
+    ),
     C("pt-type-word-for-int", PT, PTA + " SOLVER.MAX_ITER ten", "SOLVER.MAX_ITER"),
     C("pt-type-str-for-list", PT, PTA + " PRETRAIN.TEST.MODES 1crop", "PRETRAIN.TEST.MODES"),
     C("pt-odd-number-of-overrides", PT, PTA + " SOLVER.MAX_ITER", "SOLVER.MAX_ITER"),
@@ -284,12 +410,21 @@ CASES = [
     C("pt-dataset-family-unknown", PT, PTA + " PRETRAIN.DATASET mnist", "mnist"),
     C("pt-scheduler-unknown", PT, PTA + " SOLVER.LR_SCHEDULER_NAME Cosine", "Cosine"),
     C("pt-test-mode-unknown", PT, PTA + " PRETRAIN.TEST.MODES \"['5crop']\"", "5crop"),
-    C("pt-amp-float16-on-cpu", PT, PTA + " SOLVER.AMP.ENABLED True PRETRAIN.AMP_DTYPE float16",
-      "float16"),
+    C(
+        "pt-amp-float16-on-cpu",
+        PT,
+        PTA + " SOLVER.AMP.ENABLED True PRETRAIN.AMP_DTYPE float16",
+        "float16",
+    ),
     C("pt-device-gpu", PT, PTA + " MODEL.DEVICE gpu", "gpu"),
     C("pt-train-crop-unknown", PT, PTA + " PRETRAIN.AUG.TRAIN_CROP random", "random"),
-    C("pt-diverging-lr", PT, PTA + " SOLVER.BASE_LR 1e30 SOLVER.MAX_ITER 4", "SOLVER.BASE_LR",
-      started=True),
+    C(
+        "pt-diverging-lr",
+        PT,
+        PTA + " SOLVER.BASE_LR 1e30 SOLVER.MAX_ITER 4",
+        "SOLVER.BASE_LR",
+        started=True,
+    ),
     # ---- pretrain_imagenet: data, weights, outputs, arguments -----------------------------
     C("pt-data-missing", PT, PTA + " --data {tmp}/nope", "nope"),
     C("pt-data-is-a-file", PT, PTA + " --data {bad}/plain.txt", "plain.txt"),
@@ -303,10 +438,18 @@ CASES = [
     C("pt-eval-only-detector-weights", PT, PTE + " MODEL.WEIGHTS {r18}", "r18_fpn.pth"),
     C("pt-eval-only-other-classes", PT, PTE + " MODEL.WEIGHTS {cls}", "model_final.pth"),
     C("pt-eval-only-nothing-trained", PT, PTE, "model_final.pth"),
-    C("pt-resume-truncated-ckpt", PT, "--resume --config {pre} --output {pt_resume_trunc}",
-      "model_0000002.pth"),
-    C("pt-resume-dangling-pointer", PT, "--resume --config {pre} --output {pt_resume_dangling}",
-      "model_0000002.pth"),
+    C(
+        "pt-resume-truncated-ckpt",
+        PT,
+        "--resume --config {pre} --output {pt_resume_trunc}",
+        "model_0000002.pth",
+    ),
+    C(
+        "pt-resume-dangling-pointer",
+        PT,
+        "--resume --config {pre} --output {pt_resume_dangling}",
+        "model_0000002.pth",
+    ),
     C("pt-output-under-a-file", PT, "--config {pre} --output {bad}/plain.txt/pt", "plain.txt"),
     C("pt-output-is-a-file", PT, "--config {pre} --output {bad}/plain.txt", "plain.txt"),
     C("pt-output-unwritable", PT, "--config {pre} --output /sys/kernel/pt", "/sys/kernel"),
@@ -319,20 +462,32 @@ CASES = [
     C("pp-seed-word", PP, PPA + " SEED abc", "SEED"),
     C("pp-seed-float", PP, PPA + " SEED 1.5", "SEED"),
     C("pp-config-missing", PP, "--config {tmp}/nope.yaml --output {out}", "nope.yaml"),
-    C("pp-config-missing-base", PP, "--config {bad}/missing_base.yaml --output {out}",
-      "Base-Not-There.yaml"),
+    C(
+        "pp-config-missing-base",
+        PP,
+        "--config {bad}/missing_base.yaml --output {out}",
+        "Base-Not-There.yaml",
+    ),
     C("pp-config-broken-yaml", PP, "--config {bad}/broken.yaml --output {out}", "broken.yaml"),
     C("pp-config-not-a-mapping", PP, "--config {bad}/list.yaml --output {out}", "list.yaml"),
-    C("pp-unknown-key-override", PP, PPA + " DATA.HOLDOUT 0.3", "DATA.HOLDOUT",
-      "HOLDOUT_FRACTION"),
-    C("pp-unknown-key-in-yaml", PP, "--config {bad}/pipe_unknown.yaml --output {out}",
-      "DATA.HOLDOUT", "HOLDOUT_FRACTION"),
+    C("pp-unknown-key-override", PP, PPA + " DATA.HOLDOUT 0.3", "DATA.HOLDOUT", "HOLDOUT_FRACTION"),
+    C(
+        "pp-unknown-key-in-yaml",
+        PP,
+        "--config {bad}/pipe_unknown.yaml --output {out}",
+        "DATA.HOLDOUT",
+        "HOLDOUT_FRACTION",
+    ),
     C("pp-odd-number-of-overrides", PP, PPA + " SEED", "SEED"),
     C("pp-type-str-for-opts", PP, PPA + " PRETRAIN.OPTS SOLVER.MAX_ITER", "PRETRAIN.OPTS"),
     C("pp-pretrain-config-missing", PP, PPA + " PRETRAIN.CONFIG {tmp}/nope.yaml", "nope.yaml"),
     C("pp-detect-config-missing", PP, PPA + " DETECT.CONFIG {tmp}/nope.yaml", "nope.yaml"),
-    C("pp-pretrain-opts-unknown-key", PP, PPA + " PRETRAIN.OPTS \"['SOLVER.MAX_ITERS','2']\"",
-      "SOLVER.MAX_ITERS"),
+    C(
+        "pp-pretrain-opts-unknown-key",
+        PP,
+        PPA + " PRETRAIN.OPTS \"['SOLVER.MAX_ITERS','2']\"",
+        "SOLVER.MAX_ITERS",
+    ),
     C("pp-detect-opts-odd", PP, PPA + " DETECT.OPTS \"['SOLVER.MAX_ITER']\"", "SOLVER.MAX_ITER"),
     C("pp-convert-layout-unknown", PP, PPA + " CONVERT.LAYOUT c5", "c5"),
     C("pp-generate-no-images", PP, PPA + " DATA.GENERATE.NUM_TRAIN 0", "DATA.GENERATE.NUM_TRAIN"),
@@ -342,8 +497,12 @@ CASES = [
     C("pp-data-empty-folder", PP, PPA + " --data {bad}/adir", "Annotations"),
     C("pp-data-is-an-image", PP, PPA + " --data {coco_img}/" + IMG9, IMG9),
     C("pp-data-voc-malformed-xml", PP, PPA + " --data {voc_badxml}", XML7),
-    C("pp-holdout-out-of-range", PP, PPA + " --data {voc} DATA.HOLDOUT_FRACTION 1.0",
-      "HOLDOUT_FRACTION"),
+    C(
+        "pp-holdout-out-of-range",
+        PP,
+        PPA + " --data {voc} DATA.HOLDOUT_FRACTION 1.0",
+        "HOLDOUT_FRACTION",
+    ),
     C("pp-output-under-a-file", PP, "--config {pipe} --output {bad}/plain.txt/pipe", "plain.txt"),
     C("pp-output-is-a-file", PP, "--config {pipe} --output {bad}/plain.txt", "plain.txt"),
     C("pp-output-unwritable", PP, "--config {pipe} --output /sys/kernel/pipe", "/sys/kernel"),
@@ -362,16 +521,28 @@ CASES = [
     C("lr-ckpt-detector-weights", LR, "--checkpoints {r18} " + LRA, "r18_fpn.pth"),
     C("lr-ckpt-torchvision", LR, "--checkpoints {tv18} " + LRA, "resnet18.pth"),
     C("lr-ckpt-meta-empty", LR, "--checkpoints {bad}/meta_empty.pth " + LRA, "meta_empty.pth"),
-    C("lr-ckpt-meta-wrong-depth", LR, "--checkpoints {bad}/meta_depth20.pth " + LRA,
-      "meta_depth20.pth"),
+    C(
+        "lr-ckpt-meta-wrong-depth",
+        LR,
+        "--checkpoints {bad}/meta_depth20.pth " + LRA,
+        "meta_depth20.pth",
+    ),
     C("lr-second-ckpt-bad", LR, "--checkpoints {c8} {bad}/notes.pth " + LRA, "notes.pth"),
     C("lr-no-checkpoints-argument", LR, LRA, "--checkpoints"),
     C("lr-data-missing", LR, "--checkpoints {c8} --data {tmp}/nope --output {out}", "nope"),
     C("lr-data-empty-folder", LR, "--checkpoints {c8} --data {bad}/adir --output {out}", "adir"),
-    C("lr-data-flat-images", LR, "--checkpoints {c8} --data {cf_flat}/train --output {out}",
-      "cf_flat"),
-    C("lr-data-all-unreadable", LR, "--checkpoints {c8} --data {cf_train_zero}/train "
-      "--output {out}", "cf_train_zero"),
+    C(
+        "lr-data-flat-images",
+        LR,
+        "--checkpoints {c8} --data {cf_flat}/train --output {out}",
+        "cf_flat",
+    ),
+    C(
+        "lr-data-all-unreadable",
+        LR,
+        "--checkpoints {c8} --data {cf_train_zero}/train --output {out}",
+        "cf_train_zero",
+    ),
     C("lr-output-under-a-file", LR, LRO + " {bad}/plain.txt/lr", "plain.txt"),
     C("lr-output-is-a-file", LR, LRO + " {bad}/plain.txt", "plain.txt"),
     C("lr-output-unwritable", LR, LRO + " /sys/kernel/lr", "/sys/kernel"),
@@ -379,23 +550,52 @@ CASES = [
 ]
 
 # Also run through `python tools/<tool>.py`: the real exit status, nothing printed after.
-CLI_IDS = ["cw-text-renamed-pth", "cw-malicious-pkl", "ev-pred-negative-width",
-           "ev-output-unwritable", "td-weights-text-renamed-pth", "td-unknown-key-override",
-           "pt-unknown-key-override", "pt-output-cannot-be-created", "pp-seed-word",
-           "pp-config-missing", "pp-odd-number-of-overrides", "lr-max-images-negative",
-           "lr-ckpt-truncated", "lr-data-missing"]
+CLI_IDS = [
+    "cw-text-renamed-pth",
+    "cw-malicious-pkl",
+    "ev-pred-negative-width",
+    "ev-output-unwritable",
+    "td-weights-text-renamed-pth",
+    "td-unknown-key-override",
+    "pt-unknown-key-override",
+    "pt-output-cannot-be-created",
+    "pp-seed-word",
+    "pp-config-missing",
+    "pp-odd-number-of-overrides",
+    "lr-max-images-negative",
+    "lr-ckpt-truncated",
+    "lr-data-missing",
+]
 CLI_ONLY = [
     # every training image unreadable: must stop within seconds, not loop forever
-    C("pt-all-train-images-unreadable", PT, PTA + " --data {cf_train_zero}", "cf_train_zero",
-      timeout=60),
+    C(
+        "pt-all-train-images-unreadable",
+        PT,
+        PTA + " --data {cf_train_zero}",
+        "cf_train_zero",
+        timeout=60,
+    ),
     # the VOC class list of voc_2007_trainval is fixed: a misspelt class is an error
-    C("td-voc-class-typo-fixed-list", TD, TDA + " DATASETS.TRAIN \"('voc_2007_trainval',)\" "
-      "DATASETS.TEST ()", "persn", XML7, env={"DETECTRON2_DATASETS": "{d2ds}"}),
+    C(
+        "td-voc-class-typo-fixed-list",
+        TD,
+        TDA + " DATASETS.TRAIN \"('voc_2007_trainval',)\" DATASETS.TEST ()",
+        "persn",
+        XML7,
+        env={"DETECTRON2_DATASETS": "{d2ds}"},
+    ),
     # a full disk: the write of the result fails part-way
     C("cw-disk-full", CW, CWA, "r18.pth", fsize=1 << 20),
     C("ev-disk-full", EV, EVO + " {out}/metrics.json", "metrics.json", fsize=64),
     # whichever checkpoint is written first when the limit is reached
-    C("td-disk-full", TD, TDA, R(r"model_(best|final)\.pth: cannot be written"), fsize=1 << 20, started=True),
+    C(
+        "td-disk-full",
+        TD,
+        TDA,
+        R(r"model_(best|final)\.pth: cannot be written"),
+        fsize=1 << 20,
+        started=True,
+    ),
 ]
 CASES_BY_ID = {c.id: c for c in CASES}
 assert len(CASES_BY_ID) == len(CASES), "duplicate case id"
@@ -403,6 +603,7 @@ assert all(i in CASES_BY_ID for i in CLI_IDS)
 
 
 # ---------------------------------------------------------------------------- machinery
+
 
 class _Lookup(dict):
     def __init__(self, corpus, tmp):
@@ -491,9 +692,11 @@ def _call(tool, argv):
 
 # Runs a tool with its file size limited: RLIMIT_FSIZE and an ignored SIGXFSZ survive exec,
 # and setting them here, not in a preexec_fn, is safe in a parent that runs threads (torch).
-_LIMITED = ("import os, resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-            "n = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_FSIZE, (n, n)); "
-            "os.execv(sys.executable, [sys.executable] + sys.argv[2:])")
+_LIMITED = (
+    "import os, resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+    "n = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_FSIZE, (n, n)); "
+    "os.execv(sys.executable, [sys.executable] + sys.argv[2:])"
+)
 
 
 def _run_cli(case, argv, env_extra):
@@ -503,8 +706,15 @@ def _run_cli(case, argv, env_extra):
     cmd = [sys.executable, str(REPO / "tools" / f"{case.tool}.py"), *argv]
     if case.fsize:
         cmd = [sys.executable, "-c", _LIMITED, str(case.fsize)] + cmd[1:]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=case.timeout)
         return proc.returncode, out, err
@@ -555,8 +765,11 @@ def _check_nothing_half_written(case, tmp, corpus, what):
     assert not corpus.marker.exists(), f"a malicious checkpoint ran code; {what}"
     leftovers = [p for p in [*_files(corpus.root), *_files(tmp)] if p.name.endswith(".tmp")]
     assert not leftovers, f"temporary files left: {leftovers}; {what}"
-    empty = [p for p in _files(tmp)
-             if not p.is_symlink() and p.stat().st_size == 0 and not LOG_FILE.fullmatch(p.name)]
+    empty = [
+        p
+        for p in _files(tmp)
+        if not p.is_symlink() and p.stat().st_size == 0 and not LOG_FILE.fullmatch(p.name)
+    ]
     assert not empty, f"0-byte files written: {empty}; {what}"
     out = tmp / "out"
     if not case.started:
@@ -571,6 +784,7 @@ def _check_nothing_half_written(case, tmp, corpus, what):
 
 # ---------------------------------------------------------------------------- the corpus
 
+
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
 def test_bad_input(case, corpus, tmp_path, capfd):
     argv = _argv(case, corpus, tmp_path)
@@ -580,8 +794,11 @@ def test_bad_input(case, corpus, tmp_path, capfd):
     _check_failure(case, rc, out, err, tmp_path, corpus)
 
 
-@pytest.mark.parametrize("case", [pytest.param(CASES_BY_ID[i], id=i) for i in CLI_IDS]
-                         + [pytest.param(c, id=c.id) for c in CLI_ONLY])
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(CASES_BY_ID[i], id=i) for i in CLI_IDS]
+    + [pytest.param(c, id=c.id) for c in CLI_ONLY],
+)
 def test_bad_input_command_line(case, corpus, tmp_path):
     argv = _argv(case, corpus, tmp_path)
     env = {k: v.format_map(_Lookup(corpus, tmp_path)) for k, v in case.env.items()}
@@ -591,6 +808,7 @@ def test_bad_input_command_line(case, corpus, tmp_path):
 
 # ---------------------------------------------------------------------------- silent results
 
+
 def _ok(tool, argv, capfd):
     capfd.readouterr()
     rc = _call(tool, argv)
@@ -599,13 +817,17 @@ def _ok(tool, argv, capfd):
     return rc, out, err, what
 
 
-@pytest.mark.parametrize("gt,pred", [("coco", "p_empty_list"), ("voc", "p_empty_list"),
-                                     ("voc", "dk_empty")])
+@pytest.mark.parametrize(
+    "gt,pred", [("coco", "p_empty_list"), ("voc", "p_empty_list"), ("voc", "dk_empty")]
+)
 def test_no_predictions_score_ap_zero_not_nan(corpus, tmp_path, capfd, gt, pred):
     """13 ground-truth boxes and no detections is AP 0: nothing was found."""
     metrics = tmp_path / "metrics.json"
-    rc, out, err, what = _ok(EV, ["--gt", str(corpus.get(gt)), "--pred", str(corpus.get(pred)),
-                                  "--output", str(metrics)], capfd)
+    rc, out, err, what = _ok(
+        EV,
+        ["--gt", str(corpus.get(gt)), "--pred", str(corpus.get(pred)), "--output", str(metrics)],
+        capfd,
+    )
     assert rc == 0 and "Traceback" not in out + err, what
     bbox = json.loads(metrics.read_text())["bbox"]
     assert bbox["AP50"] == 0.0 and bbox["AP"] == 0.0, bbox
@@ -614,8 +836,18 @@ def test_no_predictions_score_ap_zero_not_nan(corpus, tmp_path, capfd, gt, pred)
 def test_voc_class_names_are_stripped(corpus, tmp_path, capfd):
     """'RBC ' in an annotation is class RBC, not a new class: perfect detections score 100."""
     metrics = tmp_path / "metrics.json"
-    rc, out, err, what = _ok(EV, ["--gt", str(corpus.get("voc_space")), "--pred",
-                                  str(corpus.get("dk_perfect")), "--output", str(metrics)], capfd)
+    rc, out, err, what = _ok(
+        EV,
+        [
+            "--gt",
+            str(corpus.get("voc_space")),
+            "--pred",
+            str(corpus.get("dk_perfect")),
+            "--output",
+            str(metrics),
+        ],
+        capfd,
+    )
     assert rc == 0 and "Traceback" not in out + err, what
     bbox = json.loads(metrics.read_text())["bbox"]
     per_class = sorted(k for k in bbox if k.startswith("AP50-"))
@@ -645,17 +877,27 @@ def test_voc_json_category_ids_are_written_down(corpus, tmp_path, capfd):
     """JSON predictions on VOC data number classes 1..K in sorted-name order, so a misspelt
     class ('RBc') shifts the ids after it. The mapping used must be in the written output."""
     out = tmp_path / "out"
-    rc, o, e, what = _ok(EV, ["--gt", str(corpus.get("voc_typo")),
-                              "--pred", str(corpus.get("p_voc_perfect")),
-                              "--output", str(out / "metrics.json")], capfd)
+    rc, o, e, what = _ok(
+        EV,
+        [
+            "--gt",
+            str(corpus.get("voc_typo")),
+            "--pred",
+            str(corpus.get("p_voc_perfect")),
+            "--output",
+            str(out / "metrics.json"),
+        ],
+        capfd,
+    )
     assert "Traceback" not in o + e, what
     if rc != 0:  # refusing the typo outright is fine too, if it names it
         assert rc == 2 and "RBc" in _last_line(e), what
         return
     expected = {"1": "Platelets", "2": "RBC", "3": "RBc", "4": "WBC"}
     maps = [m for p in out.glob("*.json") for m in _id_maps(json.loads(p.read_text()))]
-    assert any(all(m.get(k) == v for k, v in expected.items()) for m in maps), \
+    assert any(all(m.get(k) == v for k, v in expected.items()) for m in maps), (
         f"no category id -> class mapping in {sorted(p.name for p in out.glob('*.json'))}"
+    )
 
 
 def test_training_checkpoint_converts_with_its_runs_settings(corpus, tmp_path, capfd):

@@ -1,5 +1,6 @@
 """Detection datasets: checked loaders on real data (coco128, bccd), repairs counted,
 every bad input one line naming file and entry, registration by name and from config."""
+
 import json
 import logging
 import os
@@ -8,13 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 
 import resdet
-from resdet.data import (DatasetError, datasets_root, holdout_split, load_coco_json, load_voc_folder,
-                         register_standard_datasets, register_user_datasets, register_voc_folder)
-
+from resdet.data import (
+    DatasetError,
+    datasets_root,
+    holdout_split,
+    load_coco_json,
+    load_voc_folder,
+    register_standard_datasets,
+    register_user_datasets,
+    register_voc_folder,
+)
 
 
 def coco128(shared_data):
@@ -23,18 +30,27 @@ def coco128(shared_data):
 
 
 def write_voc(root, images, splits=None, jpeg_from=None):
-    """A VOC folder: ``images`` = {id: (width, height, [(name, (xmin, ymin, xmax, ymax), difficult)])};
-    size None writes an XML without <size>. JPEGs are links to ``jpeg_from`` when given."""
+    """A VOC folder: ``images`` = {id: (width, height, [(name, box, difficult)])}, box =
+    (xmin, ymin, xmax, ymax); size None writes an XML without <size>. JPEGs are links to
+    ``jpeg_from`` when given."""
     root = Path(root)
     (root / "Annotations").mkdir(parents=True, exist_ok=True)
     (root / "JPEGImages").mkdir(exist_ok=True)
     for image_id, (w, h, objects) in images.items():
-        size = "" if w is None else f"<size><width>{w}</width><height>{h}</height><depth>3</depth></size>"
+        size = (
+            ""
+            if w is None
+            else f"<size><width>{w}</width><height>{h}</height><depth>3</depth></size>"
+        )
         objs = "".join(
             f"<object><name>{n}</name><pose>Unspecified</pose><truncated>0</truncated>"
             f"<difficult>{int(d)}</difficult><bndbox><xmin>{b[0]}</xmin>"
-            f"<ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for n, b, d in objects)
-        (root / "Annotations" / f"{image_id}.xml").write_text(f"<annotation>{size}{objs}</annotation>")
+            f"<ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+            for n, b, d in objects
+        )
+        (root / "Annotations" / f"{image_id}.xml").write_text(
+            f"<annotation>{size}{objs}</annotation>"
+        )
         if jpeg_from is not None:
             os.symlink(jpeg_from, root / "JPEGImages" / f"{image_id}.jpg")
     for name, ids in (splits or {}).items():
@@ -92,37 +108,63 @@ def test_bccd_records_follow_detectron2_voc_convention(shared_data, caplog):
     assert boxes[:, :2].min() >= 0 and boxes[:, 2].max() <= 640 and boxes[:, 3].max() <= 480
 
 
-def test_boxes_outside_are_clipped_and_degenerate_dropped_and_counted(shared_data, tmp_path, caplog):
+def test_boxes_outside_are_clipped_and_degenerate_dropped_and_counted(
+    shared_data, tmp_path, caplog
+):
     jpg = shared_data / "bccd" / "JPEGImages" / "BloodImage_00000.jpg"
-    root = write_voc(tmp_path / "voc", {
-        "a": (640, 480, [("RBC", (600, 400, 660, 490), 0),   # runs outside: clipped
-                         ("RBC", (-5, 10, 50, 60), 0),       # runs outside: clipped
-                         ("RBC", (30, 30, 28, 40), 0),       # negative width: dropped
-                         ("WBC", (10, 10, 10, 10), 0)]),     # one pixel (VOC is inclusive): kept
-    }, jpeg_from=jpg)
+    root = write_voc(
+        tmp_path / "voc",
+        {
+            "a": (
+                640,
+                480,
+                [
+                    ("RBC", (600, 400, 660, 490), 0),  # runs outside: clipped
+                    ("RBC", (-5, 10, 50, 60), 0),  # runs outside: clipped
+                    ("RBC", (30, 30, 28, 40), 0),  # negative width: dropped
+                    ("WBC", (10, 10, 10, 10), 0),
+                ],
+            ),  # one pixel (VOC is inclusive): kept
+        },
+        jpeg_from=jpg,
+    )
     with caplog.at_level(logging.WARNING, logger="resdet.data"):
         (rec,), _ = load_voc_folder(root)
-    assert [a["bbox"] for a in rec["annotations"]] == [[599, 399, 640, 480], [0, 9, 50, 60], [9, 9, 10, 10]]
+    assert [a["bbox"] for a in rec["annotations"]] == [
+        [599, 399, 640, 480],
+        [0, 9, 50, 60],
+        [9, 9, 10, 10],
+    ]
     assert "2 boxes reaching outside the image were clipped" in caplog.text
-    assert "1 boxes of zero or negative size were dropped" in caplog.text and "a.xml object 2" in caplog.text
+    assert (
+        "1 boxes of zero or negative size were dropped" in caplog.text
+        and "a.xml object 2" in caplog.text
+    )
 
     def edit(d):
         d["annotations"][0]["bbox"][2] = 0.0  # zero width
         img = next(i for i in d["images"] if i["id"] == d["annotations"][1]["image_id"])
         d["annotations"][1]["bbox"] = [img["width"] - 5, 0, 20, 10]  # beyond the right edge
+
     json_file, images, d = small_coco(shared_data, tmp_path, edit=edit)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="resdet.data"):
         records, _ = load_coco_json(json_file, images)
     assert sum(len(r["annotations"]) for r in records) == len(d["annotations"]) - 1
-    assert "1 boxes reaching outside" in caplog.text and "1 boxes of zero or negative size" in caplog.text
+    assert (
+        "1 boxes reaching outside" in caplog.text
+        and "1 boxes of zero or negative size" in caplog.text
+    )
     assert all(a["bbox"][2] <= r["width"] for r in records for a in r["annotations"])
 
 
 def test_difficult_objects_kept_for_evaluation_left_out_of_training(shared_data, tmp_path):
     jpg = shared_data / "bccd" / "JPEGImages" / "BloodImage_00000.jpg"
-    root = write_voc(tmp_path / "voc", {"a": (640, 480, [("RBC", (78, 336, 184, 435), 0),
-                                                         ("WBC", (260, 177, 491, 376), 1)])}, jpeg_from=jpg)
+    root = write_voc(
+        tmp_path / "voc",
+        {"a": (640, 480, [("RBC", (78, 336, 184, 435), 0), ("WBC", (260, 177, 491, 376), 1)])},
+        jpeg_from=jpg,
+    )
     (rec,), _ = load_voc_folder(root)
     assert [(a["difficult"], a["iscrowd"]) for a in rec["annotations"]] == [(False, 0), (True, 1)]
     mapper = DatasetMapper(is_train=True, augmentations=[], image_format="RGB")
@@ -150,7 +192,10 @@ def test_register_user_datasets_from_config(shared_data):
     cfg.RESDET.DATA.HOLDOUT_FRACTION = 0.25
     assert register_user_datasets(cfg) == ["resdet_train", "resdet_test"]
     assert MetadataCatalog.get("resdet_test").thing_classes == ["Platelets", "RBC", "WBC"]
-    assert len(DatasetCatalog.get("resdet_train")) == 273 and len(DatasetCatalog.get("resdet_test")) == 91
+    assert (
+        len(DatasetCatalog.get("resdet_train")) == 273
+        and len(DatasetCatalog.get("resdet_test")) == 91
+    )
 
     json_file, images = coco128(shared_data)
     cfg.RESDET.DATA.HOLDOUT_FRACTION = 0.0
@@ -159,7 +204,10 @@ def test_register_user_datasets_from_config(shared_data):
     register_user_datasets(cfg)  # re-registering replaces the earlier datasets
     assert len(MetadataCatalog.get("resdet_train").thing_classes) == 80
     assert MetadataCatalog.get("resdet_train").thing_dataset_id_to_contiguous_id[90] == 79
-    assert len(DatasetCatalog.get("resdet_train")) == 128 and len(DatasetCatalog.get("resdet_test")) == 72
+    assert (
+        len(DatasetCatalog.get("resdet_train")) == 128
+        and len(DatasetCatalog.get("resdet_test")) == 72
+    )
     cfg.RESDET.DATA.TRAIN_IMAGES = ""
     with pytest.raises(DatasetError, match="TRAIN_IMAGES is empty"):
         register_user_datasets(cfg)
@@ -172,11 +220,21 @@ def standard_root(tmp_path, monkeypatch, shared_data):
     os.symlink(json_file, tmp_path / "coco" / "annotations" / "instances_val2017.json")
     os.symlink(images, tmp_path / "coco" / "val2017")
     jpg = shared_data / "bccd" / "JPEGImages" / "BloodImage_00000.jpg"
-    write_voc(tmp_path / "VOC2007", {"000001": (640, 480, [("dog", (1, 1, 100, 100), 0)]),
-                                     "000002": (640, 480, [("cat", (5, 5, 50, 50), 1)])},
-              {"trainval": ["000001"], "test": ["000002"]}, jpeg_from=jpg)
-    write_voc(tmp_path / "VOC2012", {"2008_000001": (640, 480, [("person", (1, 1, 9, 9), 0)])},
-              {"trainval": ["2008_000001"]}, jpeg_from=jpg)
+    write_voc(
+        tmp_path / "VOC2007",
+        {
+            "000001": (640, 480, [("dog", (1, 1, 100, 100), 0)]),
+            "000002": (640, 480, [("cat", (5, 5, 50, 50), 1)]),
+        },
+        {"trainval": ["000001"], "test": ["000002"]},
+        jpeg_from=jpg,
+    )
+    write_voc(
+        tmp_path / "VOC2012",
+        {"2008_000001": (640, 480, [("person", (1, 1, 9, 9), 0)])},
+        {"trainval": ["2008_000001"]},
+        jpeg_from=jpg,
+    )
     default = datasets_root()
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
     yield tmp_path
@@ -186,11 +244,17 @@ def standard_root(tmp_path, monkeypatch, shared_data):
 def test_standard_names_resolve_under_detectron2_datasets(standard_root):
     register_standard_datasets()
     assert MetadataCatalog.get("coco_2017_val").json_file == str(
-        standard_root / "coco" / "annotations" / "instances_val2017.json")
+        standard_root / "coco" / "annotations" / "instances_val2017.json"
+    )
     assert len(DatasetCatalog.get("coco_2017_val")) == 128
-    assert MetadataCatalog.get("coco_2017_val").thing_classes[0] == "person"  # Detectron2's metadata kept
+    assert (
+        MetadataCatalog.get("coco_2017_val").thing_classes[0] == "person"
+    )  # Detectron2's metadata kept
     assert [r["image_id"] for r in DatasetCatalog.get("voc_2007_test")] == ["000002"]
-    assert [r["image_id"] for r in DatasetCatalog.get("voc_2007_2012_trainval")] == ["000001", "2008_000001"]
+    assert [r["image_id"] for r in DatasetCatalog.get("voc_2007_2012_trainval")] == [
+        "000001",
+        "2008_000001",
+    ]
     assert len(MetadataCatalog.get("voc_2007_2012_trainval").thing_classes) == 20
 
 
@@ -207,6 +271,7 @@ def _bad_coco(shared_data, tmp_path, case):
             d["annotations"][0]["image_id"] = 999999
         elif case == "unknown category":
             d["annotations"][1]["category_id"] = 999
+
     json_file, images, d = small_coco(shared_data, tmp_path, edit=edit)
     if case == "malformed":
         json_file.write_text(json_file.read_text()[:500])
@@ -216,12 +281,25 @@ def _bad_coco(shared_data, tmp_path, case):
     return json_file, images, d
 
 
-@pytest.mark.parametrize("case,expected", [
-    ("malformed", r"small\.json: malformed JSON: .*line 1 column \d+"),
-    ("unknown image", r"small\.json: annotations\[0\] \(id \d+\): image_id 999999 is not in 'images'"),
-    ("unknown category", r"small\.json: annotations\[1\] \(id \d+\): category_id 999 is not in 'categories'"),
-    ("missing image", r"empty/000000000009\.jpg: image file not found \(images\[0\], id 9, of .*small\.json\)"),
-])
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("malformed", r"small\.json: malformed JSON: .*line 1 column \d+"),
+        (
+            "unknown image",
+            r"small\.json: annotations\[0\] \(id \d+\): image_id 999999 is not in 'images'",
+        ),
+        (
+            "unknown category",
+            r"small\.json: annotations\[1\] \(id \d+\): category_id 999 is not in 'categories'",
+        ),
+        (
+            "missing image",
+            r"empty/000000000009\.jpg: image file not found \(images\[0\], id 9, of"
+            r" .*small\.json\)",
+        ),
+    ],
+)
 def test_bad_coco_input_one_line_naming_file_and_entry(shared_data, tmp_path, case, expected):
     json_file, images, _ = _bad_coco(shared_data, tmp_path, case)
     with pytest.raises(DatasetError, match=expected) as e:
@@ -229,35 +307,53 @@ def test_bad_coco_input_one_line_naming_file_and_entry(shared_data, tmp_path, ca
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("case,expected", [
-    ("no size", r"a\.xml: no valid <size>"),
-    ("malformed xml", r"a\.xml: malformed XML"),
-    ("missing image", r"JPEGImages/a\.jpg: image file not found \(annotated by .*a\.xml\)"),
-    ("unknown class", r"a\.xml: object 0: class 'dog' is not one of the known classes \['RBC'\]"),
-    ("split without annotation", r"test\.txt: line 2: image 'ghost' has no Annotations/ghost\.xml"),
-    ("bad box", r"a\.xml: object 0 \('RBC'\): <bndbox> needs numeric"),
-])
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("no size", r"a\.xml: no valid <size>"),
+        ("malformed xml", r"a\.xml: malformed XML"),
+        ("missing image", r"JPEGImages/a\.jpg: image file not found \(annotated by .*a\.xml\)"),
+        (
+            "unknown class",
+            r"a\.xml: object 0: class 'dog' is not one of the known classes \['RBC'\]",
+        ),
+        (
+            "split without annotation",
+            r"test\.txt: line 2: image 'ghost' has no Annotations/ghost\.xml",
+        ),
+        ("bad box", r"a\.xml: object 0 \('RBC'\): <bndbox> needs numeric"),
+    ],
+)
 def test_bad_voc_input_one_line_naming_file_and_entry(shared_data, tmp_path, case, expected):
     jpg = shared_data / "bccd" / "JPEGImages" / "BloodImage_00000.jpg"
     name = "dog" if case == "unknown class" else "RBC"
     box = ("1", "2", "x", "4") if case == "bad box" else (1, 2, 30, 40)
-    root = write_voc(tmp_path / "voc", {"a": (None if case == "no size" else 64, 48, [(name, box, 0)])},
-                     {"test": ["a", "ghost"]} if case == "split without annotation" else None,
-                     jpeg_from=None if case == "missing image" else jpg)
+    root = write_voc(
+        tmp_path / "voc",
+        {"a": (None if case == "no size" else 64, 48, [(name, box, 0)])},
+        {"test": ["a", "ghost"]} if case == "split without annotation" else None,
+        jpeg_from=None if case == "missing image" else jpg,
+    )
     if case == "malformed xml":
         (root / "Annotations" / "a.xml").write_text("<annotation><size>")
     with pytest.raises(DatasetError, match=expected) as e:
-        load_voc_folder(root, "test" if case == "split without annotation" else None,
-                        class_names=["RBC"] if case == "unknown class" else None)
+        load_voc_folder(
+            root,
+            "test" if case == "split without annotation" else None,
+            class_names=["RBC"] if case == "unknown class" else None,
+        )
     assert "\n" not in str(e.value)
 
 
 def test_register_voc_folder_classes_from_whole_folder(shared_data, tmp_path):
     """Train and test of one folder share the class list even when a class is only in one."""
     jpg = shared_data / "bccd" / "JPEGImages" / "BloodImage_00000.jpg"
-    root = write_voc(tmp_path / "voc", {"a": (64, 48, [("zebra", (1, 1, 9, 9), 0)]),
-                                        "b": (64, 48, [("ant", (1, 1, 9, 9), 0)])},
-                     {"train": ["a"], "test": ["b"]}, jpeg_from=jpg)
+    root = write_voc(
+        tmp_path / "voc",
+        {"a": (64, 48, [("zebra", (1, 1, 9, 9), 0)]), "b": (64, 48, [("ant", (1, 1, 9, 9), 0)])},
+        {"train": ["a"], "test": ["b"]},
+        jpeg_from=jpg,
+    )
     register_voc_folder("tmp_voc_test", root, "test")
     assert MetadataCatalog.get("tmp_voc_test").thing_classes == ["ant", "zebra"]
     assert DatasetCatalog.get("tmp_voc_test")[0]["annotations"][0]["category_id"] == 0
@@ -266,9 +362,11 @@ def test_register_voc_folder_classes_from_whole_folder(shared_data, tmp_path):
         DatasetCatalog.get("tmp_voc_test")
 
 
-@pytest.mark.parametrize("content,expected", [(b"", "empty file"), (b"this is no image" * 10, "not a readable image")])
+@pytest.mark.parametrize(
+    "content,expected", [(b"", "empty file"), (b"this is no image" * 10, "not a readable image")]
+)
 def test_unreadable_images_fail_at_load_naming_the_file(shared_data, tmp_path, content, expected):
-    """Checked when the dataset is loaded, before training starts (not in a worker at iteration 0)."""
+    """Checked when the dataset loads, before training starts (not in a worker at iteration 0)."""
     json_file, images = coco128(shared_data)
     d = json.loads(json_file.read_text())
     d["images"] = d["images"][:3]
@@ -288,8 +386,11 @@ def test_all_boxes_invalid_is_one_line(shared_data, tmp_path):
     d = json.loads(json_file.read_text())
     d["images"] = d["images"][:2]
     keep = {im["id"] for im in d["images"]}
-    d["annotations"] = [dict(a, bbox=[a["bbox"][0], a["bbox"][1], -a["bbox"][2], a["bbox"][3]])
-                        for a in d["annotations"] if a["image_id"] in keep]
+    d["annotations"] = [
+        dict(a, bbox=[a["bbox"][0], a["bbox"][1], -a["bbox"][2], a["bbox"][3]])
+        for a in d["annotations"]
+        if a["image_id"] in keep
+    ]
     (tmp_path / "a.json").write_text(json.dumps(d))
     with pytest.raises(DatasetError, match=r"a\.json: all \d+ boxes have zero or negative size"):
         load_coco_json(tmp_path / "a.json", images)

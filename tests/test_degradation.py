@@ -1,14 +1,15 @@
 """Degradation study (resdet.analysis.degradation) on a small cifar10-mini subset
 (symlinked into tmp_path): every output, the equal-iteration rule, resumption, bad input."""
+
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 from PIL import Image
 
-from conftest import REPO
 from resdet.analysis.degradation import check_claims, plan_iterations
 from resdet.io import safe_torch_load
 
@@ -30,9 +31,28 @@ def cifar_subset(shared_data, tmp_path_factory):
 
 
 def _run(data, out, *extra):
-    return subprocess.run(TOOL + ["--depths", "8", "14", "--data", str(data), "--output", str(out),
-                                  "--budget-minutes", "0.1", *extra, "SOLVER.IMS_PER_BATCH", "16"],
-                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        TOOL
+        + [
+            "--depths",
+            "8",
+            "14",
+            "--data",
+            str(data),
+            "--output",
+            str(out),
+            "--budget-minutes",
+            "0.1",
+            *extra,
+            "SOLVER.IMS_PER_BATCH",
+            "16",
+        ],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _eval_iterations(net_dir):
@@ -63,8 +83,12 @@ def test_writes_every_output(study):
             assert im.format == "PNG" and im.size[0] > 500
     responses = json.loads((out / "responses.json").read_text())
     # one response per 3x3 layer: the stem and two per block, depth - 1 in all
-    assert {k: len(v["stds"]) for k, v in responses.items()} == {"plain-8": 7, "resnet-8": 7,
-                                                                   "plain-14": 13, "resnet-14": 13}
+    assert {k: len(v["stds"]) for k, v in responses.items()} == {
+        "plain-8": 7,
+        "resnet-8": 7,
+        "plain-14": 13,
+        "resnet-14": 13,
+    }
     verdict = json.loads((out / "verdict.json").read_text())
     assert set(verdict["responses_smaller"]) == {"8", "14"}
     for line in verdict["lines"]:
@@ -77,9 +101,17 @@ def test_every_net_trains_the_same_iterations(study):
     plan = json.loads((out / "plan.json").read_text())
     n = plan["iterations"]
     assert n >= 4 and plan["steps"] == [n // 2, 3 * n // 4] and plan["warmup_iters"] == n // 3
-    lrs = {name: [r["lr"] for r in map(json.loads, (out / name / "metrics.json").read_text().splitlines()) if "lr" in r]
-           for name in NETS}
-    assert all(v == lrs["plain-8"] for v in lrs.values()) and lrs["plain-8"], lrs  # one LR schedule for all
+    lrs = {
+        name: [
+            r["lr"]
+            for r in map(json.loads, (out / name / "metrics.json").read_text().splitlines())
+            if "lr" in r
+        ]
+        for name in NETS
+    }
+    assert all(v == lrs["plain-8"] for v in lrs.values()) and lrs["plain-8"], (
+        lrs
+    )  # one LR schedule for all
     schedules = {name: _eval_iterations(out / name) for name in NETS}
     assert all(s == schedules["plain-8"] for s in schedules.values()), schedules
     assert schedules["plain-8"][-1] == n
@@ -89,7 +121,9 @@ def test_every_net_trains_the_same_iterations(study):
 
 def test_finished_nets_are_not_retrained(study, cifar_subset):
     out, _ = study
-    kept = {name: (out / name / "model_final.pth").stat().st_mtime_ns for name in NETS - {"resnet-14"}}
+    kept = {
+        name: (out / name / "model_final.pth").stat().st_mtime_ns for name in NETS - {"resnet-14"}
+    }
     for f in (out / "resnet-14").iterdir():  # as if the study had died before this net
         f.unlink()
     r = _run(cifar_subset, out)
@@ -101,8 +135,10 @@ def test_finished_nets_are_not_retrained(study, cifar_subset):
 
     changed = _run(cifar_subset, out, "--seed", "5")
     assert changed.returncode == 2
-    assert changed.stderr.strip() == (f"error: {out / 'plan.json'}: planned with seed=0, not 5; "
-                                      f"rerun with the same arguments or use a new --output")
+    assert changed.stderr.strip() == (
+        f"error: {out / 'plan.json'}: planned with seed=0, not 5; "
+        f"rerun with the same arguments or use a new --output"
+    )
 
 
 @pytest.mark.parametrize("case", ["missing_data", "odd_depth", "study_key"])
@@ -126,7 +162,10 @@ def test_bad_input_is_one_line(case, tmp_path, cifar_subset):
 
 
 def test_plan_fits_the_budget_with_scaled_steps():
-    cal = {"plain-20": {"sec_per_iter": 0.5, "eval_sec": 2.0}, "resnet-56": {"sec_per_iter": 1.5, "eval_sec": 6.0}}
+    cal = {
+        "plain-20": {"sec_per_iter": 0.5, "eval_sec": 2.0},
+        "resnet-56": {"sec_per_iter": 1.5, "eval_sec": 6.0},
+    }
     plan = plan_iterations(cal, 1000.0, (32000, 48000), 64000, eval_points=5)
     # 7 test-set passes per net (5 during training, the final one, layer responses): 56 s
     assert plan["iterations"] == (1000 - 56) // 2 == 472
@@ -139,10 +178,18 @@ def test_plan_fits_the_budget_with_scaled_steps():
 
 
 def test_claims_follow_the_numbers():
-    summary = {"plain-20": {"train_error": 0.2}, "plain-56": {"train_error": 0.3}, "resnet-20": {"train_error": 0.2},
-               "resnet-56": {"train_error": 0.25}}
-    responses = {"plain-20": {"mean_std": 1.0}, "resnet-20": {"mean_std": 0.5},
-                 "plain-56": {"mean_std": 0.8}, "resnet-56": {"mean_std": 0.9}}
+    summary = {
+        "plain-20": {"train_error": 0.2},
+        "plain-56": {"train_error": 0.3},
+        "resnet-20": {"train_error": 0.2},
+        "resnet-56": {"train_error": 0.25},
+    }
+    responses = {
+        "plain-20": {"mean_std": 1.0},
+        "resnet-20": {"mean_std": 0.5},
+        "plain-56": {"mean_std": 0.8},
+        "resnet-56": {"mean_std": 0.9},
+    }
     v = check_claims(summary, responses, [20, 56])
     assert v["degradation"] and v["resnet_beats_plain"]
     assert v["responses_smaller"] == {"20": True, "56": False}
@@ -152,9 +199,16 @@ def test_claims_follow_the_numbers():
     assert v["lines"][0] == "degradation (plain-56 train error 0.1000 > plain-20 0.2000): NO"
 
 
-@pytest.mark.parametrize("name, depth, residual, projections", [
-    ("plain18", 18, False, 0), ("plain34", 34, False, 0), ("r34_shortcut_a", 34, True, 0),
-    ("r34_shortcut_b", 34, True, 3), ("r34_shortcut_c", 34, True, 16)])
+@pytest.mark.parametrize(
+    "name, depth, residual, projections",
+    [
+        ("plain18", 18, False, 0),
+        ("plain34", 34, False, 0),
+        ("r34_shortcut_a", 34, True, 0),
+        ("r34_shortcut_b", 34, True, 3),
+        ("r34_shortcut_c", 34, True, 16),
+    ],
+)
 def test_imagenet_configs_build_the_papers_nets(name, depth, residual, projections):
     """Tables 2 and 3: plain nets and option A add no parameters, B projects where the
     width grows (3 stages), C on every one of ResNet-34's 16 blocks."""
@@ -162,8 +216,15 @@ def test_imagenet_configs_build_the_papers_nets(name, depth, residual, projectio
 
     cfg = get_pretrain_cfg()
     cfg.merge_from_file(str(REPO / "configs" / "imagenet" / f"{name}.yaml"))
-    assert (cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESDET.RESIDUAL, cfg.PRETRAIN.RECIPE) == (depth, residual, "paper")
+    assert (cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESDET.RESIDUAL, cfg.PRETRAIN.RECIPE) == (
+        depth,
+        residual,
+        "paper",
+    )
     model = build_classifier(cfg, 1000)
-    convs = {k.rsplit(".", 1)[0] for k in model.state_dict() if ".shortcut." in k and k.endswith("weight")
-             and "norm" not in k}
+    convs = {
+        k.rsplit(".", 1)[0]
+        for k in model.state_dict()
+        if ".shortcut." in k and k.endswith("weight") and "norm" not in k
+    }
     assert len(convs) == projections

@@ -1,5 +1,6 @@
 """resdet inside Detectron2: registered builders, equivalence with Detectron2's own
 ResNet, the C4 res5 head, and a Faster R-CNN step from every shipped config."""
+
 from pathlib import Path
 
 import pytest
@@ -39,8 +40,11 @@ def _randomize_bn(model):
     g = torch.Generator().manual_seed(1)
     for name, buf in model.state_dict().items():
         if "norm" in name and buf.dtype.is_floating_point:
-            buf.copy_(torch.rand(buf.shape, generator=g) + 0.5 if "var" in name or name.endswith("weight")
-                      else torch.randn(buf.shape, generator=g) * 0.1)
+            buf.copy_(
+                torch.rand(buf.shape, generator=g) + 0.5
+                if "var" in name or name.endswith("weight")
+                else torch.randn(buf.shape, generator=g) * 0.1
+            )
 
 
 @pytest.mark.parametrize("depth", [18, 50])
@@ -50,7 +54,9 @@ def test_equivalent_to_detectron2_resnet(depth, fpn):
     cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
     shape = resdet.modeling.backbone.ShapeSpec(channels=3)
     theirs = (build_resnet_fpn_backbone if fpn else build_resnet_backbone)(cfg, shape).eval()
-    ours = (resdet.modeling.build_resdet_fpn_backbone if fpn else resdet.modeling.build_resdet_backbone)(cfg, shape).eval()
+    ours = (
+        resdet.modeling.build_resdet_fpn_backbone if fpn else resdet.modeling.build_resdet_backbone
+    )(cfg, shape).eval()
     _randomize_bn(ours)
     missing, unexpected = theirs.load_state_dict(ours.state_dict(), strict=False)
     assert not missing and not unexpected
@@ -74,7 +80,9 @@ def test_c4_res5_head_follows_depth_table():
     cfg.MODEL.DEVICE = "cpu"
     model = build_model(cfg)
     res5 = model.roi_heads.res5
-    assert len(res5) == 2 and all(isinstance(b, BasicBlock) and b.shortcut is not None for b in res5)
+    assert len(res5) == 2 and all(
+        isinstance(b, BasicBlock) and b.shortcut is not None for b in res5
+    )
     assert model.roi_heads.box_predictor.cls_score.in_features == 512
     assert "roi_heads.res5.0.conv1.weight" in model.state_dict()
 
@@ -83,15 +91,26 @@ def test_frozen_parts_have_no_trainable_parameters():
     cfg = resdet.get_resdet_cfg()
     cfg.merge_from_file(str(CONFIGS / "coco_r50_fpn.yaml"))
     backbone = build_backbone(cfg)
-    trainable = {n.split(".")[1] for n, p in backbone.named_parameters() if p.requires_grad and n.startswith("bottom_up.")}
+    trainable = {
+        n.split(".")[1]
+        for n, p in backbone.named_parameters()
+        if p.requires_grad and n.startswith("bottom_up.")
+    }
     assert trainable == {"res3", "res4", "res5"}
-    assert not any(p.requires_grad for n, p in backbone.named_parameters() if ".norm." in n and "bottom_up" in n)
+    assert not any(
+        p.requires_grad
+        for n, p in backbone.named_parameters()
+        if ".norm." in n and "bottom_up" in n
+    )
 
 
-@pytest.mark.parametrize("bad,match", [
-    (dict(RES5_DILATION=2, DEPTH=18, RES2_OUT_CHANNELS=64), "res5_dilation=2"),
-    (dict(DEPTH=77), "depth=77"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (dict(RES5_DILATION=2, DEPTH=18, RES2_OUT_CHANNELS=64), "res5_dilation=2"),
+        (dict(DEPTH=77), "depth=77"),
+    ],
+)
 def test_bad_config_values_raise_value_error(bad, match):
     cfg = d2_cfg(50)
     for k, v in bad.items():
@@ -121,8 +140,11 @@ def test_each_config_trains_one_step_and_infers(name):
     model = build_model(_small(cfg))
     model.train()
     img = torch.randint(0, 255, (3, 64, 96), dtype=torch.uint8)
-    inst = Instances((64, 96), gt_boxes=Boxes(torch.tensor([[10.0, 10.0, 50.0, 40.0]])),
-                     gt_classes=torch.tensor([0]))
+    inst = Instances(
+        (64, 96),
+        gt_boxes=Boxes(torch.tensor([[10.0, 10.0, 50.0, 40.0]])),
+        gt_classes=torch.tensor([0]),
+    )
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     with EventStorage():
@@ -131,8 +153,12 @@ def test_each_config_trains_one_step_and_infers(name):
     assert torch.isfinite(loss)
     loss.backward()
     opt.step()
-    changed = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
-    assert any(n.startswith("backbone.") for n in changed) and any(n.startswith("roi_heads.") for n in changed)
+    changed = [
+        n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])
+    ]
+    assert any(n.startswith("backbone.") for n in changed) and any(
+        n.startswith("roi_heads.") for n in changed
+    )
     model.eval()
     with torch.no_grad():
         (out,) = model([{"image": img, "height": 64, "width": 96}])

@@ -1,6 +1,7 @@
 """Detection evaluation: COCO AP equals pycocotools, VOC AP follows the devkit (11-point and
 area, difficult ignored), ground truth as predictions scores 100, bad prediction files
 fail in one line, and the trainer's evaluator and tools/evaluate.py agree."""
+
 import contextlib
 import copy
 import io
@@ -14,23 +15,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
+from conftest import REPO
 from detectron2.data import DatasetCatalog
 from detectron2.evaluation.pascal_voc_evaluation import voc_eval as detectron2_voc_eval
 from detectron2.structures import Boxes, Instances
+from test_data import coco128, write_voc
 
 import resdet
 from resdet.data import DatasetError, register_coco_json, register_voc_folder
 from resdet.evaluation import build_evaluator, evaluate_files, voc_eval
-from test_data import coco128, write_voc
-from conftest import REPO
-
 
 
 def coco_gt_as_results(json_file):
     d = json.loads(Path(json_file).read_text())
-    return [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
-            for a in d["annotations"] if not a["iscrowd"]]
+    return [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "bbox": a["bbox"],
+            "score": 1.0,
+        }
+        for a in d["annotations"]
+        if not a["iscrowd"]
+    ]
 
 
 def noisy_coco_results(json_file, seed=0):
@@ -44,16 +51,33 @@ def noisy_coco_results(json_file, seed=0):
         if a["iscrowd"] or rng.random() < 0.2:
             continue
         x, y, w, h = a["bbox"]
-        box = [x + rng.normal(0, 0.1 * w), y + rng.normal(0, 0.1 * h), w * math.exp(rng.normal(0, 0.1)),
-               h * math.exp(rng.normal(0, 0.1))]
-        out.append({"image_id": a["image_id"], "category_id": a["category_id"], "bbox": box, "score": rng.random()})
+        box = [
+            x + rng.normal(0, 0.1 * w),
+            y + rng.normal(0, 0.1 * h),
+            w * math.exp(rng.normal(0, 0.1)),
+            h * math.exp(rng.normal(0, 0.1)),
+        ]
+        out.append(
+            {
+                "image_id": a["image_id"],
+                "category_id": a["category_id"],
+                "bbox": box,
+                "score": rng.random(),
+            }
+        )
         if rng.random() < 0.1:
             out.append(dict(out[-1], score=out[-1]["score"] * 0.5))
     for img in d["images"]:
         for _ in range(2):
             x, y = rng.random() * img["width"] * 0.8, rng.random() * img["height"] * 0.8
-            out.append({"image_id": img["id"], "category_id": int(rng.choice(cats)),
-                        "bbox": [x, y, 10 + rng.random() * 100, 10 + rng.random() * 100], "score": rng.random()})
+            out.append(
+                {
+                    "image_id": img["id"],
+                    "category_id": int(rng.choice(cats)),
+                    "bbox": [x, y, 10 + rng.random() * 100, 10 + rng.random() * 100],
+                    "score": rng.random(),
+                }
+            )
     return out
 
 
@@ -96,7 +120,9 @@ def test_coco_faster_coco_eval_equals_pycocotools(shared_data, tmp_path):
     ours = [r[k] / 100 for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")]
     assert 0.2 < ours[0] < 0.9  # the errors cost AP, and the metric sees them
     np.testing.assert_allclose(ours, stats, atol=1e-4)
-    np.testing.assert_allclose([v / 100 for k, v in r.items() if k.startswith("AP-")], per_class, atol=1e-4)
+    np.testing.assert_allclose(
+        [v / 100 for k, v in r.items() if k.startswith("AP-")], per_class, atol=1e-4
+    )
 
 
 def test_voc_ground_truth_as_devkit_results_scores_100(shared_data, tmp_path):
@@ -112,7 +138,11 @@ def test_voc_ground_truth_as_devkit_results_scores_100(shared_data, tmp_path):
         (tmp_path / f"comp4_det_test_{name}.txt").write_text("".join(ls))
     for metric in ("voc07", "voc"):
         r = evaluate_files(bccd, tmp_path, metric)["bbox"]
-        assert r["AP50"] == pytest.approx(100) and r["AP"] == pytest.approx(100) and r["AP75"] == pytest.approx(100)
+        assert (
+            r["AP50"] == pytest.approx(100)
+            and r["AP"] == pytest.approx(100)
+            and r["AP75"] == pytest.approx(100)
+        )
         assert [r[f"AP50-{c}"] for c in ("Platelets", "RBC", "WBC")] == pytest.approx([100] * 3)
 
 
@@ -120,14 +150,27 @@ def test_voc_ground_truth_as_devkit_results_scores_100(shared_data, tmp_path):
 def hand_voc(tmp_path):
     """Three dogs and one difficult dog on two images; five detections: TP, FP, one on the
     difficult dog, TP, a duplicate of the first (FP)."""
-    root = write_voc(tmp_path / "voc", {
-        "a": (640, 480, [("dog", (1, 1, 10, 10), 0), ("dog", (21, 1, 30, 10), 0), ("dog", (41, 1, 50, 10), 1)]),
-        "b": (640, 480, [("dog", (1, 1, 10, 10), 0)]),
-    }, {"test": ["a", "b"]})
+    root = write_voc(
+        tmp_path / "voc",
+        {
+            "a": (
+                640,
+                480,
+                [
+                    ("dog", (1, 1, 10, 10), 0),
+                    ("dog", (21, 1, 30, 10), 0),
+                    ("dog", (41, 1, 50, 10), 1),
+                ],
+            ),
+            "b": (640, 480, [("dog", (1, 1, 10, 10), 0)]),
+        },
+        {"test": ["a", "b"]},
+    )
     det = tmp_path / "det"
     det.mkdir()
     (det / "comp4_det_test_dog.txt").write_text(
-        "a 0.9 1 1 10 10\nb 0.8 61 61 70 70\na 0.7 41 1 50 10\nb 0.6 1 1 10 10\na 0.5 1 1 10 10\n")
+        "a 0.9 1 1 10 10\nb 0.8 61 61 70 70\na 0.7 41 1 50 10\nb 0.6 1 1 10 10\na 0.5 1 1 10 10\n"
+    )
     return root, det
 
 
@@ -137,11 +180,18 @@ def test_voc_11_point_and_area_ap_on_a_hand_made_case(hand_voc):
     t = 0..0.3, 2/3 at t = 0.4..0.6, 0 above: (4 + 3 * 2/3) / 11 = 6/11. Area: 1/3 * 1 +
     1/3 * 2/3 + 1/3 * 0 = 5/9."""
     root, det = hand_voc
-    gt = {"a": (np.array([[1, 1, 10, 10], [21, 1, 30, 10], [41, 1, 50, 10]], float), np.array([0, 0, 1], bool)),
-          "b": (np.array([[1, 1, 10, 10]], float), np.array([0], bool))}
-    dets = [(ln.split()[0], float(ln.split()[1]), [float(v) for v in ln.split()[2:]])
-            for ln in (det / "comp4_det_test_dog.txt").read_text().splitlines()]
-    (rec, prec, ap07), = voc_eval(gt, dets, use_07_metric=True)
+    gt = {
+        "a": (
+            np.array([[1, 1, 10, 10], [21, 1, 30, 10], [41, 1, 50, 10]], float),
+            np.array([0, 0, 1], bool),
+        ),
+        "b": (np.array([[1, 1, 10, 10]], float), np.array([0], bool)),
+    }
+    dets = [
+        (ln.split()[0], float(ln.split()[1]), [float(v) for v in ln.split()[2:]])
+        for ln in (det / "comp4_det_test_dog.txt").read_text().splitlines()
+    ]
+    ((rec, prec, ap07),) = voc_eval(gt, dets, use_07_metric=True)
     np.testing.assert_allclose(rec, [1 / 3, 1 / 3, 1 / 3, 2 / 3, 2 / 3])
     np.testing.assert_allclose(prec, [1, 1 / 2, 1 / 2, 2 / 3, 1 / 2])
     assert ap07 == pytest.approx(6 / 11) and voc_eval(gt, dets)[0][2] == pytest.approx(5 / 9)
@@ -153,8 +203,14 @@ def test_voc_11_point_and_area_ap_on_a_hand_made_case(hand_voc):
     assert r07["AP50"] != pytest.approx(r10["AP50"])
     # and so does Detectron2's port of the devkit (on a case free of its boundary differences)
     for use07, expected in ((True, 6 / 11), (False, 5 / 9)):
-        _, _, ref = detectron2_voc_eval(str(det / "comp4_det_test_{}.txt"), str(root / "Annotations" / "{}.xml"),
-                                        str(root / "ImageSets" / "Main" / "test.txt"), "dog", 0.5, use07)
+        _, _, ref = detectron2_voc_eval(
+            str(det / "comp4_det_test_{}.txt"),
+            str(root / "Annotations" / "{}.xml"),
+            str(root / "ImageSets" / "Main" / "test.txt"),
+            "dog",
+            0.5,
+            use07,
+        )
         assert ref == pytest.approx(expected)
 
 
@@ -166,12 +222,19 @@ def test_voc_follows_devkit_on_iou_exactly_half_and_score_ties():
     # index 10 (score 0.5) behind 14 at 0.9 and 4 earlier at 0.5: rank 19, AP = 1/19. On this
     # pattern numpy's default (unstable) argsort moves the TP to rank 22.
     pattern = "llhhhhhhlllllllllllhllhhllhlllhhlhlh"
-    dets = [("a", 0.9 if c == "h" else 0.5, [1, 1, 10, 10] if i == 10 else [100, 100, 120, 120])
-            for i, c in enumerate(pattern)]
+    dets = [
+        ("a", 0.9 if c == "h" else 0.5, [1, 1, 10, 10] if i == 10 else [100, 100, 120, 120])
+        for i, c in enumerate(pattern)
+    ]
     assert voc_eval(gt, dets)[0][2] == pytest.approx(1 / 19)
     # 11-point thresholds are exact tenths: 7 of 10 objects found at precision 1 reach
     # t = 0, 0.1, ..., 0.7, so AP = 8/11 (np.arange's 0.7000000000000001 would give 7/11)
-    gt10 = {"a": (np.array([[1 + 20 * i, 1, 10 + 20 * i, 10] for i in range(10)], float), np.zeros(10, bool))}
+    gt10 = {
+        "a": (
+            np.array([[1 + 20 * i, 1, 10 + 20 * i, 10] for i in range(10)], float),
+            np.zeros(10, bool),
+        )
+    }
     found7 = [("a", 1.0 - i / 100, [1 + 20 * i, 1, 10 + 20 * i, 10]) for i in range(7)]
     assert voc_eval(gt10, found7, use_07_metric=True)[0][2] == pytest.approx(8 / 11)
 
@@ -182,7 +245,9 @@ def _instances(records, predictions):
     for r in records:
         ps = [p for p in predictions if p["image_id"] == r["image_id"]]
         inst = Instances((r["height"], r["width"]))
-        inst.pred_boxes = Boxes(torch.tensor([p["bbox"] for p in ps], dtype=torch.float64).reshape(-1, 4))
+        inst.pred_boxes = Boxes(
+            torch.tensor([p["bbox"] for p in ps], dtype=torch.float64).reshape(-1, 4)
+        )
         inst.scores = torch.tensor([p["score"] for p in ps], dtype=torch.float64)
         inst.pred_classes = torch.tensor([p["category_id"] for p in ps], dtype=torch.int64)
         outputs.append({"instances": inst})
@@ -190,7 +255,9 @@ def _instances(records, predictions):
 
 
 @pytest.mark.parametrize("kind", ["coco", "voc"])
-def test_trainer_evaluator_writes_metrics_that_evaluate_files_reproduces(shared_data, tmp_path, kind):
+def test_trainer_evaluator_writes_metrics_that_evaluate_files_reproduces(
+    shared_data, tmp_path, kind
+):
     cfg = resdet.get_resdet_cfg()
     if kind == "coco":
         json_file, images = coco128(shared_data)
@@ -203,33 +270,57 @@ def test_trainer_evaluator_writes_metrics_that_evaluate_files_reproduces(shared_
     records = DatasetCatalog.get(name)
     rng = np.random.default_rng(1)
     # jittered ground truth; corners re-ordered, as a model never predicts a box of negative size
-    predictions = [{"image_id": r["image_id"], "category_id": a["category_id"], "score": float(rng.random()),
-                    "bbox": np.sort((np.array(a["bbox"]) + rng.normal(0, 3, 4)).reshape(2, 2).T).T.ravel().tolist()}
-                   for r in records for a in r["annotations"] if not a.get("iscrowd") and rng.random() < 0.8]
+    predictions = [
+        {
+            "image_id": r["image_id"],
+            "category_id": a["category_id"],
+            "score": float(rng.random()),
+            "bbox": np.sort((np.array(a["bbox"]) + rng.normal(0, 3, 4)).reshape(2, 2).T)
+            .T.ravel()
+            .tolist(),
+        }
+        for r in records
+        for a in r["annotations"]
+        if not a.get("iscrowd") and rng.random() < 0.8
+    ]
     evaluator = build_evaluator(cfg, name, str(tmp_path / "inference"))
     evaluator.reset()
     for i in range(0, len(records), 8):  # batches, as inference_on_dataset feeds them
-        evaluator.process(records[i:i + 8], _instances(records[i:i + 8], predictions))
+        evaluator.process(records[i : i + 8], _instances(records[i : i + 8], predictions))
     results = evaluator.evaluate()
     assert 30 < results["bbox"]["AP50"] < 100
     written = json.loads((tmp_path / "inference" / "metrics.json").read_text())
     assert written["bbox"]["AP50"] == pytest.approx(results["bbox"]["AP50"])
-    again = evaluate_files(gt_path, tmp_path / "inference" / "predictions.json", "voc" if kind == "voc" else "coco",
-                           split=split)
+    again = evaluate_files(
+        gt_path,
+        tmp_path / "inference" / "predictions.json",
+        "voc" if kind == "voc" else "coco",
+        split=split,
+    )
     for k, v in results["bbox"].items():
         assert again["bbox"][k] == pytest.approx(v, abs=1e-9, nan_ok=True), k
 
 
-@pytest.mark.parametrize("content,expected", [
-    ("[{", r"pred\.json: malformed JSON"),
-    ('{"image_id": 9}', r"pred\.json: a COCO results file is a list"),
-    ('[{"image_id": 123456, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5}]',
-     r"pred\.json: entry 0: image_id 123456 is not in the ground truth"),
-    ('[{"image_id": 9, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5},'
-     ' {"image_id": 9, "category_id": 12, "bbox": [1, 2, 3, 4], "score": 0.5}]',
-     r"pred\.json: entry 1: category_id 12 is not a ground-truth category"),
-    ('[{"image_id": 9, "category_id": 1, "bbox": [1, 2, 3], "score": 0.5}]', r"pred\.json: entry 0: needs 'bbox'"),
-])
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        ("[{", r"pred\.json: malformed JSON"),
+        ('{"image_id": 9}', r"pred\.json: a COCO results file is a list"),
+        (
+            '[{"image_id": 123456, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5}]',
+            r"pred\.json: entry 0: image_id 123456 is not in the ground truth",
+        ),
+        (
+            '[{"image_id": 9, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5},'
+            ' {"image_id": 9, "category_id": 12, "bbox": [1, 2, 3, 4], "score": 0.5}]',
+            r"pred\.json: entry 1: category_id 12 is not a ground-truth category",
+        ),
+        (
+            '[{"image_id": 9, "category_id": 1, "bbox": [1, 2, 3], "score": 0.5}]',
+            r"pred\.json: entry 0: needs 'bbox'",
+        ),
+    ],
+)
 def test_bad_coco_predictions_one_line(shared_data, tmp_path, content, expected):
     json_file, _ = coco128(shared_data)
     (tmp_path / "pred.json").write_text(content)
@@ -238,12 +329,27 @@ def test_bad_coco_predictions_one_line(shared_data, tmp_path, content, expected)
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("name,content,expected", [
-    ("comp4_det_test_dog.txt", "a 0.9 1 1 10\n", r"comp4_det_test_dog\.txt: line 1: expected 'image_id score"),
-    ("comp4_det_test_dog.txt", "a 0.9 1 1 10 10\nzz 0.5 1 1 10 10\n", r"dog\.txt: line 2: image 'zz' is not in"),
-    ("comp4_det_test_cat.txt", "a 0.9 1 1 10 10\n", r"comp4_det_test_cat\.txt: class 'cat' is not one of"),
-    ("dets.txt", "a 0.9 1 1 10 10\n", r"dets\.txt: not a devkit result file name"),
-])
+@pytest.mark.parametrize(
+    "name,content,expected",
+    [
+        (
+            "comp4_det_test_dog.txt",
+            "a 0.9 1 1 10\n",
+            r"comp4_det_test_dog\.txt: line 1: expected 'image_id score",
+        ),
+        (
+            "comp4_det_test_dog.txt",
+            "a 0.9 1 1 10 10\nzz 0.5 1 1 10 10\n",
+            r"dog\.txt: line 2: image 'zz' is not in",
+        ),
+        (
+            "comp4_det_test_cat.txt",
+            "a 0.9 1 1 10 10\n",
+            r"comp4_det_test_cat\.txt: class 'cat' is not one of",
+        ),
+        ("dets.txt", "a 0.9 1 1 10 10\n", r"dets\.txt: not a devkit result file name"),
+    ],
+)
 def test_bad_devkit_results_one_line(hand_voc, name, content, expected):
     root, det = hand_voc
     (det / "comp4_det_test_dog.txt").unlink()
@@ -257,8 +363,21 @@ def test_evaluate_tool(shared_data, tmp_path):
     json_file, _ = coco128(shared_data)
     pred, out = tmp_path / "pred.json", tmp_path / "metrics.json"
     pred.write_text(json.dumps(noisy_coco_results(json_file)))
-    run = subprocess.run([sys.executable, str(REPO / "tools" / "evaluate.py"), "--gt", str(json_file),
-                          "--pred", str(pred), "--output", str(out)], capture_output=True, text=True, cwd=REPO)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "evaluate.py"),
+            "--gt",
+            str(json_file),
+            "--pred",
+            str(pred),
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert run.returncode == 0, run.stderr
     stats, _ = pycocotools_metrics(json_file, noisy_coco_results(json_file))
     assert json.loads(out.read_text())["bbox"]["AP"] == pytest.approx(stats[0] * 100, abs=1e-2)
@@ -266,7 +385,23 @@ def test_evaluate_tool(shared_data, tmp_path):
 
     out.unlink()
     pred.write_text('[{"image_id": 123456, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5}]')
-    run = subprocess.run([sys.executable, str(REPO / "tools" / "evaluate.py"), "--gt", str(json_file),
-                          "--pred", str(pred), "--output", str(out)], capture_output=True, text=True, cwd=REPO)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "evaluate.py"),
+            "--gt",
+            str(json_file),
+            "--pred",
+            str(pred),
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert run.returncode != 0 and not out.exists()
-    assert run.stderr.strip().splitlines()[-1] == f"error: {pred}: entry 0: image_id 123456 is not in the ground truth"
+    assert (
+        run.stderr.strip().splitlines()[-1]
+        == f"error: {pred}: entry 0: image_id 123456 is not in the ground truth"
+    )

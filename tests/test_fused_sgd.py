@@ -1,4 +1,5 @@
 """The pretraining engine's fused SGD gives the update Detectron2's plain SGD gives."""
+
 import copy
 
 import torch
@@ -18,8 +19,9 @@ def test_fused_sgd_matches_plain_sgd():
     opt_a, opt_b = build_optimizer(cfg, a), build_sgd(cfg, b)
     assert all(g["fused"] for g in opt_b.param_groups)
     # the same parameter groups (learning rate, weight decay) as Detectron2's
-    assert [(g["lr"], g["weight_decay"], len(g["params"])) for g in opt_a.param_groups] == \
-        [(g["lr"], g["weight_decay"], len(g["params"])) for g in opt_b.param_groups]
+    assert [(g["lr"], g["weight_decay"], len(g["params"])) for g in opt_a.param_groups] == [
+        (g["lr"], g["weight_decay"], len(g["params"])) for g in opt_b.param_groups
+    ]
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     for _ in range(3):
         for model, opt in ((a, opt_a), (b, opt_b)):

@@ -1,12 +1,13 @@
 """Atomic writes and safe loading: the rules every checkpoint in resdet follows."""
+
 import pickle
 
 import numpy as np
 import pytest
 import torch
+from conftest import CodeOnLoad
 
 from resdet.io import CheckpointError, atomic_save, atomic_write, safe_pickle_load, safe_torch_load
-from conftest import CodeOnLoad
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
@@ -36,7 +37,11 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
 
 def test_safe_pickle_loads_numpy_weights(tmp_path):
     p = tmp_path / "w.pkl"
-    p.write_bytes(pickle.dumps({"model": {"conv1_w": np.arange(6, dtype=np.float32).reshape(2, 3)}, "__author__": "x"}))
+    p.write_bytes(
+        pickle.dumps(
+            {"model": {"conv1_w": np.arange(6, dtype=np.float32).reshape(2, 3)}, "__author__": "x"}
+        )
+    )
     d = safe_pickle_load(p)
     assert d["model"]["conv1_w"].sum() == 15
 
@@ -53,6 +58,7 @@ def test_missing_and_truncated_files_name_the_file(tmp_path):
 
 def test_atomic_files_get_normal_permissions(tmp_path):
     import os
+
     target = tmp_path / "w.pth"
     atomic_save({"a": 1}, target)
     umask = os.umask(0)
@@ -68,7 +74,9 @@ def test_unwritable_outputs_are_one_line_output_errors(tmp_path, monkeypatch):
 
     (tmp_path / "file").write_text("x")
     (tmp_path / "folder").mkdir()
-    with pytest.raises(OutputError, match=r"file/x\.pth: cannot be written: .*file is a file where a folder"):
+    with pytest.raises(
+        OutputError, match=r"file/x\.pth: cannot be written: .*file is a file where a folder"
+    ):
         atomic_save({"a": torch.zeros(2)}, tmp_path / "file" / "x.pth")
     with pytest.raises(OutputError, match=r"folder: is a folder"):
         atomic_save({"a": torch.zeros(2)}, tmp_path / "folder")
@@ -77,6 +85,8 @@ def test_unwritable_outputs_are_one_line_output_errors(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full)
-    with pytest.raises(OutputError, match=r"out\.pth: cannot be written: no space left on the device"):
+    with pytest.raises(
+        OutputError, match=r"out\.pth: cannot be written: no space left on the device"
+    ):
         atomic_save({"a": torch.zeros(2)}, tmp_path / "out.pth")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"]  # no .tmp, no out.pth

@@ -4,6 +4,7 @@ into a Detectron2 zoo LazyConfig, and train_lazy trains, checkpoints and resumes
 The R101-C4 pair is built once; test time keeps 50 proposals per image (the C4 head runs
 res5 on every proposal) and a score threshold of 0 so detections exist with random weights.
 """
+
 import json
 from collections.abc import Mapping, Sequence
 
@@ -28,6 +29,7 @@ def _settings(obj, depth=0):
     """A module's hyperparameters: every attribute that is not a parameter, buffer or
     child module, with containers and helper objects (Matcher, Box2BoxTransform, ...)
     turned into plain values, so two models built from different configs compare."""
+
     def plain(v, d):
         if isinstance(v, (int, float, str, bool, type(None))):
             return v
@@ -43,8 +45,11 @@ def _settings(obj, depth=0):
 
     skip = {"_parameters", "_buffers", "_modules", "training", "_non_persistent_buffers_set"}
     hooks = ("_forward", "_backward", "_state_dict", "_load_state")
-    out = {k: plain(v, depth) for k, v in vars(obj).items()
-           if k not in skip and not k.startswith(hooks)}
+    out = {
+        k: plain(v, depth)
+        for k, v in vars(obj).items()
+        if k not in skip and not k.startswith(hooks)
+    }
     if isinstance(out.get("loss_weight"), dict):  # Detectron2 reads a missing loss weight as 1
         weights = out["loss_weight"]
         out["loss_weight"] = {k: weights.get(k, 1.0) for k in ("loss_cls", "loss_box_reg")}
@@ -77,11 +82,15 @@ def _pair(lazy_name, yaml_name, opts=(), overrides=()):
 def r101_c4():
     """The YAML and LazyConfig R101-C4 models at the same test-time settings, yacs first."""
     torch.manual_seed(0)
-    return _pair("lazy/faster_rcnn_r101_c4.py", "coco_r101.yaml",
-                 ["MODEL.RPN.POST_NMS_TOPK_TEST", TEST_PROPOSALS,
-                  "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0],
-                 [f"model.proposal_generator.post_nms_topk=[2000,{TEST_PROPOSALS}]",
-                  "model.roi_heads.box_predictor.test_score_thresh=0.0"])
+    return _pair(
+        "lazy/faster_rcnn_r101_c4.py",
+        "coco_r101.yaml",
+        ["MODEL.RPN.POST_NMS_TOPK_TEST", TEST_PROPOSALS, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0],
+        [
+            f"model.proposal_generator.post_nms_topk=[2000,{TEST_PROPOSALS}]",
+            "model.roi_heads.box_predictor.test_score_thresh=0.0",
+        ],
+    )
 
 
 def test_lazy_r101_c4_has_the_yaml_models_keys_and_shapes(r101_c4):
@@ -148,10 +157,11 @@ def test_resdet_trunk_drops_into_a_detectron2_zoo_lazyconfig():
     trunk = model.backbone.bottom_up
     assert isinstance(trunk.res3[0], BottleneckBlock) and trunk.arch["depth"] == 50
     # weights converted with --layout fpn carry exactly these keys (the resdet trunk's)
-    ours = build_resnet(50, num_classes=None, norm="SyncBN",
-                        out_features=["res2", "res3", "res4", "res5"])
+    ours = build_resnet(
+        50, num_classes=None, norm="SyncBN", out_features=["res2", "res3", "res4", "res5"]
+    )
     prefix = "backbone.bottom_up."
-    trunk_keys = {k[len(prefix):] for k in model.state_dict() if k.startswith(prefix)}
+    trunk_keys = {k[len(prefix) :] for k in model.state_dict() if k.startswith(prefix)}
     assert trunk_keys == set(ours.state_dict())
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (3, 160, 224), dtype=torch.uint8, generator=g)
@@ -173,7 +183,8 @@ def _coco_subset(shared_data, path, n):
 def _tiny_fpn_overrides(train_name, test_name, max_iter):
     """R18-FPN with narrow heads at 128 px, batch 2, no workers: seconds per iteration."""
     return [
-        "model.backbone.bottom_up.depth=18", "model.backbone.out_channels=64",
+        "model.backbone.bottom_up.depth=18",
+        "model.backbone.out_channels=64",
         "model.proposal_generator.head.in_channels=64",
         "model.proposal_generator.post_nms_topk=[200,50]",
         "model.roi_heads.box_head.input_shape.channels=64",
@@ -183,14 +194,18 @@ def _tiny_fpn_overrides(train_name, test_name, max_iter):
         "model.roi_heads.box_predictor.test_score_thresh=0.0",
         f"dataloader.train.dataset.names={train_name}",
         f"dataloader.test.dataset.names={test_name}",
-        "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=0",
+        "dataloader.train.total_batch_size=2",
+        "dataloader.train.num_workers=0",
         "dataloader.test.num_workers=0",
         "dataloader.train.mapper.augmentations.0.short_edge_length=[128]",
         "dataloader.train.mapper.augmentations.0.max_size=224",
         "dataloader.test.mapper.augmentations.0.short_edge_length=128",
         "dataloader.test.mapper.augmentations.0.max_size=224",
-        f"train.max_iter={max_iter}", "train.checkpointer.period=1000", "train.log_period=1",
-        "train.eval_period=0", "optimizer.lr=0.005",
+        f"train.max_iter={max_iter}",
+        "train.checkpointer.period=1000",
+        "train.log_period=1",
+        "train.eval_period=0",
+        "optimizer.lr=0.005",
     ]
 
 
@@ -222,21 +237,28 @@ def test_train_lazy_trains_checkpoints_resumes_and_evaluates(shared_data, tmp_pa
     assert [r["iteration"] for r in log if "total_loss" in r] == [0, 1, 2]  # one more, not three
     resumed = torch.load(out / "model_final.pth", weights_only=True)
     assert resumed["iteration"] == 2
-    assert not torch.equal(resumed["model"]["roi_heads.box_predictor.cls_score.weight"],
-                           final["model"]["roi_heads.box_predictor.cls_score.weight"])
+    assert not torch.equal(
+        resumed["model"]["roi_heads.box_predictor.cls_score.weight"],
+        final["model"]["roi_heads.box_predictor.cls_score.weight"],
+    )
 
     # --eval-only of the final weights (BN folded) finds what the run's last evaluation found
     ev = tmp_path / "eval"
-    results = train_lazy("lazy/faster_rcnn_r50_fpn.py",
-                         overrides + [f"train.init_checkpoint={out / 'model_final.pth'}"],
-                         output_dir=ev, eval_only=True)
+    results = train_lazy(
+        "lazy/faster_rcnn_r50_fpn.py",
+        overrides + [f"train.init_checkpoint={out / 'model_final.pth'}"],
+        output_dir=ev,
+        eval_only=True,
+    )
     assert json.loads((ev / "metrics.json").read_text())["bbox"].keys() == results["bbox"].keys()
     assert not (ev / "model_final.pth").exists()
 
     def best(run):
         preds = json.loads((run / "inference" / "predictions.json").read_text())
-        return {i: max((p for p in preds if p["image_id"] == i), key=lambda p: p["score"])
-                for i in {p["image_id"] for p in preds}}
+        return {
+            i: max((p for p in preds if p["image_id"] == i), key=lambda p: p["score"])
+            for i in {p["image_id"] for p in preds}
+        }
 
     trained, evaluated = best(out), best(ev)
     assert len(trained) == 4 and trained.keys() == evaluated.keys()
@@ -273,16 +295,22 @@ def test_converted_weights_fragment_sets_what_the_weights_need(tmp_path):
     assert merge_weights_fragment(ours) == []  # no weights, nothing to merge
     ours.train.init_checkpoint = str(tmp_path / "r18_fpn.pth")
     changes = merge_weights_fragment(ours)
-    assert changes == ["model.backbone.bottom_up.depth: 50 -> 18 "
-                       "(MODEL.RESNETS.DEPTH of r18_fpn.yaml)"]
+    assert changes == [
+        "model.backbone.bottom_up.depth: 50 -> 18 (MODEL.RESNETS.DEPTH of r18_fpn.yaml)"
+    ]
     assert instantiate(ours.model).backbone.bottom_up.res5[0].conv1.weight.shape == (512, 256, 3, 3)
 
     zoo = d2_zoo.get_config("new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ.py")
     zoo.model.backbone.bottom_up = resdet_bottom_up(50, norm="SyncBN", freeze_at=0)
     zoo.train.init_checkpoint = str(tmp_path / "r18_fpn.pth")
     changed = {c.split(":")[0] for c in merge_weights_fragment(zoo)}
-    assert changed == {"model.input_format", "dataloader.train.mapper.image_format",
-                       "model.pixel_mean", "model.pixel_std", "model.backbone.bottom_up.depth"}
+    assert changed == {
+        "model.input_format",
+        "dataloader.train.mapper.image_format",
+        "model.pixel_mean",
+        "model.pixel_std",
+        "model.backbone.bottom_up.depth",
+    }
     assert (zoo.model.input_format, zoo.dataloader.test.mapper.image_format) == ("RGB", "RGB")
     assert list(zoo.model.pixel_mean) == tv_mean and list(zoo.model.pixel_std) == tv_std
 

@@ -6,6 +6,7 @@ The wheel is built once per session from a copy of this checkout, installed with
 conversion with verification, a 2-iteration detection run on coco128, every shipped
 config, and the degradation study's config.
 """
+
 import json
 import os
 import shutil
@@ -16,13 +17,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from resdet import model_zoo
 from resdet.errors import ConfigError
 
 # Run by the installed resdet in an empty folder; prints one JSON line of what it saw.
-SCRIPT = r'''
+SCRIPT = r"""
 import json, sys
 from pathlib import Path
 
@@ -72,13 +73,21 @@ final = torch.load(out / "det" / "model_final.pth", weights_only=True)
 report["det"] = {"iteration": final["iteration"], "depth": trainer.cfg.MODEL.RESNETS.DEPTH,
                  "loss": [v for v, _ in trainer.storage.history("total_loss").values()]}
 print("REPORT " + json.dumps(report))
-'''
+"""
 
 
 def _copy_checkout(dst: Path) -> Path:
     """The files git would commit (tracked or not ignored), links kept as links."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                           cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, files):
         src, out = REPO / rel, dst / rel
         if not os.path.lexists(src):
@@ -98,25 +107,59 @@ def installed(tmp_path_factory):
     .pth, so an editable resdet of this environment stays out)."""
     work = tmp_path_factory.mktemp("package")
     src = _copy_checkout(work / "src")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(work / "dist"), str(src)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(work / "dist"),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = (work / "dist").glob("resdet-*.whl")
     venv = work / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
-                    str(venv)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+        check=True,
+    )
     python = venv / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
-                    "--no-index", "-q", str(wheel)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--no-deps",
+            "--no-index",
+            "-q",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
     code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
-    purelib = subprocess.run([str(python), "-c", code], check=True, capture_output=True,
-                             text=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(python), "-c", code], check=True, capture_output=True, text=True
+    ).stdout.strip()
     Path(purelib, "zz_test_environment.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     return python, wheel
 
 
 def _clean_env():
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTHON", "RESDET_", "DETECTRON2_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTHON", "RESDET_", "DETECTRON2_"))
+    }
     env["PYTHONNOUSERSITE"] = "1"
     return env
 
@@ -125,11 +168,17 @@ def test_installed_wheel_works_outside_a_checkout(installed, shared_data, tmp_pa
     python, wheel = installed
     empty = tmp_path / "elsewhere"
     empty.mkdir()
-    r = subprocess.run([str(python), "-c", SCRIPT, str(shared_data), str(tmp_path / "out")],
-                       cwd=empty, env=_clean_env(), capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [str(python), "-c", SCRIPT, str(shared_data), str(tmp_path / "out")],
+        cwd=empty,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     line = next(line for line in r.stdout.splitlines() if line.startswith("REPORT "))
-    report = json.loads(line[len("REPORT "):])
+    report = json.loads(line[len("REPORT ") :])
     venv = python.parent.parent
     # the wheel's resdet and its own copies of the configs, not this checkout
     assert Path(report["resdet"]).is_relative_to(venv)
@@ -165,9 +214,13 @@ def test_in_a_checkout_the_configs_are_the_top_level_folder():
     assert model_zoo.configs_root() == (REPO / "configs").resolve()
     want = REPO / "configs" / "coco_r101.yaml"
     assert model_zoo.get_config_file("configs/coco_r101.yaml") == want
-    assert {"coco_r101.yaml", "imagenet/r50.yaml", "cifar/degradation_study.yaml",
-            "lazy/faster_rcnn_r101_c4.py", "lazy/faster_rcnn_r50_fpn.py"} \
-        <= set(model_zoo.list_configs())
+    assert {
+        "coco_r101.yaml",
+        "imagenet/r50.yaml",
+        "cifar/degradation_study.yaml",
+        "lazy/faster_rcnn_r101_c4.py",
+        "lazy/faster_rcnn_r50_fpn.py",
+    } <= set(model_zoo.list_configs())
 
 
 def test_get_config_gives_unfrozen_configs_of_the_right_kind():
@@ -181,8 +234,11 @@ def test_get_config_gives_unfrozen_configs_of_the_right_kind():
 
 
 def test_unknown_config_name_is_one_line_with_close_names(tmp_path):
-    with pytest.raises(ConfigError, match=r"'coco_r100.yaml' is not a shipped resdet config; "
-                                          r"close names: coco_r101.yaml") as e:
+    with pytest.raises(
+        ConfigError,
+        match=r"'coco_r100.yaml' is not a shipped resdet config; "
+        r"close names: coco_r101.yaml",
+    ) as e:
         model_zoo.get_config("coco_r100.yaml")
     assert "\n" not in str(e.value)
     with pytest.raises(ConfigError, match="no such file, and"):
@@ -192,18 +248,38 @@ def test_unknown_config_name_is_one_line_with_close_names(tmp_path):
     assert model_zoo.resolve_config_file(mine) == mine  # an existing file is used as given
 
 
-@pytest.mark.parametrize("require, outcome, rc", [({}, "1 skipped", 0),
-                                                 ({"RESDET_REQUIRE_DATA": "1"}, "1 error", 1),
-                                                 ({"CI": "true"}, "1 error", 1)])
+@pytest.mark.parametrize(
+    "require, outcome, rc",
+    [
+        ({}, "1 skipped", 0),
+        ({"RESDET_REQUIRE_DATA": "1"}, "1 error", 1),
+        ({"CI": "true"}, "1 error", 1),
+    ],
+)
 def test_missing_shared_data_skips_for_a_newcomer_and_fails_in_ci(tmp_path, require, outcome, rc):
     """tests/conftest.py's shared_data fixture, run on a one-line test that uses it."""
     shutil.copy(REPO / "tests" / "conftest.py", tmp_path / "conftest.py")
     (tmp_path / "test_needs_data.py").write_text(
-        "def test_it(shared_data):\n    assert shared_data.is_dir()\n")
+        "def test_it(shared_data):\n    assert shared_data.is_dir()\n"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "RESDET_REQUIRE_DATA")}
     env.update(require, RESDET_SHARED_DATA=str(tmp_path / "no-data"))
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-                        "test_needs_data.py"], cwd=tmp_path, env=env, capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "test_needs_data.py",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert outcome in r.stdout and r.returncode == rc, r.stdout[-2000:]
     assert "set RESDET_SHARED_DATA" in r.stdout  # the one line says what to do

@@ -8,9 +8,8 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import load_tool
+from PIL import Image
 
 SHORT = [
     "DATA.GENERATE.NUM_TRAIN",

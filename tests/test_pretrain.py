@@ -1,5 +1,6 @@
 """Pretraining (resdet.pretrain) on real data from ../shared/data: hymenoptera for the
 ResNet-18 run, small cifar10-mini subsets (symlinked into tmp_path) for the rest."""
+
 import json
 import os
 import subprocess
@@ -9,14 +10,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 from PIL import Image
 
-from resdet.io import atomic_save
 from resdet.errors import DatasetError
-from resdet.pretrain import (PretrainTrainer, build_classifier, build_test_loader, evaluate,
-                             evaluate_checkpoint, get_pretrain_cfg, load_splits)
+from resdet.io import atomic_save
+from resdet.pretrain import (
+    PretrainTrainer,
+    build_classifier,
+    build_test_loader,
+    evaluate,
+    evaluate_checkpoint,
+    get_pretrain_cfg,
+    load_splits,
+)
 from resdet.pretrain.data import ClassFolder
-from conftest import REPO
 
 CIFAR_MEAN = [125.31, 122.95, 113.87]
 
@@ -43,13 +51,45 @@ def _tiny_cfg(root, out, *opts):
     """CIFAR ResNet-8 at 32x32 with every stateful piece on (EMA, MixUp/CutMix, label smoothing)."""
     cfg = get_pretrain_cfg()
     cfg.merge_from_file(str(REPO / "configs/cifar/resnet20.yaml"))
-    cfg.merge_from_list(["PRETRAIN.DATA.ROOT", str(root), "OUTPUT_DIR", str(out), "MODEL.DEVICE", "cpu",
-                         "MODEL.RESNETS.DEPTH", 8, "SOLVER.IMS_PER_BATCH", 8, "SOLVER.MAX_ITER", 4,
-                         "SOLVER.STEPS", (2,), "SOLVER.CHECKPOINT_PERIOD", 2, "TEST.EVAL_PERIOD", 2,
-                         "PRETRAIN.LOG_PERIOD", 1, "DATALOADER.NUM_WORKERS", 0, "SEED", 3,
-                         "PRETRAIN.EMA.ENABLED", True, "PRETRAIN.EMA.DECAY", 0.5,
-                         "PRETRAIN.AUG.MIXUP_ALPHA", 0.2, "PRETRAIN.AUG.CUTMIX_ALPHA", 1.0,
-                         "PRETRAIN.LABEL_SMOOTHING", 0.1, *opts])
+    cfg.merge_from_list(
+        [
+            "PRETRAIN.DATA.ROOT",
+            str(root),
+            "OUTPUT_DIR",
+            str(out),
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.RESNETS.DEPTH",
+            8,
+            "SOLVER.IMS_PER_BATCH",
+            8,
+            "SOLVER.MAX_ITER",
+            4,
+            "SOLVER.STEPS",
+            (2,),
+            "SOLVER.CHECKPOINT_PERIOD",
+            2,
+            "TEST.EVAL_PERIOD",
+            2,
+            "PRETRAIN.LOG_PERIOD",
+            1,
+            "DATALOADER.NUM_WORKERS",
+            0,
+            "SEED",
+            3,
+            "PRETRAIN.EMA.ENABLED",
+            True,
+            "PRETRAIN.EMA.DECAY",
+            0.5,
+            "PRETRAIN.AUG.MIXUP_ALPHA",
+            0.2,
+            "PRETRAIN.AUG.CUTMIX_ALPHA",
+            1.0,
+            "PRETRAIN.LABEL_SMOOTHING",
+            0.1,
+            *opts,
+        ]
+    )
     return cfg
 
 
@@ -61,14 +101,50 @@ def _metrics(out, timing=True):
 def test_tool_trains_resnet18_on_hymenoptera(shared_data, tmp_path):
     """The command line end to end: loss falls, val top-1 beats chance, contract-1 output."""
     out = tmp_path / "r18"
-    cmd = [sys.executable, str(REPO / "tools/pretrain_imagenet.py"), "--config", str(REPO / "configs/imagenet/r18.yaml"),
-           "--data", str(shared_data / "hymenoptera"), "--output", str(out),
-           "SOLVER.MAX_ITER", "100", "SOLVER.IMS_PER_BATCH", "32", "SOLVER.BASE_LR", "0.01",
-           "SOLVER.LR_SCHEDULER_NAME", "WarmupCosineLR", "SOLVER.WARMUP_ITERS", "5", "SOLVER.WARMUP_FACTOR", "0.1",
-           "INPUT.CROP_SIZE", "32", "INPUT.TEST_SIZE", "36", "PRETRAIN.AUG.SHORT_SIDE_RANGE", "(32, 40)",
-           "PRETRAIN.AUG.PCA_LIGHTING", "0.0", "MODEL.PIXEL_STD", "[58.395, 57.12, 57.375]",
-           "PRETRAIN.TEST.MODES", "['1crop']", "TEST.EVAL_PERIOD", "50", "PRETRAIN.LOG_PERIOD", "5",
-           "DATALOADER.NUM_WORKERS", "0", "SEED", "1", "MODEL.DEVICE", "cpu"]
+    cmd = [
+        sys.executable,
+        str(REPO / "tools/pretrain_imagenet.py"),
+        "--config",
+        str(REPO / "configs/imagenet/r18.yaml"),
+        "--data",
+        str(shared_data / "hymenoptera"),
+        "--output",
+        str(out),
+        "SOLVER.MAX_ITER",
+        "100",
+        "SOLVER.IMS_PER_BATCH",
+        "32",
+        "SOLVER.BASE_LR",
+        "0.01",
+        "SOLVER.LR_SCHEDULER_NAME",
+        "WarmupCosineLR",
+        "SOLVER.WARMUP_ITERS",
+        "5",
+        "SOLVER.WARMUP_FACTOR",
+        "0.1",
+        "INPUT.CROP_SIZE",
+        "32",
+        "INPUT.TEST_SIZE",
+        "36",
+        "PRETRAIN.AUG.SHORT_SIDE_RANGE",
+        "(32, 40)",
+        "PRETRAIN.AUG.PCA_LIGHTING",
+        "0.0",
+        "MODEL.PIXEL_STD",
+        "[58.395, 57.12, 57.375]",
+        "PRETRAIN.TEST.MODES",
+        "['1crop']",
+        "TEST.EVAL_PERIOD",
+        "50",
+        "PRETRAIN.LOG_PERIOD",
+        "5",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "SEED",
+        "1",
+        "MODEL.DEVICE",
+        "cpu",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -87,12 +163,29 @@ def test_tool_trains_resnet18_on_hymenoptera(shared_data, tmp_path):
     final = torch.load(out / "model_final.pth", weights_only=True)
     meta = final["meta"]
     assert meta["format"] == "resdet-classifier"
-    assert (meta["depth"], meta["dataset"], meta["shortcut"], meta["residual"], meta["stride_in_1x1"]) == (
-        18, "imagenet", "B", True, False)
-    assert (meta["num_classes"], meta["classes"], meta["norm"], meta["input_format"]) == (2, ["ants", "bees"], "BN", "RGB")
-    assert meta["pixel_mean"] == [123.675, 116.28, 103.53] and meta["pixel_std"] == [58.395, 57.12, 57.375]
+    assert (
+        meta["depth"],
+        meta["dataset"],
+        meta["shortcut"],
+        meta["residual"],
+        meta["stride_in_1x1"],
+    ) == (18, "imagenet", "B", True, False)
+    assert (meta["num_classes"], meta["classes"], meta["norm"], meta["input_format"]) == (
+        2,
+        ["ants", "bees"],
+        "BN",
+        "RGB",
+    )
+    assert meta["pixel_mean"] == [123.675, 116.28, 103.53] and meta["pixel_std"] == [
+        58.395,
+        57.12,
+        57.375,
+    ]
     assert meta["recipe"] == "paper" and meta["metrics"]["top1"] == result["top1"]
-    assert final["model"]["linear.weight"].shape == (2, 512) and "res5.1.conv2.weight" in final["model"]
+    assert (
+        final["model"]["linear.weight"].shape == (2, 512)
+        and "res5.1.conv2.weight" in final["model"]
+    )
 
     # the shipped weights alone reproduce the reported accuracy
     cfg = get_pretrain_cfg()
@@ -133,7 +226,9 @@ def test_interrupted_and_resumed_run_is_bit_identical(cifar_root, tmp_path):
     assert _metrics(tmp_path / "full", timing=False) == _metrics(tmp_path / "killed", timing=False)
     # and the run did train: weights moved away from the first checkpoint
     first = torch.load(tmp_path / "full/model_0000002.pth", weights_only=True)["model"]
-    assert not torch.equal(first["stem.conv1.weight"], resumed.model.state_dict()["stem.conv1.weight"])
+    assert not torch.equal(
+        first["stem.conv1.weight"], resumed.model.state_dict()["stem.conv1.weight"]
+    )
 
 
 def _ddp_worker(cfg, out):
@@ -142,7 +237,10 @@ def _ddp_worker(cfg, out):
     trainer = PretrainTrainer(cfg)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.train()
-    atomic_save({"before": before, "after": trainer.model.state_dict()}, Path(out) / f"rank{comm.get_rank()}.pth")
+    atomic_save(
+        {"before": before, "after": trainer.model.state_dict()},
+        Path(out) / f"rank{comm.get_rank()}.pth",
+    )
 
 
 def test_two_process_gloo_run_keeps_replicas_identical(cifar_root, tmp_path, monkeypatch):
@@ -161,9 +259,10 @@ def test_two_process_gloo_run_keeps_replicas_identical(cifar_root, tmp_path, mon
 
 def _direct_scores(model, path, mode, cfg):
     """Scores computed by hand (numpy/PIL/tensor slicing) for one 32x32 CIFAR image."""
+
     def to_input(img):
         x = torch.from_numpy(np.asarray(img, dtype=np.float64)).permute(2, 0, 1)
-        return ((x - torch.tensor(CIFAR_MEAN, dtype=torch.float64).view(3, 1, 1)))[None]
+        return (x - torch.tensor(CIFAR_MEAN, dtype=torch.float64).view(3, 1, 1))[None]
 
     def probs(x):
         with torch.no_grad():
@@ -174,9 +273,13 @@ def _direct_scores(model, path, mode, cfg):
     if mode == "1crop":
         return probs(x[..., 4:28, 4:28])
     if mode == "10crop":
-        crops = [x[..., i:i + 24, j:j + 24] for i, j in ((0, 0), (0, 8), (8, 0), (8, 8), (4, 4))]
+        crops = [
+            x[..., i : i + 24, j : j + 24] for i, j in ((0, 0), (0, 8), (8, 0), (8, 8), (4, 4))
+        ]
         return torch.stack([probs(c) for c in crops] + [probs(c.flip(-1)) for c in crops]).mean(0)
-    return torch.stack([probs(to_input(img.resize((s, s), Image.BILINEAR))) for s in cfg.PRETRAIN.TEST.SCALES]).mean(0)
+    return torch.stack(
+        [probs(to_input(img.resize((s, s), Image.BILINEAR))) for s in cfg.PRETRAIN.TEST.SCALES]
+    ).mean(0)
 
 
 @pytest.mark.parametrize("mode", ["1crop", "10crop", "multiscale"])
@@ -185,8 +288,16 @@ def test_evaluation_modes_agree_with_direct_computation(shared_data, tmp_path, m
     classes = sorted(p.name for p in (shared_data / "cifar10-mini/train").iterdir())
     _subset(shared_data / "cifar10-mini/train", root / "train", classes, 1)
     _subset(shared_data / "cifar10-mini/test", root / "test", classes, 3)
-    cfg = _tiny_cfg(root, tmp_path / "out", "INPUT.CROP_SIZE", 24, "PRETRAIN.TEST.SCALES", [24, 40],
-                    "PRETRAIN.TEST.IMS_PER_BATCH", 7)
+    cfg = _tiny_cfg(
+        root,
+        tmp_path / "out",
+        "INPUT.CROP_SIZE",
+        24,
+        "PRETRAIN.TEST.SCALES",
+        [24, 40],
+        "PRETRAIN.TEST.IMS_PER_BATCH",
+        7,
+    )
     _, _, val = load_splits(cfg)
     torch.manual_seed(0)
     model = build_classifier(cfg, len(classes)).double().eval()
@@ -224,12 +335,27 @@ def test_empty_class_folder_stops_at_start(shared_data, tmp_path):
     with pytest.raises(DatasetError, match=r"train/bees: class folder has no images"):
         load_splits(_data_cfg(tmp_path))
     # the tool: exit 2, one line naming the folder, nothing written
-    proc = subprocess.run([sys.executable, str(REPO / "tools/pretrain_imagenet.py"), "--config",
-                           str(REPO / "configs/imagenet/r18.yaml"), "--data", str(tmp_path),
-                           "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools/pretrain_imagenet.py"),
+            "--config",
+            str(REPO / "configs/imagenet/r18.yaml"),
+            "--data",
+            str(tmp_path),
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == f"error: {tmp_path}/train/bees: class folder has no images " \
+    assert (
+        proc.stderr.strip().splitlines()[-1]
+        == f"error: {tmp_path}/train/bees: class folder has no images "
         "(.jpg, .jpeg, .png, .ppm, .bmp, .pgm, .tif, .tiff, .webp)"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -237,7 +363,9 @@ def test_validation_class_unknown_to_training_stops_at_start(shared_data, tmp_pa
     _copy_images(shared_data, tmp_path / "train/ants", "ants")
     _copy_images(shared_data, tmp_path / "val/ants", "ants")
     _copy_images(shared_data, tmp_path / "val/wasps", "bees")
-    with pytest.raises(DatasetError, match=r"val/wasps: validation class 'wasps' has no training folder"):
+    with pytest.raises(
+        DatasetError, match=r"val/wasps: validation class 'wasps' has no training folder"
+    ):
         load_splits(_data_cfg(tmp_path))
 
 
@@ -247,7 +375,10 @@ def test_missing_split_folder_and_bad_option_are_named(shared_data, tmp_path):
         load_splits(_data_cfg(tmp_path))
     cfg = _data_cfg(tmp_path)
     cfg.PRETRAIN.TEST.MODES = ["5crop"]
-    with pytest.raises(ValueError, match=r"PRETRAIN.TEST.MODES: '5crop' is not supported; allowed: 1crop, 10crop, multiscale"):
+    with pytest.raises(
+        ValueError,
+        match=r"PRETRAIN.TEST.MODES: '5crop' is not supported; allowed: 1crop, 10crop, multiscale",
+    ):
         PretrainTrainer(cfg)
 
 
@@ -258,8 +389,18 @@ def test_truncated_and_non_image_files_are_skipped_and_counted(cifar_root, tmp_p
     victim.write_bytes(data[: len(data) // 2])  # truncated JPEG
     (cifar_root / "test/bird/notes.jpg").write_text("not an image")
     # one batch holds the whole training split, so every epoch meets the truncated file
-    cfg = _tiny_cfg(cifar_root, tmp_path / "bad", "SOLVER.IMS_PER_BATCH", 24, "SOLVER.MAX_ITER", 2, "SOLVER.STEPS", (1,),
-                    "TEST.EVAL_PERIOD", 0)
+    cfg = _tiny_cfg(
+        cifar_root,
+        tmp_path / "bad",
+        "SOLVER.IMS_PER_BATCH",
+        24,
+        "SOLVER.MAX_ITER",
+        2,
+        "SOLVER.STEPS",
+        (1,),
+        "TEST.EVAL_PERIOD",
+        0,
+    )
     dataset = ClassFolder([(str(victim), 0)], lambda img: img)
     assert dataset[0] is None
 

@@ -1,5 +1,6 @@
 """The README's promises: its plug-in snippet works; resdet without Detectron2 says how to
 install it; CI runs exactly the README's test command."""
+
 import re
 import subprocess
 import sys

@@ -1,4 +1,5 @@
 """The ResNet family of the paper: sizes, shortcut options, plain nets, init, errors."""
+
 import pytest
 import torch
 from fvcore.nn import FlopCountAnalysis
@@ -11,7 +12,9 @@ def n_params(m):
     return sum(p.numel() for p in m.parameters())
 
 
-@pytest.mark.parametrize("depth,millions", [(18, 11.69), (34, 21.80), (50, 25.56), (101, 44.55), (152, 60.19)])
+@pytest.mark.parametrize(
+    "depth,millions", [(18, 11.69), (34, 21.80), (50, 25.56), (101, 44.55), (152, 60.19)]
+)
 def test_imagenet_param_counts_match_paper(depth, millions):
     assert n_params(build_resnet(depth)) / 1e6 == pytest.approx(millions, rel=0.01)
 
@@ -38,7 +41,11 @@ def test_r50_flops_about_4_1_gmacs():
 
 def test_cifar_structure_6n_plus_2():
     m = build_resnet(20, dataset="cifar", num_classes=10)
-    convs = [mod for name, mod in m.named_modules() if isinstance(mod, torch.nn.Conv2d) and "shortcut" not in name]
+    convs = [
+        mod
+        for name, mod in m.named_modules()
+        if isinstance(mod, torch.nn.Conv2d) and "shortcut" not in name
+    ]
     assert len(convs) + 1 == 20  # 19 weighted conv layers + fc
     assert m.stem.conv1.weight.shape == (16, 3, 3, 3)
     assert [m.get_submodule(s)[0].out_channels for s in ("res2", "res3", "res4")] == [16, 32, 64]
@@ -70,14 +77,18 @@ def test_option_c_projects_every_block_and_b_only_where_shape_changes(depth):
     blocks_b = [m for m in b.modules() if isinstance(m, (BasicBlock, BottleneckBlock))]
     assert all(blk.shortcut is not None for blk in blocks_c)
     assert [blk.shortcut is not None for blk in blocks_b] == [
-        blk.in_channels != blk.out_channels or blk.stride != 1 for blk in blocks_b]
+        blk.in_channels != blk.out_channels or blk.stride != 1 for blk in blocks_b
+    ]
     assert n_params(c) > n_params(b)
 
 
 def test_plain_net_output_does_not_depend_on_a_shortcut_path():
     plain = build_resnet(18, residual=False, num_classes=None, out_features=["res5"]).eval()
-    assert all(blk.shortcut is None and blk.shortcut_a is None
-               for blk in plain.modules() if isinstance(blk, BasicBlock))
+    assert all(
+        blk.shortcut is None and blk.shortcut_a is None
+        for blk in plain.modules()
+        if isinstance(blk, BasicBlock)
+    )
     # Zero the last conv of a block's branch: a plain block then outputs relu(0) = 0,
     # whereas a residual block would still pass its input through.
     blk = plain.res3[1]
@@ -113,15 +124,19 @@ def test_he_init_std():
     assert w.std().item() == pytest.approx((2.0 / (256 * 9)) ** 0.5, rel=0.05)
 
 
-@pytest.mark.parametrize("stride_in_1x1,strides", [(True, ((2, 2), (1, 1))), (False, ((1, 1), (2, 2)))])
+@pytest.mark.parametrize(
+    "stride_in_1x1,strides", [(True, ((2, 2), (1, 1))), (False, ((1, 1), (2, 2)))]
+)
 def test_stride_placement(stride_in_1x1, strides):
     m = build_resnet(50, stride_in_1x1=stride_in_1x1, num_classes=None)
     blk = m.res3[0]
     assert (blk.conv1.stride, blk.conv2.stride) == strides
 
 
-@pytest.mark.parametrize("norm,cls", [("BN", torch.nn.BatchNorm2d), ("GN", torch.nn.GroupNorm),
-                                      ("SyncBN", torch.nn.SyncBatchNorm)])
+@pytest.mark.parametrize(
+    "norm,cls",
+    [("BN", torch.nn.BatchNorm2d), ("GN", torch.nn.GroupNorm), ("SyncBN", torch.nn.SyncBatchNorm)],
+)
 def test_norms(norm, cls):
     m = build_resnet(18, norm=norm, num_classes=None)
     assert isinstance(m.res2[0].conv1.norm, cls)
@@ -148,27 +163,48 @@ def test_freeze_at_freezes_stem_and_res2():
 
 def test_detectron2_parameter_names():
     keys = set(build_resnet(50).state_dict())
-    for k in ("stem.conv1.weight", "stem.conv1.norm.weight", "res2.0.conv1.weight",
-              "res2.0.conv1.norm.running_var", "res2.0.shortcut.weight", "res2.0.shortcut.norm.bias",
-              "res5.2.conv3.weight", "linear.weight", "linear.bias"):
+    for k in (
+        "stem.conv1.weight",
+        "stem.conv1.norm.weight",
+        "res2.0.conv1.weight",
+        "res2.0.conv1.norm.running_var",
+        "res2.0.shortcut.weight",
+        "res2.0.shortcut.norm.bias",
+        "res5.2.conv3.weight",
+        "linear.weight",
+        "linear.bias",
+    ):
         assert k in keys, k
 
 
 def test_out_features_dict():
     m = build_resnet(18, num_classes=None, out_features=["res2", "res3", "res4", "res5"]).eval()
     out = m(torch.randn(1, 3, 64, 64))
-    assert {k: v.shape[1] for k, v in out.items()} == {"res2": 64, "res3": 128, "res4": 256, "res5": 512}
-    assert {k: s.stride for k, s in m.output_shape().items()} == {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
+    assert {k: v.shape[1] for k, v in out.items()} == {
+        "res2": 64,
+        "res3": 128,
+        "res4": 256,
+        "res5": 512,
+    }
+    assert {k: s.stride for k, s in m.output_shape().items()} == {
+        "res2": 4,
+        "res3": 8,
+        "res4": 16,
+        "res5": 32,
+    }
 
 
-@pytest.mark.parametrize("kwargs,bad,allowed", [
-    (dict(depth=42), "42", "18, 34, 50, 101, 152, 200"),
-    (dict(depth=21, dataset="cifar"), "21", "6n+2"),
-    (dict(depth=50, shortcut="D"), "'D'", "A, B, C"),
-    (dict(depth=18, res5_dilation=2), "res5_dilation=2", "allowed: 1"),
-    (dict(depth=50, norm="LN"), "'LN'", "BN, FrozenBN, SyncBN, GN"),
-    (dict(depth=50, dataset="coco"), "'coco'", "imagenet, cifar"),
-])
+@pytest.mark.parametrize(
+    "kwargs,bad,allowed",
+    [
+        (dict(depth=42), "42", "18, 34, 50, 101, 152, 200"),
+        (dict(depth=21, dataset="cifar"), "21", "6n+2"),
+        (dict(depth=50, shortcut="D"), "'D'", "A, B, C"),
+        (dict(depth=18, res5_dilation=2), "res5_dilation=2", "allowed: 1"),
+        (dict(depth=50, norm="LN"), "'LN'", "BN, FrozenBN, SyncBN, GN"),
+        (dict(depth=50, dataset="coco"), "'coco'", "imagenet, cifar"),
+    ],
+)
 def test_bad_arguments_name_value_and_allowed(kwargs, bad, allowed):
     with pytest.raises(ValueError) as e:
         build_resnet(**kwargs)

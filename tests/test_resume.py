@@ -5,6 +5,7 @@ The detection runs are R18-FPN Faster R-CNN on coco128 at 96-128 px, batch 2, 6
 iterations with a checkpoint every 2; the pretraining runs are the CIFAR ResNet-8 of
 test_pretrain.py.
 """
+
 import json
 import os
 import signal
@@ -14,13 +15,13 @@ from argparse import Namespace
 
 import pytest
 import torch
+from conftest import REPO, load_tool
+from test_pretrain import _subset, _tiny_cfg
 from torch import nn
 
-from conftest import REPO, load_tool
 from resdet.checkpoint import ResdetCheckpointer, non_finite
 from resdet.errors import CheckpointError, DatasetError, TrainingError
 from resdet.pretrain import PretrainTrainer
-from test_pretrain import _subset, _tiny_cfg
 
 FPN_CONFIG = str(REPO / "configs" / "coco_r50_fpn.yaml")
 ITERS = 6
@@ -29,23 +30,69 @@ ITERS = 6
 def _det_opts(shared_data, out, workers=0, *extra):
     coco = shared_data / "coco128"
     return [
-        "MODEL.WEIGHTS", "", "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
-        "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
-        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64", "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "64",
-        "RESDET.DATA.TRAIN", str(coco / "annotations/instances_train2017.json"),
-        "RESDET.DATA.TRAIN_IMAGES", str(coco / "train2017"),
-        "DATASETS.TRAIN", "('resdet_train',)", "DATASETS.TEST", "()",
+        "MODEL.WEIGHTS",
+        "",
+        "MODEL.RESNETS.DEPTH",
+        "18",
+        "MODEL.RESNETS.RES2_OUT_CHANNELS",
+        "64",
+        "MODEL.FPN.OUT_CHANNELS",
+        "32",
+        "MODEL.ROI_BOX_HEAD.FC_DIM",
+        "64",
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+        "64",
+        "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
+        "64",
+        "RESDET.DATA.TRAIN",
+        str(coco / "annotations/instances_train2017.json"),
+        "RESDET.DATA.TRAIN_IMAGES",
+        str(coco / "train2017"),
+        "DATASETS.TRAIN",
+        "('resdet_train',)",
+        "DATASETS.TEST",
+        "()",
         # two sizes and flips: the augmentation draws random numbers every sample
-        "INPUT.MIN_SIZE_TRAIN", "(96, 128)", "INPUT.MAX_SIZE_TRAIN", "192",
-        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.01", "SOLVER.WARMUP_ITERS", "2",
-        "SOLVER.STEPS", "(4,)", "SOLVER.MAX_ITER", str(ITERS), "SOLVER.CHECKPOINT_PERIOD", "2",
-        "TEST.EVAL_PERIOD", "0", "DATALOADER.NUM_WORKERS", str(workers), "SEED", "0",
-        "RESDET.EVAL.NUM_VIS", "0", "OUTPUT_DIR", str(out), *extra]
+        "INPUT.MIN_SIZE_TRAIN",
+        "(96, 128)",
+        "INPUT.MAX_SIZE_TRAIN",
+        "192",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.BASE_LR",
+        "0.01",
+        "SOLVER.WARMUP_ITERS",
+        "2",
+        "SOLVER.STEPS",
+        "(4,)",
+        "SOLVER.MAX_ITER",
+        str(ITERS),
+        "SOLVER.CHECKPOINT_PERIOD",
+        "2",
+        "TEST.EVAL_PERIOD",
+        "0",
+        "DATALOADER.NUM_WORKERS",
+        str(workers),
+        "SEED",
+        "0",
+        "RESDET.EVAL.NUM_VIS",
+        "0",
+        "OUTPUT_DIR",
+        str(out),
+        *extra,
+    ]
 
 
 def _det_args(opts, resume=False):
-    return Namespace(config_file=FPN_CONFIG, opts=list(opts), resume=resume, eval_only=False,
-                     num_gpus=1, num_machines=1, machine_rank=0)
+    return Namespace(
+        config_file=FPN_CONFIG,
+        opts=list(opts),
+        resume=resume,
+        eval_only=False,
+        num_gpus=1,
+        num_machines=1,
+        machine_rank=0,
+    )
 
 
 def _det_cfg(opts):
@@ -105,8 +152,14 @@ def _killed(opts, *, kill_iter=-1, kill_save="", resume=False):
     path = f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
     env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=path)
     argv = json.dumps([kill_iter, kill_save, opts, resume])
-    proc = subprocess.run([sys.executable, "-c", code, argv],
-                          capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, argv],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=REPO,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
 
 
@@ -128,10 +181,16 @@ def det(shared_data, tmp_path_factory):
     resumed = _det_trainer(_det_opts(shared_data, out, 0), resume=True)
     start = resumed.start_iter
     resumed.train()
-    return Namespace(work=work, full=work / "full", out=out, start=start,
-                     after_save_kill=after_save_kill, last_after_save_kill=last_after_save_kill,
-                     last_after_iter_kill=last_after_iter_kill,
-                     log=(out / "log.txt").read_text())
+    return Namespace(
+        work=work,
+        full=work / "full",
+        out=out,
+        start=start,
+        after_save_kill=after_save_kill,
+        last_after_save_kill=last_after_save_kill,
+        last_after_iter_kill=last_after_iter_kill,
+        log=(out / "log.txt").read_text(),
+    )
 
 
 def test_detection_killed_twice_and_resumed_is_bit_identical(det):
@@ -151,8 +210,9 @@ def test_detection_killed_twice_and_resumed_is_bit_identical(det):
 
 def test_kill_during_save_keeps_the_previous_checkpoint_and_start_removes_the_orphan(det):
     assert det.last_after_save_kill == "model_0000001.pth"
-    orphans = [n for n in det.after_save_kill
-               if n.startswith(".model_0000003.pth.") and n.endswith(".tmp")]
+    orphans = [
+        n for n in det.after_save_kill if n.startswith(".model_0000003.pth.") and n.endswith(".tmp")
+    ]
     assert len(orphans) == 1 and "model_0000003.pth" not in det.after_save_kill
     assert "removed 1 temporary file(s) left in" in det.log
     assert not list(det.out.glob(".*.tmp"))
@@ -169,8 +229,10 @@ def test_batches_group_as_detectron2_does_and_start_mid_stream():
     sizes = torch.randint(50, 200, (37, 2), generator=gen).tolist()
     groups = [int(w > h) for w, h in sizes]
     ours = list(islice(BatchSampler(ResumableSampler(37, seed=3), 4, groups), 40))  # > 4 epochs
-    stream = ({"width": sizes[k[0]][0], "height": sizes[k[0]][1], "key": k}
-              for k in ResumableSampler(37, seed=3))
+    stream = (
+        {"width": sizes[k[0]][0], "height": sizes[k[0]][1], "key": k}
+        for k in ResumableSampler(37, seed=3)
+    )
     theirs = [[d["key"] for d in b] for b in islice(AspectRatioGroupedDataset(stream, 4), 40)]
     assert ours == theirs
     for grouping in (groups, None):
@@ -211,8 +273,9 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     model, ck = _linear_checkpoints(tmp_path)
     with torch.no_grad():
         model.weight[0, 0] = float("nan")
-    with pytest.raises(TrainingError,
-                       match=r"not saving model_0000005.pth: 1 non-finite tensor\(s\) \(weight\)"):
+    with pytest.raises(
+        TrainingError, match=r"not saving model_0000005.pth: 1 non-finite tensor\(s\) \(weight\)"
+    ):
         ck.save("model_0000005", iteration=5)
     assert not (tmp_path / "model_0000005.pth").exists() and not list(tmp_path.glob(".*.tmp"))
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000003.pth"
@@ -220,8 +283,17 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 
 def test_detection_divergence_stops_with_one_line_and_finite_checkpoints(shared_data, tmp_path):
     out = tmp_path / "diverged"
-    opts = _det_opts(shared_data, out, 0, "SOLVER.BASE_LR", "1e6", "SOLVER.CHECKPOINT_PERIOD", "1",
-                     "SOLVER.WARMUP_ITERS", "0")
+    opts = _det_opts(
+        shared_data,
+        out,
+        0,
+        "SOLVER.BASE_LR",
+        "1e6",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "1",
+        "SOLVER.WARMUP_ITERS",
+        "0",
+    )
     trainer = _det_trainer(opts)
     with pytest.raises(TrainingError) as e:
         trainer.train()
@@ -234,8 +306,9 @@ def test_detection_divergence_stops_with_one_line_and_finite_checkpoints(shared_
         last = (out / "last_checkpoint").read_text()
         assert (out / last).is_file() and f"resume from {out / last}" in msg
     # whichever comes first: Detectron2's check of the RPN's boxes, the loss, the saved weights
-    assert msg.startswith(("the model's outputs became non-finite at iteration", "loss became",
-                           "not saving"))
+    assert msg.startswith(
+        ("the model's outputs became non-finite at iteration", "loss became", "not saving")
+    )
     assert "(now 1e+06)" in msg or msg.startswith("not saving")
 
 
@@ -276,16 +349,28 @@ def test_pretraining_nan_loss_stops_with_one_line_naming_the_last_checkpoint(cif
     trainer.normalize = poisoned
     with pytest.raises(TrainingError) as e:
         trainer.train()
-    assert str(e.value) == (f"loss became nan at iteration 3; lower SOLVER.BASE_LR (now 0.1) and "
-                            f"resume from {out / 'model_0000002.pth'} (--resume)")
+    assert str(e.value) == (
+        f"loss became nan at iteration 3; lower SOLVER.BASE_LR (now 0.1) and "
+        f"resume from {out / 'model_0000002.pth'} (--resume)"
+    )
     assert (out / "last_checkpoint").read_text() == "model_0000002.pth"
     assert sorted(p.name for p in out.glob("model_*.pth")) == ["model_0000002.pth"]
 
 
 def test_pretraining_divergence_never_saves_non_finite_weights(cifar_root, tmp_path):
     out = tmp_path / "diverged"
-    cfg = _tiny_cfg(cifar_root, out, "SOLVER.BASE_LR", 1e6, "SOLVER.CHECKPOINT_PERIOD", 1,
-                    "SOLVER.MAX_ITER", 6, "TEST.EVAL_PERIOD", 0)
+    cfg = _tiny_cfg(
+        cifar_root,
+        out,
+        "SOLVER.BASE_LR",
+        1e6,
+        "SOLVER.CHECKPOINT_PERIOD",
+        1,
+        "SOLVER.MAX_ITER",
+        6,
+        "TEST.EVAL_PERIOD",
+        0,
+    )
     with pytest.raises(TrainingError) as e:
         PretrainTrainer(cfg).train()
     saved = sorted(out.glob("model_*.pth"))
@@ -311,9 +396,20 @@ def test_pretraining_on_unreadable_images_fails_at_once_leaving_only_the_log(tmp
             for i in range(3):
                 (tmp_path / "data" / split / c / f"{i}.jpg").write_bytes(b"not an image")
     out = tmp_path / "out"
-    code = main(["--config", str(REPO / "configs/cifar/resnet20.yaml"),
-                 "--data", str(tmp_path / "data"),
-                 "--output", str(out), "MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0"])
+    code = main(
+        [
+            "--config",
+            str(REPO / "configs/cifar/resnet20.yaml"),
+            "--data",
+            str(tmp_path / "data"),
+            "--output",
+            str(out),
+            "MODEL.DEVICE",
+            "cpu",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+        ]
+    )
     assert code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     train = tmp_path / "data" / "train"

@@ -4,6 +4,7 @@ evaluation, safe checkpoints, run outputs.
 One small R18-FPN run (128 px, batch 2, 12 iterations evaluated every 6 on 16 images,
 then resumed for 4 more) is shared by the tests that look at its results.
 """
+
 import io
 import json
 import pickle
@@ -15,11 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, CodeOnLoad
 from PIL import Image
 from torch import nn
 
-from conftest import REPO, CodeOnLoad
-from resdet.detection import ResdetCheckpointer, Trainer, explicit_keys, merge_weights_fragment, setup_cfg
+from resdet.detection import (
+    ResdetCheckpointer,
+    Trainer,
+    explicit_keys,
+    merge_weights_fragment,
+    setup_cfg,
+)
 from resdet.io import CheckpointError, atomic_save
 from resdet.modeling import build_resnet
 
@@ -29,17 +36,37 @@ ITERS, EVAL_PERIOD = 12, 6
 
 
 def _args(config, opts, **flags):
-    return Namespace(config_file=config, opts=list(opts), resume=flags.get("resume", False),
-                     eval_only=flags.get("eval_only", False), num_gpus=1, num_machines=1, machine_rank=0)
+    return Namespace(
+        config_file=config,
+        opts=list(opts),
+        resume=flags.get("resume", False),
+        eval_only=flags.get("eval_only", False),
+        num_gpus=1,
+        num_machines=1,
+        machine_rank=0,
+    )
 
 
 def _pretrained(path, pixel_std=TV_STD):
     """A pretraining checkpoint in contract-1 form (random weights: no download here)."""
     torch.manual_seed(0)
     net = build_resnet(18, num_classes=10)
-    meta = dict(format="resdet-classifier", depth=18, dataset="imagenet", shortcut="B", residual=True,
-                stride_in_1x1=False, num_classes=10, norm="BN", input_format="RGB", pixel_mean=TV_MEAN,
-                pixel_std=list(pixel_std), recipe="test", classes=[str(i) for i in range(10)], metrics={})
+    meta = dict(
+        format="resdet-classifier",
+        depth=18,
+        dataset="imagenet",
+        shortcut="B",
+        residual=True,
+        stride_in_1x1=False,
+        num_classes=10,
+        norm="BN",
+        input_format="RGB",
+        pixel_mean=TV_MEAN,
+        pixel_std=list(pixel_std),
+        recipe="test",
+        classes=[str(i) for i in range(10)],
+        metrics={},
+    )
     atomic_save({"model": net.state_dict(), "meta": meta}, path)
     return path
 
@@ -56,7 +83,11 @@ def _coco_subset(shared_data, path, n):
     """The first ``n`` coco128 images as a COCO JSON in ``path`` (images stay in shared data)."""
     full = json.loads((shared_data / "coco128/annotations/instances_train2017.json").read_text())
     ids = {im["id"] for im in full["images"][:n]}
-    sub = dict(full, images=full["images"][:n], annotations=[a for a in full["annotations"] if a["image_id"] in ids])
+    sub = dict(
+        full,
+        images=full["images"][:n],
+        annotations=[a for a in full["annotations"] if a["image_id"] in ids],
+    )
     path.write_text(json.dumps(sub))
     return path
 
@@ -64,18 +95,62 @@ def _coco_subset(shared_data, path, n):
 def _opts(shared_data, work, out, weights, iters=ITERS):
     images = str(shared_data / "coco128/train2017")
     return [
-        "MODEL.WEIGHTS", str(weights), "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.ROI_BOX_HEAD.FC_DIM", "256",
-        "RESDET.DATA.TRAIN", str(shared_data / "coco128/annotations/instances_train2017.json"),
-        "RESDET.DATA.TRAIN_IMAGES", images,
-        "RESDET.DATA.TEST", str(_coco_subset(shared_data, work / "val16.json", 16)), "RESDET.DATA.TEST_IMAGES", images,
-        "DATASETS.TRAIN", "('resdet_train',)", "DATASETS.TEST", "('resdet_test',)",
-        "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "224",
-        "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "224",
-        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "128", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
-        "MODEL.RPN.POST_NMS_TOPK_TEST", "100",
-        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.005", "SOLVER.WARMUP_ITERS", "4", "SOLVER.STEPS", "()",
-        "SOLVER.MAX_ITER", str(iters), "SOLVER.CHECKPOINT_PERIOD", "1000", "TEST.EVAL_PERIOD", str(EVAL_PERIOD),
-        "DATALOADER.NUM_WORKERS", "0", "SEED", "0", "RESDET.EVAL.NUM_VIS", "2", "RESDET.EVAL.VIS_THRESH", "0.0", "OUTPUT_DIR", str(out),
+        "MODEL.WEIGHTS",
+        str(weights),
+        "MODEL.FPN.OUT_CHANNELS",
+        "64",
+        "MODEL.ROI_BOX_HEAD.FC_DIM",
+        "256",
+        "RESDET.DATA.TRAIN",
+        str(shared_data / "coco128/annotations/instances_train2017.json"),
+        "RESDET.DATA.TRAIN_IMAGES",
+        images,
+        "RESDET.DATA.TEST",
+        str(_coco_subset(shared_data, work / "val16.json", 16)),
+        "RESDET.DATA.TEST_IMAGES",
+        images,
+        "DATASETS.TRAIN",
+        "('resdet_train',)",
+        "DATASETS.TEST",
+        "('resdet_test',)",
+        "INPUT.MIN_SIZE_TRAIN",
+        "(128,)",
+        "INPUT.MAX_SIZE_TRAIN",
+        "224",
+        "INPUT.MIN_SIZE_TEST",
+        "128",
+        "INPUT.MAX_SIZE_TEST",
+        "224",
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+        "128",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        "0.0",
+        "MODEL.RPN.POST_NMS_TOPK_TEST",
+        "100",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.BASE_LR",
+        "0.005",
+        "SOLVER.WARMUP_ITERS",
+        "4",
+        "SOLVER.STEPS",
+        "()",
+        "SOLVER.MAX_ITER",
+        str(iters),
+        "SOLVER.CHECKPOINT_PERIOD",
+        "1000",
+        "TEST.EVAL_PERIOD",
+        str(EVAL_PERIOD),
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "SEED",
+        "0",
+        "RESDET.EVAL.NUM_VIS",
+        "2",
+        "RESDET.EVAL.VIS_THRESH",
+        "0.0",
+        "OUTPUT_DIR",
+        str(out),
     ]
 
 
@@ -86,8 +161,12 @@ def _train(args):
     start = trainer.start_iter
     first = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.train()
-    return Namespace(start=start, end=trainer.iter, first=first,
-                     losses=[v for v, _ in trainer.storage.history("total_loss").values()])
+    return Namespace(
+        start=start,
+        end=trainer.iter,
+        first=first,
+        losses=[v for v, _ in trainer.storage.history("total_loss").values()],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -104,11 +183,24 @@ def run(shared_data, tmp_path_factory):
     final = torch.load(out / "model_final.pth", weights_only=True)
     log = [json.loads(line) for line in (out / "train_log.json").read_text().splitlines()]
     best_record = json.loads((out / "model_best.json").read_text())
-    resumed = _train(_args(FPN_CONFIG, _opts(shared_data, work, out, weights, ITERS + 4), resume=True))
-    return Namespace(work=work, out=out, opts=opts, first=first, resumed=resumed, final=final["model"], log=log,
-                     metrics=final_metrics, best_record=best_record, outputs=outputs, predictions=predictions,
-                     resumed_metrics=json.loads((out / "metrics.json").read_text()),
-                     resumed_best_record=json.loads((out / "model_best.json").read_text()))
+    resumed = _train(
+        _args(FPN_CONFIG, _opts(shared_data, work, out, weights, ITERS + 4), resume=True)
+    )
+    return Namespace(
+        work=work,
+        out=out,
+        opts=opts,
+        first=first,
+        resumed=resumed,
+        final=final["model"],
+        log=log,
+        metrics=final_metrics,
+        best_record=best_record,
+        outputs=outputs,
+        predictions=predictions,
+        resumed_metrics=json.loads((out / "metrics.json").read_text()),
+        resumed_best_record=json.loads((out / "model_best.json").read_text()),
+    )
 
 
 def test_fine_tuning_decreases_the_loss(run):
@@ -131,7 +223,10 @@ def test_evaluation_writes_metrics_json_and_best_checkpoint(run):
     assert all(0.0 <= bbox[k] <= 100.0 for k in ("AP", "AP50", "AP75"))
     assert any(k.startswith("AP-") for k in bbox)  # per-class table
     evals = {r["iteration"]: r["bbox/AP"] for r in run.log if "bbox/AP" in r}
-    assert set(evals) == {EVAL_PERIOD - 1, ITERS}  # the final evaluation is logged after the last step
+    assert set(evals) == {
+        EVAL_PERIOD - 1,
+        ITERS,
+    }  # the final evaluation is logged after the last step
     assert evals[ITERS] == pytest.approx(bbox["AP"])
     assert (run.out / "model_best.pth").is_file()
     # the best score is recorded beside it, so a resumed run keeps comparing to it
@@ -170,9 +265,10 @@ def test_resume_continues_from_the_last_checkpoint(run):
     assert max(r["iteration"] for r in log if "total_loss" in r) == ITERS + 3
     # the best is still the best over both parts, not the resumed part's first evaluation
     assert run.resumed_best_record["value"] == pytest.approx(
-        max(run.best_record["value"], run.resumed_metrics["bbox"]["AP"]))
+        max(run.best_record["value"], run.resumed_metrics["bbox"]["AP"])
+    )
     # appended to, not restarted
-    assert [r["iteration"] for r in log[:len(run.log)]] == [r["iteration"] for r in run.log]
+    assert [r["iteration"] for r in log[: len(run.log)]] == [r["iteration"] for r in run.log]
 
 
 def test_eval_only_tool_reproduces_the_final_evaluation(run, tmp_path):
@@ -181,9 +277,21 @@ def test_eval_only_tool_reproduces_the_final_evaluation(run, tmp_path):
     out = tmp_path / "eval"
     opts = [o if o != str(run.out) else str(out) for o in run.opts]
     opts[opts.index("MODEL.WEIGHTS") + 1] = str(run.out / "model_final.pth")
-    opts += ["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "RESDET.EVAL.NUM_VIS", "0"]
-    r = subprocess.run([sys.executable, "tools/train_det.py", "--config", FPN_CONFIG, "--eval-only", *opts],
-                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    opts += [
+        "MODEL.RESNETS.DEPTH",
+        "18",
+        "MODEL.RESNETS.RES2_OUT_CHANNELS",
+        "64",
+        "RESDET.EVAL.NUM_VIS",
+        "0",
+    ]
+    r = subprocess.run(
+        [sys.executable, "tools/train_det.py", "--config", FPN_CONFIG, "--eval-only", *opts],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     got, want = json.loads((out / "metrics.json").read_text())["bbox"], run.resumed_metrics["bbox"]
     assert want["AP50"] > 0  # a comparison of zeros would prove nothing
@@ -194,7 +302,10 @@ def test_eval_only_tool_reproduces_the_final_evaluation(run, tmp_path):
 def test_c4_model_trains_from_converted_weights(shared_data, tmp_path):
     """The paper's C4 form: res5 of the converted weights becomes the RoI head."""
     weights = _converted(tmp_path, layout="c4")
-    opts = _opts(shared_data, tmp_path, tmp_path / "out", weights, iters=2) + ["DATASETS.TEST", "()"]
+    opts = _opts(shared_data, tmp_path, tmp_path / "out", weights, iters=2) + [
+        "DATASETS.TEST",
+        "()",
+    ]
     result = _train(_args(str(REPO / "configs" / "coco_r50.yaml"), opts))
     converted = torch.load(weights, weights_only=True)["model"]
     assert any(k.startswith("roi_heads.res5.") for k in converted)
@@ -210,11 +321,17 @@ def test_fragment_is_merged_and_contradictions_warned(tmp_path):
     never set, is merged silently."""
     weights = _converted(tmp_path, pixel_std=[1.0, 1.0, 1.0])
     out = tmp_path / "out"
-    cfg = setup_cfg(FPN_CONFIG, ["MODEL.WEIGHTS", str(weights), "MODEL.RESDET.SHORTCUT", "B",
-                                 "OUTPUT_DIR", str(out)])
+    cfg = setup_cfg(
+        FPN_CONFIG,
+        ["MODEL.WEIGHTS", str(weights), "MODEL.RESDET.SHORTCUT", "B", "OUTPUT_DIR", str(out)],
+    )
     assert cfg.MODEL.RESNETS.DEPTH == 18 and cfg.MODEL.RESNETS.RES2_OUT_CHANNELS == 64
     assert list(cfg.MODEL.PIXEL_STD) == [1.0, 1.0, 1.0] and cfg.MODEL.DEVICE == "cpu"
-    warned = [line for line in (out / "log.txt").read_text().splitlines() if "resdet.detection.train WARNING" in line]
+    warned = [
+        line
+        for line in (out / "log.txt").read_text().splitlines()
+        if "resdet.detection.train WARNING" in line
+    ]
     assert len(warned) == 2, warned
     assert any("MODEL.RESNETS.DEPTH: the config sets 50" in w and "need 18" in w for w in warned)
     assert any("MODEL.PIXEL_STD" in w for w in warned)
@@ -226,9 +343,11 @@ def test_bad_fragment_names_file_and_key(tmp_path):
 
     weights = tmp_path / "w.pth"
     atomic_save({"model": {}}, weights)
-    for text, message in [("MODEL:\n  RESNETS:\n    DEPTHH: 18\n", "unknown config key MODEL.RESNETS.DEPTHH"),
-                          ("MODEL: [1, 2\n", "not valid YAML"),
-                          ("MODEL:\n  RESNETS:\n    DEPTH: deep\n", "Type mismatch")]:
+    for text, message in [
+        ("MODEL:\n  RESNETS:\n    DEPTHH: 18\n", "unknown config key MODEL.RESNETS.DEPTHH"),
+        ("MODEL: [1, 2\n", "not valid YAML"),
+        ("MODEL:\n  RESNETS:\n    DEPTH: deep\n", "Type mismatch"),
+    ]:
         (tmp_path / "w.yaml").write_text(text)
         cfg = get_resdet_cfg()
         cfg.MODEL.WEIGHTS = str(weights)
@@ -246,11 +365,26 @@ def test_malicious_weights_are_refused_without_running_code(tmp_path):
         with pytest.raises(CheckpointError, match="refused"):
             ResdetCheckpointer(nn.Linear(3, 2)).load(str(path))
     assert not marker.exists()
-    r = subprocess.run([sys.executable, "tools/train_det.py", "--config", FPN_CONFIG, "--eval-only",
-                        "MODEL.WEIGHTS", str(pkl), "OUTPUT_DIR", str(tmp_path / "out"),
-                        # a registered test set (its files are absent: the weights load first)
-                        "DATASETS.TEST", "('coco_2017_val',)"],
-                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "tools/train_det.py",
+            "--config",
+            FPN_CONFIG,
+            "--eval-only",
+            "MODEL.WEIGHTS",
+            str(pkl),
+            "OUTPUT_DIR",
+            str(tmp_path / "out"),
+            # a registered test set (its files are absent: the weights load first)
+            "DATASETS.TEST",
+            "('coco_2017_val',)",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode != 0 and not marker.exists()
     assert r.stderr.strip().splitlines()[-1].startswith(f"error: {pkl}: refused to load")
 
@@ -260,9 +394,13 @@ def test_safe_loading_keeps_detectron2_pickle_conventions(tmp_path):
     linear = nn.Linear(3, 2)
     w, b = np.arange(6, dtype=np.float32).reshape(2, 3), np.array([7.0, 8.0], dtype=np.float32)
     path = tmp_path / "d2.pkl"
-    path.write_bytes(pickle.dumps({"model": {"weight": w, "bias": b}, "__author__": "Detectron2 Model Zoo"}))
+    path.write_bytes(
+        pickle.dumps({"model": {"weight": w, "bias": b}, "__author__": "Detectron2 Model Zoo"})
+    )
     ResdetCheckpointer(linear).load(str(path))
-    assert torch.equal(linear.weight.data, torch.from_numpy(w)) and torch.equal(linear.bias.data, torch.from_numpy(b))
+    assert torch.equal(linear.weight.data, torch.from_numpy(w)) and torch.equal(
+        linear.bias.data, torch.from_numpy(b)
+    )
 
 
 def test_checkpoints_are_atomic_and_best_is_not_tagged(tmp_path, monkeypatch):
@@ -281,5 +419,12 @@ def test_checkpoints_are_atomic_and_best_is_not_tagged(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         ck.save("model_final", iteration=6)
     assert (tmp_path / "model_final.pth").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_best.pth", "model_final.pth"]
-    assert ResdetCheckpointer(nn.Linear(3, 2)).load(str(tmp_path / "model_final.pth"))["iteration"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "last_checkpoint",
+        "model_best.pth",
+        "model_final.pth",
+    ]
+    assert (
+        ResdetCheckpointer(nn.Linear(3, 2)).load(str(tmp_path / "model_final.pth"))["iteration"]
+        == 5
+    )

@@ -12,11 +12,11 @@ The work is resdet.train_detector / resdet.evaluate_detector (resdet/api.py).
 
 import sys
 
+from detectron2.engine import default_argument_parser
+
 import resdet  # first: it quiets Detectron2's import-time warnings
 from resdet import cli
 from resdet.errors import ConfigError
-
-from detectron2.engine import default_argument_parser
 
 
 def parser():

@@ -16,9 +16,12 @@ model.backbone = resdet_bottom_up(50, out_features=["res4"])
 model.roi_heads._target_ = ResdetRes5ROIHeads
 # the head's res5 follows the trunk's settings, so one override changes both
 model.roi_heads.res5 = resdet_res5(
-    depth="${...backbone.depth}", norm="${...backbone.norm}",
-    shortcut="${...backbone.shortcut}", residual="${...backbone.residual}",
-    stride_in_1x1="${...backbone.stride_in_1x1}")
+    depth="${...backbone.depth}",
+    norm="${...backbone.norm}",
+    shortcut="${...backbone.shortcut}",
+    residual="${...backbone.residual}",
+    stride_in_1x1="${...backbone.stride_in_1x1}",
+)
 model.roi_heads.box_predictor.input_shape.channels = 2048  # res5 width (512 for R18/R34)
 model.roi_heads.mask_head = None  # Faster R-CNN: boxes only
 # resdet and torchvision weights: RGB in [0, 255], ImageNet mean/std
@@ -31,7 +34,8 @@ dataloader.train.mapper.image_format = "RGB"
 dataloader.train.mapper.use_instance_mask = False
 # COCO AP, or VOC07 AP50 for a VOC-layout test set (RESDET.EVAL.METRIC "auto")
 dataloader.evaluator = L(DetectionEvaluator)(
-    dataset_name="${..test.dataset.names}", output_dir="${...train.output_dir}/inference")
+    dataset_name="${..test.dataset.names}", output_dir="${...train.output_dir}/inference"
+)
 
 optimizer = model_zoo.get_config("common/optim.py").SGD
 lr_multiplier = model_zoo.get_config("common/coco_schedule.py").lr_multiplier_1x

@@ -20,7 +20,8 @@ dataloader = model_zoo.get_config("common/data/coco.py").dataloader
 dataloader.train.mapper.image_format = "RGB"
 dataloader.train.mapper.use_instance_mask = False
 dataloader.evaluator = L(DetectionEvaluator)(
-    dataset_name="${..test.dataset.names}", output_dir="${...train.output_dir}/inference")
+    dataset_name="${..test.dataset.names}", output_dir="${...train.output_dir}/inference"
+)
 
 optimizer = model_zoo.get_config("common/optim.py").SGD
 lr_multiplier = model_zoo.get_config("common/coco_schedule.py").lr_multiplier_1x

@@ -24,6 +24,7 @@ Output folder::
 Each net is resumable: one with model_final.pth is not retrained, one that was killed
 continues from its last checkpoint.
 """
+
 import json
 import logging
 import math
@@ -37,8 +38,17 @@ from ..io import atomic_write, safe_torch_load
 from ..model_zoo import get_config_file
 from .responses import run_layer_responses
 
-__all__ = ["BASE_CONFIG", "net_name", "net_cfg", "calibrate", "plan_iterations", "net_errors",
-           "plot_study", "check_claims", "run_study"]
+__all__ = [
+    "BASE_CONFIG",
+    "net_name",
+    "net_cfg",
+    "calibrate",
+    "plan_iterations",
+    "net_errors",
+    "plot_study",
+    "check_claims",
+    "run_study",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +58,19 @@ CFG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")  # a config key such a
 MIN_ITERS = 4  # the least that keeps the two scaled LR steps distinct and inside the run
 MAX_WARMUP_ITERS = 400  # the paper's ResNet-110 warm-up length (Sec. 4.2)
 # what the study sets itself; an override of these would break the equal-iteration rule
-STUDY_KEYS = ("SOLVER.MAX_ITER", "SOLVER.STEPS", "SOLVER.WARMUP_ITERS", "TEST.EVAL_PERIOD",
-              "SOLVER.CHECKPOINT_PERIOD", "PRETRAIN.LOG_PERIOD", "OUTPUT_DIR", "PRETRAIN.DATA.ROOT",
-              "MODEL.RESNETS.DEPTH", "MODEL.RESDET.RESIDUAL", "SEED")
+STUDY_KEYS = (
+    "SOLVER.MAX_ITER",
+    "SOLVER.STEPS",
+    "SOLVER.WARMUP_ITERS",
+    "TEST.EVAL_PERIOD",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "PRETRAIN.LOG_PERIOD",
+    "OUTPUT_DIR",
+    "PRETRAIN.DATA.ROOT",
+    "MODEL.RESNETS.DEPTH",
+    "MODEL.RESDET.RESIDUAL",
+    "SEED",
+)
 
 
 def net_name(depth: int, residual: bool) -> str:
@@ -67,14 +87,28 @@ def net_cfg(depth: int, residual: bool, data, output_dir, seed: int = 0, opts=()
         raise ConfigError(f"overrides must be KEY VALUE pairs, got {opts}")
     for key in opts[::2]:
         if key in STUDY_KEYS:
-            raise ConfigError(f"override {key}: set by the study itself (--depths, --data, --output, --seed, "
-                             f"--budget-minutes); remove it")
+            raise ConfigError(
+                f"override {key}: set by the study itself (--depths, --data, --output, --seed, "
+                f"--budget-minutes); remove it"
+            )
     cfg = get_pretrain_cfg()
     cfg.merge_from_file(str(get_config_file(BASE_CONFIG)))
     cfg.DATALOADER.NUM_WORKERS = 0  # the study runs the nets one after another on few cores
     merge_overrides(cfg, opts, "override")
-    cfg.merge_from_list(["PRETRAIN.DATA.ROOT", str(data), "OUTPUT_DIR", str(Path(output_dir) / net_name(depth, residual)),
-                         "MODEL.RESNETS.DEPTH", depth, "MODEL.RESDET.RESIDUAL", residual, "SEED", seed])
+    cfg.merge_from_list(
+        [
+            "PRETRAIN.DATA.ROOT",
+            str(data),
+            "OUTPUT_DIR",
+            str(Path(output_dir) / net_name(depth, residual)),
+            "MODEL.RESNETS.DEPTH",
+            depth,
+            "MODEL.RESDET.RESIDUAL",
+            residual,
+            "SEED",
+            seed,
+        ]
+    )
     return cfg
 
 
@@ -104,8 +138,13 @@ def calibrate(cfg, iters: int = 3) -> dict:
     return {"sec_per_iter": sec_per_iter, "eval_sec": eval_sec}
 
 
-def plan_iterations(calibration: dict, budget_s: float, base_steps, base_max_iter: int,
-                    eval_points: int = EVAL_POINTS) -> dict:
+def plan_iterations(
+    calibration: dict,
+    budget_s: float,
+    base_steps,
+    base_max_iter: int,
+    eval_points: int = EVAL_POINTS,
+) -> dict:
     """The one iteration count N every net trains for, and the schedule scaled to it.
 
     ``calibration``: ``{net: {"sec_per_iter", "eval_sec"}}``. All nets together must fit
@@ -130,7 +169,11 @@ def plan_iterations(calibration: dict, budget_s: float, base_steps, base_max_ite
 
 
 def _history(net_dir: Path):
-    return [json.loads(line) for line in (net_dir / "metrics.json").read_text().splitlines() if line.strip()]
+    return [
+        json.loads(line)
+        for line in (net_dir / "metrics.json").read_text().splitlines()
+        if line.strip()
+    ]
 
 
 def net_errors(net_dir) -> dict:
@@ -139,7 +182,9 @@ def net_errors(net_dir) -> dict:
     net_dir = Path(net_dir)
     train = [r["train/top1_err"] for r in _history(net_dir) if "train/top1_err" in r]
     if not train:
-        raise ConfigError(f"{net_dir / 'metrics.json'}: no train/top1_err entry (the run logged no evaluation)")
+        raise ConfigError(
+            f"{net_dir / 'metrics.json'}: no train/top1_err entry (the run logged no evaluation)"
+        )
     top1 = json.loads((net_dir / "eval.json").read_text())["top1"]
     return {"train_error": train[-1], "test_error": 1 - top1}
 
@@ -153,12 +198,19 @@ def plot_study(output_dir, names, png_path) -> None:
     import matplotlib.pyplot as plt
 
     depths = sorted({int(n.split("-")[1]) for n in names})
-    colors = dict(zip(depths, plt.cm.viridis([i / max(len(depths) - 1, 1) * 0.85 for i in range(len(depths))])))
+    colors = dict(
+        zip(
+            depths, plt.cm.viridis([i / max(len(depths) - 1, 1) * 0.85 for i in range(len(depths))])
+        )
+    )
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, kind in zip(axes, ("plain", "resnet")):
         for d in depths:
             rows = _history(Path(output_dir) / f"{kind}-{d}")
-            for key, style, width, label in (("train/top1_err", "--", 1.0, "train"), ("val/top1_err", "-", 2.5, "test")):
+            for key, style, width, label in (
+                ("train/top1_err", "--", 1.0, "train"),
+                ("val/top1_err", "-", 2.5, "test"),
+            ):
                 pts = [(r["iteration"] + 1, 100 * r[key]) for r in rows if key in r]
                 ax.plot(*zip(*pts), style, lw=width, color=colors[d], label=f"{kind}-{d} {label}")
         ax.set(title="plain networks" if kind == "plain" else "ResNets", xlabel="iteration")
@@ -176,28 +228,47 @@ def check_claims(summary: dict, responses: dict, depths) -> dict:
     than the shallowest (degradation), the deepest ResNet trains better than the plain
     net of its depth, and residual layer responses are smaller at every depth."""
     lo, hi = min(depths), max(depths)
-    p_lo, p_hi, r_hi = (summary[n]["train_error"] for n in (f"plain-{lo}", f"plain-{hi}", f"resnet-{hi}"))
+    p_lo, p_hi, r_hi = (
+        summary[n]["train_error"] for n in (f"plain-{lo}", f"plain-{hi}", f"resnet-{hi}")
+    )
     std = {n: r["mean_std"] for n, r in responses.items()}
     smaller = {d: std[f"resnet-{d}"] < std[f"plain-{d}"] for d in depths}
     yes = {True: "yes", False: "NO"}
-    lines = [f"degradation (plain-{hi} train error {p_hi:.4f} > plain-{lo} {p_lo:.4f}): {yes[p_hi > p_lo]}",
-             f"residual learning (resnet-{hi} train error {r_hi:.4f} < plain-{hi} {p_hi:.4f}): {yes[r_hi < p_hi]}"]
-    lines += [f"smaller responses (resnet-{d} mean std {std[f'resnet-{d}']:.4f} < plain-{d} "
-              f"{std[f'plain-{d}']:.4f}): {yes[smaller[d]]}" for d in depths]
-    return {"degradation": p_hi > p_lo, "resnet_beats_plain": r_hi < p_hi,
-            "responses_smaller": {str(d): s for d, s in smaller.items()}, "lines": lines}
+    lines = [
+        f"degradation (plain-{hi} train error {p_hi:.4f} "
+        f"> plain-{lo} {p_lo:.4f}): {yes[p_hi > p_lo]}",
+        f"residual learning (resnet-{hi} train error {r_hi:.4f} "
+        f"< plain-{hi} {p_hi:.4f}): {yes[r_hi < p_hi]}",
+    ]
+    lines += [
+        f"smaller responses (resnet-{d} mean std {std[f'resnet-{d}']:.4f} < plain-{d} "
+        f"{std[f'plain-{d}']:.4f}): {yes[smaller[d]]}"
+        for d in depths
+    ]
+    return {
+        "degradation": p_hi > p_lo,
+        "resnet_beats_plain": r_hi < p_hi,
+        "responses_smaller": {str(d): s for d, s in smaller.items()},
+        "lines": lines,
+    }
 
 
 def _check_depths(depths):
     for d in depths:
         if d < 8 or (d - 2) % 6:
-            raise ConfigError(f"--depths {d}: CIFAR nets have 6n+2 layers (8, 14, 20, 32, 44, 56, 110, ...)")
+            raise ConfigError(
+                f"--depths {d}: CIFAR nets have 6n+2 layers (8, 14, 20, 32, 44, 56, 110, ...)"
+            )
     if len(set(depths)) < 2:
-        raise ConfigError(f"--depths {' '.join(map(str, depths))}: give at least two different depths to compare")
+        raise ConfigError(
+            f"--depths {' '.join(map(str, depths))}: give at least two different depths to compare"
+        )
     return sorted(set(depths))
 
 
-def _load_or_make_plan(output_dir: Path, request: dict, nets, budget_s: float, started: float) -> dict:
+def _load_or_make_plan(
+    output_dir: Path, request: dict, nets, budget_s: float, started: float
+) -> dict:
     """plan.json: made once (calibration), then reused so that every net of the study,
     also one trained by a later run, gets the same number of iterations."""
     path = output_dir / "plan.json"
@@ -205,31 +276,51 @@ def _load_or_make_plan(output_dir: Path, request: dict, nets, budget_s: float, s
         plan = json.loads(path.read_text())
         for key, value in request.items():
             if plan["request"].get(key) != value:
-                raise ConfigError(f"{path}: planned with {key}={plan['request'].get(key)!r}, not {value!r}; "
-                                 f"rerun with the same arguments or use a new --output")
+                raise ConfigError(
+                    f"{path}: planned with {key}={plan['request'].get(key)!r}, not {value!r}; "
+                    f"rerun with the same arguments or use a new --output"
+                )
         logger.info("reusing %s: %d iterations per net", path, plan["iterations"])
         return plan
     calibration = {}
     for name, cfg in nets.items():
         calibration[name] = calibrate(cfg)
-        logger.info("calibration %s: %.3f s/iteration, %.1f s per evaluation", name,
-                    calibration[name]["sec_per_iter"], calibration[name]["eval_sec"])
+        logger.info(
+            "calibration %s: %.3f s/iteration, %.1f s per evaluation",
+            name,
+            calibration[name]["sec_per_iter"],
+            calibration[name]["eval_sec"],
+        )
     cfg = next(iter(nets.values()))
     left = budget_s - (time.perf_counter() - started)
     plan = plan_iterations(calibration, left, cfg.SOLVER.STEPS, cfg.SOLVER.MAX_ITER)
     if plan["estimated_s"] > left:
-        logger.warning("the budget leaves %.0f s after calibration; the minimum of %d iterations needs about %.0f s",
-                       left, plan["iterations"], plan["estimated_s"])
+        logger.warning(
+            "the budget leaves %.0f s after calibration; the minimum of %d iterations needs"
+            " about %.0f s",
+            left,
+            plan["iterations"],
+            plan["estimated_s"],
+        )
     plan.update(request=request, calibration=calibration)
     output_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "w") as f:
         json.dump(plan, f, indent=1)
-    logger.info("plan: %d iterations per net (LR warm-up %d, steps %s, evaluation every %d), about %.0f s of training",
-                plan["iterations"], plan["warmup_iters"], plan["steps"], plan["eval_period"], plan["estimated_s"])
+    logger.info(
+        "plan: %d iterations per net (LR warm-up %d, steps %s, evaluation every %d), about"
+        " %.0f s of training",
+        plan["iterations"],
+        plan["warmup_iters"],
+        plan["steps"],
+        plan["eval_period"],
+        plan["estimated_s"],
+    )
     return plan
 
 
-def run_study(depths, data, output_dir, budget_minutes: float = 20.0, seed: int = 0, opts=()) -> dict:
+def run_study(
+    depths, data, output_dir, budget_minutes: float = 20.0, seed: int = 0, opts=()
+) -> dict:
     """Train plain and residual nets of each depth at equal iterations within the budget;
     write summary.json, curves.png, responses.png/json and verdict.json; return
     ``{"summary", "responses", "verdict", "plan"}``."""
@@ -240,26 +331,48 @@ def run_study(depths, data, output_dir, budget_minutes: float = 20.0, seed: int 
     depths = _check_depths(depths)
     if budget_minutes <= 0:
         raise ConfigError(f"--budget-minutes {budget_minutes}: must be positive")
-    nets = {net_name(d, r): net_cfg(d, r, data, output_dir, seed, opts) for d in depths for r in (False, True)}
+    nets = {
+        net_name(d, r): net_cfg(d, r, data, output_dir, seed, opts)
+        for d in depths
+        for r in (False, True)
+    }
     first = next(iter(nets.values()))
     _, _, val = load_splits(first)  # a bad --data stops here, before anything is written
-    request = {"depths": depths, "data": str(Path(data).resolve()), "seed": seed, "opts": [str(o) for o in opts],
-               "budget_minutes": budget_minutes}
+    request = {
+        "depths": depths,
+        "data": str(Path(data).resolve()),
+        "seed": seed,
+        "opts": [str(o) for o in opts],
+        "budget_minutes": budget_minutes,
+    }
     plan = _load_or_make_plan(output_dir, request, nets, budget_minutes * 60, started)
 
     for i, (name, cfg) in enumerate(nets.items(), 1):
-        cfg.merge_from_list(["SOLVER.MAX_ITER", plan["iterations"], "SOLVER.STEPS", tuple(plan["steps"]),
-                             # a plan.json from before the warm-up trained its nets without one
-                             "SOLVER.WARMUP_ITERS", plan.get("warmup_iters", 0),
-                             "TEST.EVAL_PERIOD", plan["eval_period"],
-                             "SOLVER.CHECKPOINT_PERIOD", plan["checkpoint_period"],
-                             "PRETRAIN.LOG_PERIOD", min(cfg.PRETRAIN.LOG_PERIOD, plan["eval_period"])])
+        cfg.merge_from_list(
+            [
+                "SOLVER.MAX_ITER",
+                plan["iterations"],
+                "SOLVER.STEPS",
+                tuple(plan["steps"]),
+                # a plan.json from before the warm-up trained its nets without one
+                "SOLVER.WARMUP_ITERS",
+                plan.get("warmup_iters", 0),
+                "TEST.EVAL_PERIOD",
+                plan["eval_period"],
+                "SOLVER.CHECKPOINT_PERIOD",
+                plan["checkpoint_period"],
+                "PRETRAIN.LOG_PERIOD",
+                min(cfg.PRETRAIN.LOG_PERIOD, plan["eval_period"]),
+            ]
+        )
         final = Path(cfg.OUTPUT_DIR) / "model_final.pth"
         if final.is_file():
             done = safe_torch_load(final)["meta"]["metrics"]["iterations"]
             if done != plan["iterations"]:
-                raise ConfigError(f"{final}: trained {done} iterations, the plan says {plan['iterations']}; "
-                                 f"remove it or use a new --output")
+                raise ConfigError(
+                    f"{final}: trained {done} iterations, the plan says {plan['iterations']}; "
+                    f"remove it or use a new --output"
+                )
             logger.info("[%d/%d] %s: %s exists, not retrained", i, len(nets), name, final)
             continue
         logger.info("[%d/%d] %s: training %d iterations", i, len(nets), name, plan["iterations"])
@@ -270,10 +383,16 @@ def run_study(depths, data, output_dir, budget_minutes: float = 20.0, seed: int 
     with atomic_write(output_dir / "summary.json", "w") as f:
         json.dump(summary, f, indent=1)
     plot_study(output_dir, list(nets), output_dir / "curves.png")
-    responses = run_layer_responses([Path(cfg.OUTPUT_DIR) / "model_final.pth" for cfg in nets.values()],
-                                    Path(data) / first.PRETRAIN.DATA.VAL_SPLIT, output_dir, max_images=len(val))
+    responses = run_layer_responses(
+        [Path(cfg.OUTPUT_DIR) / "model_final.pth" for cfg in nets.values()],
+        Path(data) / first.PRETRAIN.DATA.VAL_SPLIT,
+        output_dir,
+        max_images=len(val),
+    )
     verdict = check_claims(summary, responses, depths)
     with atomic_write(output_dir / "verdict.json", "w") as f:
         json.dump(verdict, f, indent=1)
-    logger.info("study done in %.0f s (budget %.0f s)", time.perf_counter() - started, budget_minutes * 60)
+    logger.info(
+        "study done in %.0f s (budget %.0f s)", time.perf_counter() - started, budget_minutes * 60
+    )
     return {"summary": summary, "responses": responses, "verdict": verdict, "plan": plan}

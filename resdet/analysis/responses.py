@@ -6,19 +6,19 @@ unreferenced functions of a plain net, so a ResNet's responses are smaller. A fo
 on each 3x3 ``Conv2d`` (Detectron2's Conv2d applies its norm inside, so its output is
 exactly "after BN, before ReLU/addition") accumulates sums and squares in float64.
 """
+
 import json
 from pathlib import Path
 from typing import Dict, List
 
 import torch
-from torch import nn
-
 from detectron2.layers import Conv2d
+from torch import nn
 
 from ..errors import CheckpointError, ConfigError, DatasetError
 from ..io import atomic_write, safe_torch_load
-from ..plots import save_figure
 from ..modeling import build_resnet
+from ..plots import save_figure
 
 __all__ = ["load_classifier", "layer_response_stds", "plot_responses", "run_layer_responses"]
 
@@ -27,16 +27,25 @@ def load_classifier(path):
     """Rebuild a resdet classifier from a pretraining checkpoint (``model`` + ``meta``)."""
     ckpt = safe_torch_load(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt or not isinstance(ckpt.get("meta"), dict):
-        raise CheckpointError(f"{path}: not a resdet classifier checkpoint (needs 'model' and 'meta')")
+        raise CheckpointError(
+            f"{path}: not a resdet classifier checkpoint (needs 'model' and 'meta')"
+        )
     meta = ckpt["meta"]
     try:
-        model = build_resnet(meta["depth"], dataset=meta["dataset"], shortcut=meta["shortcut"],
-                             residual=meta["residual"], num_classes=meta["num_classes"],
-                             stride_in_1x1=meta["stride_in_1x1"])
+        model = build_resnet(
+            meta["depth"],
+            dataset=meta["dataset"],
+            shortcut=meta["shortcut"],
+            residual=meta["residual"],
+            num_classes=meta["num_classes"],
+            stride_in_1x1=meta["stride_in_1x1"],
+        )
         model.load_state_dict(ckpt["model"])
     except (KeyError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: its weights do not fit the network its meta describes: "
-                              f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+        raise CheckpointError(
+            f"{path}: its weights do not fit the network its meta describes: "
+            f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+        ) from None
     return model.eval(), meta
 
 
@@ -52,6 +61,7 @@ def layer_response_stds(model: nn.Module, batches) -> List[float]:
             stats[i][0] += out.sum().item()
             stats[i][1] += (out * out).sum().item()
             stats[i][2] += out.numel()
+
         return fn
 
     handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(layers)]

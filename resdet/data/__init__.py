@@ -6,6 +6,7 @@ voc_2007_trainval/test, voc_2012_trainval, voc_2007_2012_trainval) under
 :func:`register_user_datasets` adds the user's data from RESDET.DATA.* as
 "resdet_train"/"resdet_test".
 """
+
 from .catalog import (  # noqa: F401
     datasets_root,
     register_coco_json,

@@ -6,17 +6,31 @@ loaders (:mod:`resdet.data.datasets`) under Detectron2's root (``$DETECTRON2_DAT
 else ``./datasets`` in the working directory), keeping Detectron2's metadata (COCO class
 names, ids and colours; the 20 VOC classes), and adds ``voc_2007_2012_trainval``.
 """
+
 import os
 from pathlib import Path
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.pascal_voc import CLASS_NAMES as VOC_CLASSES
 
-from .datasets import (DatasetError, check_class_names, coco_metadata, load_coco_json, load_voc_folder,
-                       voc_class_names)
+from .datasets import (
+    DatasetError,
+    check_class_names,
+    coco_metadata,
+    load_coco_json,
+    load_voc_folder,
+    voc_class_names,
+)
 
-__all__ = ["datasets_root", "register_coco_json", "register_voc_folder", "register_user_datasets",
-           "register_standard_datasets", "STANDARD_COCO", "STANDARD_VOC"]
+__all__ = [
+    "datasets_root",
+    "register_coco_json",
+    "register_voc_folder",
+    "register_user_datasets",
+    "register_standard_datasets",
+    "STANDARD_COCO",
+    "STANDARD_VOC",
+]
 
 # name -> (image folder, annotation file), relative to the datasets root (Detectron2's layout)
 STANDARD_COCO = {
@@ -59,13 +73,17 @@ def register_coco_json(name, json_file, image_root, *, metadata=None):
         records, found = load_coco_json(json_file, image_root)
         for key in ("thing_classes", "thing_dataset_id_to_contiguous_id"):
             if found[key] != meta[key]:
-                raise DatasetError(f"{json_file}: its categories differ from the {key} registered for '{name}'")
+                raise DatasetError(
+                    f"{json_file}: its categories differ from the {key} registered for '{name}'"
+                )
         return records
 
     _register(name, load, json_file=json_file, image_root=image_root, evaluator_type="coco", **meta)
 
 
-def register_voc_folder(name, root, split=None, *, class_names=None, holdout=0.0, part="train", year=None):
+def register_voc_folder(
+    name, root, split=None, *, class_names=None, holdout=0.0, part="train", year=None
+):
     """Register a VOC-layout folder, or several concatenated when ``root``/``split`` are
     lists of equal length. Class names: ``class_names`` or the sorted object names found
     in the (first) folder. ``holdout``/``part``: see :func:`resdet.data.datasets.holdout_split`."""
@@ -74,11 +92,21 @@ def register_voc_folder(name, root, split=None, *, class_names=None, holdout=0.0
     classes = check_class_names(class_names, roots[0]) if class_names else voc_class_names(roots[0])
 
     def load():
-        return [r for d, s in zip(roots, splits)
-                for r in load_voc_folder(d, s, classes, holdout=holdout, part=part)[0]]
+        return [
+            r
+            for d, s in zip(roots, splits)
+            for r in load_voc_folder(d, s, classes, holdout=holdout, part=part)[0]
+        ]
 
-    _register(name, load, thing_classes=classes, dirname=roots[0], split=splits[0] or "", evaluator_type="pascal_voc",
-              **({"year": year} if year else {}))
+    _register(
+        name,
+        load,
+        thing_classes=classes,
+        dirname=roots[0],
+        split=splits[0] or "",
+        evaluator_type="pascal_voc",
+        **({"year": year} if year else {}),
+    )
 
 
 def register_standard_datasets(root=None):
@@ -87,12 +115,20 @@ def register_standard_datasets(root=None):
     root = Path(root) if root else datasets_root()
     for name, (images, ann) in STANDARD_COCO.items():
         # Detectron2's builtin metadata (classes, ids, colours), with resdet's paths
-        meta = {k: v for k, v in MetadataCatalog.get(name).as_dict().items()
-                if k not in ("name", "json_file", "image_root", "evaluator_type")}
+        meta = {
+            k: v
+            for k, v in MetadataCatalog.get(name).as_dict().items()
+            if k not in ("name", "json_file", "image_root", "evaluator_type")
+        }
         register_coco_json(name, root / ann, root / images, metadata=meta)
     for name, parts in STANDARD_VOC.items():
-        register_voc_folder(name, [root / d for d, _ in parts], [s for _, s in parts],
-                            class_names=VOC_CLASSES, year=int(parts[0][0][3:]))
+        register_voc_folder(
+            name,
+            [root / d for d, _ in parts],
+            [s for _, s in parts],
+            class_names=VOC_CLASSES,
+            year=int(parts[0][0][3:]),
+        )
 
 
 def register_user_datasets(cfg):
@@ -108,23 +144,41 @@ def register_user_datasets(cfg):
     holdout = float(d.HOLDOUT_FRACTION)
     test = d.TEST or (d.TRAIN if holdout > 0 else "")
     names = []
-    for name, path, images, split, part in (("resdet_train", d.TRAIN, d.TRAIN_IMAGES, d.TRAIN_SPLIT, "train"),
-                                            ("resdet_test", test, d.TEST_IMAGES, d.TEST_SPLIT, "test")):
+    for name, path, images, split, part in (
+        ("resdet_train", d.TRAIN, d.TRAIN_IMAGES, d.TRAIN_SPLIT, "train"),
+        ("resdet_test", test, d.TEST_IMAGES, d.TEST_SPLIT, "test"),
+    ):
         if not path:
             continue
         key = f"RESDET.DATA.{part.upper()}"
         if str(path).endswith(".json"):
             if not images:
-                raise DatasetError(f"{path}: {key}_IMAGES is empty; give the folder of this COCO file's images")
+                raise DatasetError(
+                    f"{path}: {key}_IMAGES is empty; give the folder of this COCO file's images"
+                )
             if holdout > 0:
-                raise DatasetError(f"{path}: RESDET.DATA.HOLDOUT_FRACTION applies to VOC folders, not COCO files")
-            if d.CLASSES and check_class_names(d.CLASSES, "RESDET.DATA.CLASSES") != coco_metadata(path)["thing_classes"]:
-                raise DatasetError(f"{path}: its categories {coco_metadata(path)['thing_classes']} differ from "
-                                   f"RESDET.DATA.CLASSES {list(d.CLASSES)}")
+                raise DatasetError(
+                    f"{path}: RESDET.DATA.HOLDOUT_FRACTION applies to VOC folders, not COCO files"
+                )
+            if (
+                d.CLASSES
+                and check_class_names(d.CLASSES, "RESDET.DATA.CLASSES")
+                != coco_metadata(path)["thing_classes"]
+            ):
+                raise DatasetError(
+                    f"{path}: its categories {coco_metadata(path)['thing_classes']} differ from "
+                    f"RESDET.DATA.CLASSES {list(d.CLASSES)}"
+                )
             register_coco_json(name, path, images)
         elif os.path.isdir(path):
-            register_voc_folder(name, path, split or None, class_names=list(d.CLASSES) or None,
-                                holdout=holdout, part=part)
+            register_voc_folder(
+                name,
+                path,
+                split or None,
+                class_names=list(d.CLASSES) or None,
+                holdout=holdout,
+                part=part,
+            )
         else:
             raise DatasetError(f"{path}: {key} is neither a COCO .json file nor a VOC folder")
         names.append(name)

@@ -18,6 +18,7 @@ VOC "difficult" objects stay in the records with ``"difficult": True`` and
 are left out of training, while the evaluators see them and ignore detections on them
 (neither true nor false positives), as the VOC devkit does.
 """
+
 import hashlib
 import json
 import logging
@@ -30,9 +31,15 @@ from detectron2.structures import BoxMode
 
 from ..errors import DatasetError  # re-exported)
 
-__all__ = ["DatasetError", "load_coco_json", "coco_metadata", "load_voc_folder", "voc_class_names",
-           "check_class_names",
-           "voc_image_ids"]
+__all__ = [
+    "DatasetError",
+    "load_coco_json",
+    "coco_metadata",
+    "load_voc_folder",
+    "voc_class_names",
+    "check_class_names",
+    "voc_image_ids",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +49,12 @@ def _clip_or_drop(annotations, width, height, counts, where):
     kept = []
     for ann, entry in zip(annotations, where):
         box = ann["bbox"]
-        clipped = [min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
-                   min(max(box[2], 0.0), width), min(max(box[3], 0.0), height)]
+        clipped = [
+            min(max(box[0], 0.0), width),
+            min(max(box[1], 0.0), height),
+            min(max(box[2], 0.0), width),
+            min(max(box[3], 0.0), height),
+        ]
         if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
             counts["dropped"] += 1
             counts.setdefault("first_dropped", entry)
@@ -59,16 +70,26 @@ def _clip_or_drop(annotations, width, height, counts, where):
 def _log_counts(source, records, counts):
     boxes = sum(len(r["annotations"]) for r in records)
     if not boxes and counts["dropped"]:
-        raise DatasetError(f"{source}: all {counts['dropped']} boxes have zero or negative size after "
-                           f"clipping to their image (first: {counts['first_dropped']}); check the box "
-                           "format (COCO: [x, y, width, height]; VOC: xmin < xmax, ymin < ymax)")
+        raise DatasetError(
+            f"{source}: all {counts['dropped']} boxes have zero or negative size after "
+            f"clipping to their image (first: {counts['first_dropped']}); check the box "
+            "format (COCO: [x, y, width, height]; VOC: xmin < xmax, ymin < ymax)"
+        )
     logger.info("%s: %d images, %d boxes", source, len(records), boxes)
     if counts["clipped"]:
-        logger.warning("%s: %d boxes reaching outside the image were clipped to it (first: %s)",
-                       source, counts["clipped"], counts["first_clipped"])
+        logger.warning(
+            "%s: %d boxes reaching outside the image were clipped to it (first: %s)",
+            source,
+            counts["clipped"],
+            counts["first_clipped"],
+        )
     if counts["dropped"]:
-        logger.warning("%s: %d boxes of zero or negative size were dropped (first: %s)",
-                       source, counts["dropped"], counts["first_dropped"])
+        logger.warning(
+            "%s: %d boxes of zero or negative size were dropped (first: %s)",
+            source,
+            counts["dropped"],
+            counts["first_dropped"],
+        )
 
 
 # ---------------------------------------------------------------------------- COCO
@@ -101,16 +122,24 @@ def _coco_meta(categories, json_file):
     category id -> contiguous id map."""
     cats = {}
     for i, c in enumerate(categories):
-        if not isinstance(c, dict) or not isinstance(c.get("id"), int) or not isinstance(c.get("name"), str):
-            raise DatasetError(f"{json_file}: categories[{i}]: needs an integer 'id' and a string 'name'")
+        if (
+            not isinstance(c, dict)
+            or not isinstance(c.get("id"), int)
+            or not isinstance(c.get("name"), str)
+        ):
+            raise DatasetError(
+                f"{json_file}: categories[{i}]: needs an integer 'id' and a string 'name'"
+            )
         if c["id"] in cats:
             raise DatasetError(f"{json_file}: categories[{i}]: duplicate category id {c['id']}")
         cats[c["id"]] = c["name"]
     if not cats:
         raise DatasetError(f"{json_file}: 'categories' is empty")
     ids = sorted(cats)
-    return {"thing_classes": [cats[i] for i in ids],
-            "thing_dataset_id_to_contiguous_id": {c: i for i, c in enumerate(ids)}}
+    return {
+        "thing_classes": [cats[i] for i in ids],
+        "thing_dataset_id_to_contiguous_id": {c: i for i, c in enumerate(ids)},
+    }
 
 
 def coco_metadata(json_file):
@@ -136,8 +165,13 @@ def check_image_file(path, where):
         elif isinstance(e, UnidentifiedImageError):
             what = "not a readable image (no decoder recognises it)"
         else:
-            what = f"not a readable image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-        raise DatasetError(f"{path}: {what} ({where}); remove it from the dataset or replace it") from None
+            what = (
+                f"not a readable image ({type(e).__name__}:"
+                f" {str(e).splitlines()[0] if str(e) else ''})"
+            )
+        raise DatasetError(
+            f"{path}: {what} ({where}); remove it from the dataset or replace it"
+        ) from None
 
 
 def is_finite_number(x):
@@ -169,31 +203,58 @@ def load_coco_json(json_file, image_root=None):
             if key not in img:
                 raise DatasetError(f"{json_file}: images[{i}]: missing '{key}'")
         if not all(is_finite_number(img[k]) and img[k] > 0 for k in ("height", "width")):
-            raise DatasetError(f"{json_file}: images[{i}] (id {img['id']}): width/height must be positive numbers")
+            raise DatasetError(
+                f"{json_file}: images[{i}] (id {img['id']}): width/height must be positive numbers"
+            )
         if img["id"] in records:
             raise DatasetError(f"{json_file}: images[{i}]: duplicate image id {img['id']}")
-        file_name = os.path.join(image_root, img["file_name"]) if image_root is not None else img["file_name"]
+        file_name = (
+            os.path.join(image_root, img["file_name"])
+            if image_root is not None
+            else img["file_name"]
+        )
         if image_root is not None:
             check_image_file(file_name, f"images[{i}], id {img['id']}, of {json_file}")
-        records[img["id"]] = {"file_name": file_name, "height": img["height"], "width": img["width"],
-                              "image_id": img["id"], "annotations": []}
+        records[img["id"]] = {
+            "file_name": file_name,
+            "height": img["height"],
+            "width": img["width"],
+            "image_id": img["id"],
+            "annotations": [],
+        }
 
     raw, where = {}, {}
     for i, ann in enumerate(annotations):
-        entry = f"annotations[{i}] (id {ann.get('id')})" if isinstance(ann, dict) else f"annotations[{i}]"
+        entry = (
+            f"annotations[{i}] (id {ann.get('id')})"
+            if isinstance(ann, dict)
+            else f"annotations[{i}]"
+        )
         if not isinstance(ann, dict):
             raise DatasetError(f"{json_file}: {entry}: not an object")
         if ann.get("image_id") not in records:
-            raise DatasetError(f"{json_file}: {entry}: image_id {ann.get('image_id')!r} is not in 'images'")
+            raise DatasetError(
+                f"{json_file}: {entry}: image_id {ann.get('image_id')!r} is not in 'images'"
+            )
         if ann.get("category_id") not in id_map:
-            raise DatasetError(f"{json_file}: {entry}: category_id {ann.get('category_id')!r} is not in 'categories'")
+            raise DatasetError(
+                f"{json_file}: {entry}: category_id {ann.get('category_id')!r} is not in"
+                f" 'categories'"
+            )
         bbox = ann.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(is_finite_number, bbox))):
-            raise DatasetError(f"{json_file}: {entry}: 'bbox' must be 4 numbers [x, y, w, h], got {bbox!r}")
+            raise DatasetError(
+                f"{json_file}: {entry}: 'bbox' must be 4 numbers [x, y, w, h], got {bbox!r}"
+            )
         x, y, w, h = bbox
         raw.setdefault(ann["image_id"], []).append(
-            {"bbox": [x, y, x + w, y + h], "bbox_mode": BoxMode.XYXY_ABS,
-             "category_id": id_map[ann["category_id"]], "iscrowd": int(ann.get("iscrowd", 0))})
+            {
+                "bbox": [x, y, x + w, y + h],
+                "bbox_mode": BoxMode.XYXY_ABS,
+                "category_id": id_map[ann["category_id"]],
+                "iscrowd": int(ann.get("iscrowd", 0)),
+            }
+        )
         where.setdefault(ann["image_id"], []).append(f"{json_file} {entry}")
 
     counts = Counter()
@@ -213,7 +274,9 @@ def voc_image_ids(root, split=None):
     image (sorted) when ``split`` is None or empty."""
     ann_dir = os.path.join(root, "Annotations")
     if not os.path.isdir(ann_dir):
-        raise DatasetError(f"{ann_dir}: no such folder (a VOC folder needs Annotations/ and JPEGImages/)")
+        raise DatasetError(
+            f"{ann_dir}: no such folder (a VOC folder needs Annotations/ and JPEGImages/)"
+        )
     if not split:
         return sorted(f[:-4] for f in os.listdir(ann_dir) if f.endswith(".xml"))
     split_file = os.path.join(root, "ImageSets", "Main", split + ".txt")
@@ -226,7 +289,9 @@ def voc_image_ids(root, split=None):
                 continue
             image_id = line.split()[0]
             if not os.path.isfile(os.path.join(ann_dir, image_id + ".xml")):
-                raise DatasetError(f"{split_file}: line {n}: image '{image_id}' has no Annotations/{image_id}.xml")
+                raise DatasetError(
+                    f"{split_file}: line {n}: image '{image_id}' has no Annotations/{image_id}.xml"
+                )
             ids.append(image_id)
     return ids
 
@@ -241,7 +306,9 @@ def _parse_voc_xml(xml_file):
         width = int(float(tree.findtext("size/width")))
         height = int(float(tree.findtext("size/height")))
     except (TypeError, ValueError):
-        raise DatasetError(f"{xml_file}: no valid <size> (<width>, <height>) in the annotation") from None
+        raise DatasetError(
+            f"{xml_file}: no valid <size> (<width>, <height>) in the annotation"
+        ) from None
     if width <= 0 or height <= 0:
         raise DatasetError(f"{xml_file}: <size> must be positive, got {width}x{height}")
     objects = []
@@ -252,8 +319,9 @@ def _parse_voc_xml(xml_file):
         try:
             box = [float(obj.findtext(f"bndbox/{c}")) for c in ("xmin", "ymin", "xmax", "ymax")]
         except (TypeError, ValueError):
-            raise DatasetError(f"{xml_file}: object {k} ('{name}'): <bndbox> needs numeric "
-                               "xmin, ymin, xmax, ymax") from None
+            raise DatasetError(
+                f"{xml_file}: object {k} ('{name}'): <bndbox> needs numeric xmin, ymin, xmax, ymax"
+            ) from None
         if not all(map(math.isfinite, box)):
             raise DatasetError(f"{xml_file}: object {k} ('{name}'): non-finite box {box}")
         difficult = (obj.findtext("difficult") or "0").strip() not in ("0", "")
@@ -266,9 +334,13 @@ def voc_class_names(root):
     splits, so train and test of one folder always share their classes)."""
     names = set()
     for image_id in voc_image_ids(root):
-        names.update(o[0] for o in _parse_voc_xml(os.path.join(root, "Annotations", image_id + ".xml"))[2])
+        names.update(
+            o[0] for o in _parse_voc_xml(os.path.join(root, "Annotations", image_id + ".xml"))[2]
+        )
     if not names:
-        raise DatasetError(f"{os.path.join(root, 'Annotations')}: no annotated objects, so no class names")
+        raise DatasetError(
+            f"{os.path.join(root, 'Annotations')}: no annotated objects, so no class names"
+        )
     return sorted(names)
 
 
@@ -286,18 +358,24 @@ def holdout_split(ids, fraction, part):
     smallest SHA-1 are the held-out "test" part, the rest is "train". Hashing (not file
     order) keeps an image on its side when images are added or renamed around it."""
     if not 0.0 <= fraction < 1.0:
-        raise DatasetError(f"the holdout fraction (HOLDOUT_FRACTION) must be in [0, 1), got {fraction}")
+        raise DatasetError(
+            f"the holdout fraction (HOLDOUT_FRACTION) must be in [0, 1), got {fraction}"
+        )
     if fraction == 0.0:
         return list(ids)
     n_test = max(1, round(fraction * len(ids)))
     if n_test >= len(ids):
-        raise DatasetError(f"holdout fraction {fraction} of {len(ids)} images leaves no training images")
+        raise DatasetError(
+            f"holdout fraction {fraction} of {len(ids)} images leaves no training images"
+        )
     ranked = sorted(ids, key=lambda i: hashlib.sha1(i.encode()).hexdigest())
     test = set(ranked[:n_test])
     return [i for i in ids if (i in test) == (part == "test")]
 
 
-def load_voc_folder(root, split=None, class_names=None, *, holdout=0.0, part="train", check_images=True):
+def load_voc_folder(
+    root, split=None, class_names=None, *, holdout=0.0, part="train", check_images=True
+):
     """Load a VOC-layout folder (``Annotations/``, ``JPEGImages/``, optional ``ImageSets/Main/``).
 
     Args:
@@ -324,12 +402,30 @@ def load_voc_folder(root, split=None, class_names=None, *, holdout=0.0, part="tr
         anns, where = [], []
         for k, (name, box, difficult) in enumerate(objects):
             if name not in index:
-                raise DatasetError(f"{xml_file}: object {k}: class '{name}' is not one of the known classes "
-                                   f"{class_names}; fix the name or add it to RESDET.DATA.CLASSES")
-            anns.append({"bbox": [box[0] - 1.0, box[1] - 1.0, box[2], box[3]], "bbox_mode": BoxMode.XYXY_ABS,
-                         "category_id": index[name], "difficult": difficult, "iscrowd": int(difficult)})
+                raise DatasetError(
+                    f"{xml_file}: object {k}: class '{name}' is not one of the known classes "
+                    f"{class_names}; fix the name or add it to RESDET.DATA.CLASSES"
+                )
+            anns.append(
+                {
+                    "bbox": [box[0] - 1.0, box[1] - 1.0, box[2], box[3]],
+                    "bbox_mode": BoxMode.XYXY_ABS,
+                    "category_id": index[name],
+                    "difficult": difficult,
+                    "iscrowd": int(difficult),
+                }
+            )
             where.append(f"{xml_file} object {k}")
-        records.append({"file_name": jpg, "image_id": image_id, "height": height, "width": width,
-                        "annotations": _clip_or_drop(anns, width, height, counts, where)})
-    _log_counts(f"{root} ({split or 'all annotated'}{f', {part} part' if holdout else ''})", records, counts)
+        records.append(
+            {
+                "file_name": jpg,
+                "image_id": image_id,
+                "height": height,
+                "width": width,
+                "annotations": _clip_or_drop(anns, width, height, counts, where),
+            }
+        )
+    _log_counts(
+        f"{root} ({split or 'all annotated'}{f', {part} part' if holdout else ''})", records, counts
+    )
     return records, {"thing_classes": class_names}

@@ -6,6 +6,7 @@ after its header, or one damaged while the run goes on. One such file must not k
 week-long run: the mapper returns None, Detectron2's MapDataset then maps another image,
 and the skip is logged with the file name.
 """
+
 import logging
 
 from PIL import Image
@@ -28,6 +29,11 @@ class SkipUnreadable:
             return self.mapper(record)
         except BAD_IMAGE_ERRORS as e:
             self.skipped += 1
-            logger.warning("skipping unreadable image %s (%s: %s); %d skipped in this worker",
-                           record.get("file_name"), type(e).__name__, e, self.skipped)
+            logger.warning(
+                "skipping unreadable image %s (%s: %s); %d skipped in this worker",
+                record.get("file_name"),
+                type(e).__name__,
+                e,
+                self.skipped,
+            )
             return None

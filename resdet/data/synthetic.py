@@ -12,6 +12,7 @@ loaders as COCO and VOC:
 
 Same seed, same bytes.
 """
+
 import json
 import math
 from pathlib import Path
@@ -35,13 +36,17 @@ def _background(rng, size):
     detector must learn to ignore, yet quieter than the saturated objects on it."""
     h, w = size
     base = rng.randint(70, 186, size=3)
-    coarse = np.clip(base + rng.randint(-45, 46, size=(h // 16 + 2, w // 16 + 2, 3)), 0, 255).astype(np.uint8)
+    coarse = np.clip(
+        base + rng.randint(-45, 46, size=(h // 16 + 2, w // 16 + 2, 3)), 0, 255
+    ).astype(np.uint8)
     img = Image.fromarray(coarse).resize((w, h), Image.BILINEAR)
     arr = np.asarray(img, dtype=np.int16)
     period = rng.randint(6, 20)
     angle = rng.uniform(0, math.pi)
     yy, xx = np.mgrid[0:h, 0:w]
-    stripes = (np.sin((xx * math.cos(angle) + yy * math.sin(angle)) * 2 * math.pi / period) * 18).astype(np.int16)
+    stripes = (
+        np.sin((xx * math.cos(angle) + yy * math.sin(angle)) * 2 * math.pi / period) * 18
+    ).astype(np.int16)
     arr = arr + stripes[..., None] + rng.randint(-12, 13, size=(h, w, 3))
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
@@ -55,7 +60,20 @@ def _polygon(cls, cx, cy, r, rot):
         return [(cx + r * math.cos(a), cy + r * math.sin(a)) for a in angles]
     if cls == "cross":
         t = r * 0.38
-        pts = [(-t, -r), (t, -r), (t, -t), (r, -t), (r, t), (t, t), (t, r), (-t, r), (-t, t), (-r, t), (-r, -t), (-t, -t)]
+        pts = [
+            (-t, -r),
+            (t, -r),
+            (t, -t),
+            (r, -t),
+            (r, t),
+            (t, t),
+            (t, r),
+            (-t, r),
+            (-t, t),
+            (-r, t),
+            (-r, -t),
+            (-t, -t),
+        ]
         c, s = math.cos(rot), math.sin(rot)
         return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts]
     raise KeyError(cls)
@@ -103,7 +121,12 @@ def _scene(rng, size, max_objects, min_visible=0.3):
         _draw(ImageDraw.Draw(own), cls, cx, cy, r, rot, 255)
         areas.append(int(np.count_nonzero(np.asarray(own))))
         _draw(ids_draw, cls, cx, cy, r, rot, k)
-        x0, y0, x1, y1 = (max(0.0, box[0]), max(0.0, box[1]), min(w - 1.0, box[2]), min(h - 1.0, box[3]))
+        x0, y0, x1, y1 = (
+            max(0.0, box[0]),
+            max(0.0, box[1]),
+            min(w - 1.0, box[2]),
+            min(h - 1.0, box[3]),
+        )
         objects.append((cls, (x0, y0, x1, y1)))
     visible = np.bincount(np.asarray(ids).ravel(), minlength=len(objects) + 1)[1:]
     objects = [o for o, v, a in zip(objects, visible, areas) if v >= min_visible * max(a, 1)]
@@ -132,8 +155,17 @@ def _save_jpeg(img, path):
         img.save(f, format="JPEG", quality=92)
 
 
-def generate_dataset(root, *, num_train=400, num_test=100, image_size=(192, 192), max_objects=4,
-                     num_cls_per_class=60, cls_size=64, seed=0) -> dict:
+def generate_dataset(
+    root,
+    *,
+    num_train=400,
+    num_test=100,
+    image_size=(192, 192),
+    max_objects=4,
+    num_cls_per_class=60,
+    cls_size=64,
+    seed=0,
+) -> dict:
     """Write the detection (VOC + COCO JSON) and classification sets under ``root``.
 
     Returns a dict of the paths written. Deterministic for a given seed and arguments.
@@ -153,14 +185,25 @@ def generate_dataset(root, *, num_train=400, num_test=100, image_size=(192, 192)
             with atomic_write(root / "Annotations" / f"{name}.xml") as f:
                 f.write(_voc_xml(f"{name}.jpg", image_size, objects))
             image_id = split_idx * 1_000_000 + i + 1
-            images.append({"id": image_id, "file_name": f"{name}.jpg", "height": image_size[0], "width": image_size[1]})
+            images.append(
+                {
+                    "id": image_id,
+                    "file_name": f"{name}.jpg",
+                    "height": image_size[0],
+                    "width": image_size[1],
+                }
+            )
             for cls, (x0, y0, x1, y1) in objects:
-                annotations.append({
-                    "id": len(annotations) + 1 + split_idx * 1_000_000, "image_id": image_id,
-                    "category_id": CLASSES.index(cls) + 1, "iscrowd": 0,
-                    "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-                    "area": round((x1 - x0) * (y1 - y0), 2),
-                })
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1 + split_idx * 1_000_000,
+                        "image_id": image_id,
+                        "category_id": CLASSES.index(cls) + 1,
+                        "iscrowd": 0,
+                        "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                        "area": round((x1 - x0) * (y1 - y0), 2),
+                    }
+                )
             names.append(name)
         with atomic_write(root / "ImageSets" / "Main" / f"{split}.txt", "w") as f:
             f.write("\n".join(names) + "\n")
@@ -175,8 +218,19 @@ def generate_dataset(root, *, num_train=400, num_test=100, image_size=(192, 192)
                 rng = np.random.RandomState([seed, 10 + split_idx, c, i])
                 img = _background(rng, (cls_size, cls_size))
                 r = rng.uniform(0.22, 0.42) * cls_size
-                cx, cy = cls_size / 2 + rng.uniform(-0.1, 0.1) * cls_size, cls_size / 2 + rng.uniform(-0.1, 0.1) * cls_size
-                _draw(ImageDraw.Draw(img), cls, cx, cy, r, rng.uniform(-MAX_ROTATION, MAX_ROTATION), _colour(rng))
+                cx, cy = (
+                    cls_size / 2 + rng.uniform(-0.1, 0.1) * cls_size,
+                    cls_size / 2 + rng.uniform(-0.1, 0.1) * cls_size,
+                )
+                _draw(
+                    ImageDraw.Draw(img),
+                    cls,
+                    cx,
+                    cy,
+                    r,
+                    rng.uniform(-MAX_ROTATION, MAX_ROTATION),
+                    _colour(rng),
+                )
                 _save_jpeg(img, root / "classification" / split / cls / f"{i:04d}.jpg")
     return {
         "voc": root,

@@ -6,6 +6,7 @@ the weights need (pixel mean/std, input format, depth, stride_in_1x1, shortcut, 
 loading, atomic and finite saving, exact resume) is shared with pretraining and is
 re-exported here.
 """
+
 import logging
 
 import yaml
@@ -43,7 +44,9 @@ def explicit_keys(config_file="", opts=()):
     """Keys the user set: in the config file (with its _BASE_ chain) or on the command line."""
     keys = set(opts[0::2]) if opts else set()
     if config_file:
-        keys.update(k for k, _ in _flatten(CfgNode.load_yaml_with_base(config_file, allow_unsafe=True)))
+        keys.update(
+            k for k, _ in _flatten(CfgNode.load_yaml_with_base(config_file, allow_unsafe=True))
+        )
     return keys
 
 
@@ -66,7 +69,9 @@ def merge_weights_fragment(cfg, explicit=()):
     except yaml.YAMLError as e:
         raise CheckpointError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(frag, dict):
-        raise CheckpointError(f"{path}: expected a mapping of config keys, got {type(frag).__name__}")
+        raise CheckpointError(
+            f"{path}: expected a mapping of config keys, got {type(frag).__name__}"
+        )
     warnings = []
     for key, value in _flatten(frag):
         try:
@@ -76,7 +81,8 @@ def merge_weights_fragment(cfg, explicit=()):
         if key in explicit and not _same(current, value):
             warnings.append(
                 f"{key}: the config sets {current!r} but the weights {cfg.MODEL.WEIGHTS} need "
-                f"{value!r} ({path.name}); using {value!r} so the weights are used as trained")
+                f"{value!r} ({path.name}); using {value!r} so the weights are used as trained"
+            )
     try:
         cfg.merge_from_other_cfg(CfgNode(frag))
     except (KeyError, ValueError) as e:

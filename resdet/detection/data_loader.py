@@ -7,6 +7,7 @@ sample's augmentation draws from its own seed, so ``--resume`` continues with th
 batches the interrupted run would have seen. Other samplers keep Detectron2's loader
 (their data order then does not resume exactly; a warning says so).
 """
+
 import logging
 import random
 
@@ -47,8 +48,10 @@ class SeededMapDataset(Dataset):
             if data is not None:
                 return data
             index = rng.randrange(len(self.dataset))
-        raise DatasetError(f"{first}: could not be used, nor {self.retries - 1} samples tried in its "
-                           "place (unreadable images?); check the training images the log names")
+        raise DatasetError(
+            f"{first}: could not be used, nor {self.retries - 1} samples tried in its "
+            "place (unreadable images?); check the training images the log names"
+        )
 
 
 def _orientation_swaps(path) -> bool:
@@ -69,42 +72,59 @@ def build_train_loader(cfg, mapper=None):
     """The training loader of ``cfg``: a checkpointable ResumableLoader for the
     TrainingSampler, Detectron2's own loader for any other DATALOADER.SAMPLER_TRAIN."""
     if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
-        logger.warning("DATALOADER.SAMPLER_TRAIN %s: the data order of a resumed run will differ "
-                       "from an uninterrupted one (only TrainingSampler resumes exactly)",
-                       cfg.DATALOADER.SAMPLER_TRAIN)
+        logger.warning(
+            "DATALOADER.SAMPLER_TRAIN %s: the data order of a resumed run will differ "
+            "from an uninterrupted one (only TrainingSampler resumes exactly)",
+            cfg.DATALOADER.SAMPLER_TRAIN,
+        )
         return build_detection_train_loader(cfg, mapper=mapper)
     try:
         dicts = get_detection_dataset_dicts(
-            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
-            min_keypoints=(cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
-                           if cfg.MODEL.KEYPOINT_ON else 0),
-            proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None)
+            cfg.DATASETS.TRAIN,
+            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            min_keypoints=(
+                cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0
+            ),
+            proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
+        )
     except AssertionError:  # Detectron2's "No valid data found in ..."
         from detectron2.data import MetadataCatalog
 
-        sources = [MetadataCatalog.get(n).get("json_file") or MetadataCatalog.get(n).get("dirname") or n
-                   for n in cfg.DATASETS.TRAIN]
-        raise DatasetError(f"{', '.join(map(str, sources))}: no training image has an annotated box "
-                           "(DATALOADER.FILTER_EMPTY_ANNOTATIONS drops images without one); nothing "
-                           "to train on") from None
-    return resumable_loader(dicts, mapper if mapper is not None else DatasetMapper(cfg, True),
-                            cfg.SOLVER.IMS_PER_BATCH, seed=cfg.SEED,
-                            num_workers=cfg.DATALOADER.NUM_WORKERS,
-                            aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING)
+        sources = [
+            MetadataCatalog.get(n).get("json_file") or MetadataCatalog.get(n).get("dirname") or n
+            for n in cfg.DATASETS.TRAIN
+        ]
+        raise DatasetError(
+            f"{', '.join(map(str, sources))}: no training image has an annotated box "
+            "(DATALOADER.FILTER_EMPTY_ANNOTATIONS drops images without one); nothing "
+            "to train on"
+        ) from None
+    return resumable_loader(
+        dicts,
+        mapper if mapper is not None else DatasetMapper(cfg, True),
+        cfg.SOLVER.IMS_PER_BATCH,
+        seed=cfg.SEED,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+    )
 
 
-def resumable_loader(dicts, mapper, total_batch_size, *, seed=-1, num_workers=0,
-                     aspect_ratio_grouping=True):
+def resumable_loader(
+    dicts, mapper, total_batch_size, *, seed=-1, num_workers=0, aspect_ratio_grouping=True
+):
     """``build_detection_train_loader(dataset, mapper=..., total_batch_size=...)`` with the
     TrainingSampler's order, resumable: the loader both config systems train from."""
     world = comm.get_world_size()
     if total_batch_size <= 0 or total_batch_size % world:
-        raise ConfigError(f"the total batch size {total_batch_size} (SOLVER.IMS_PER_BATCH) must be "
-                          f"a positive multiple of the {world} process(es)")
+        raise ConfigError(
+            f"the total batch size {total_batch_size} (SOLVER.IMS_PER_BATCH) must be "
+            f"a positive multiple of the {world} process(es)"
+        )
     groups = [int(_wide(d)) for d in dicts] if aspect_ratio_grouping else None
     seed = seed if seed >= 0 else comm.shared_random_seed()
     sampler = ResumableSampler(len(dicts), seed=seed, rank=comm.get_rank(), world_size=world)
     dataset = SeededMapDataset(DatasetFromList(dicts, copy=False), mapper)
     batches = BatchSampler(sampler, total_batch_size // world, groups)
-    return ResumableLoader(dataset, batches, num_workers=num_workers,
-                           collate_fn=trivial_batch_collator)
+    return ResumableLoader(
+        dataset, batches, num_workers=num_workers, collate_fn=trivial_batch_collator
+    )

@@ -6,6 +6,7 @@ resdet.evaluation and lands in OUTPUT_DIR/metrics.json (Detectron2's JSON-lines
 training log goes to train_log.json instead), the best checkpoint is kept as
 model_best.pth, and each run leaves curves.png and predictions/ to look at.
 """
+
 import difflib
 import json
 import logging
@@ -94,8 +95,10 @@ def setup_cfg(config, opts=(), *, output_dir=None, eval_only=False):
     notes = []
     classes = _thing_classes(cfg)
     if classes is not None and len(classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
-        msg = (f"MODEL.ROI_HEADS.NUM_CLASSES set to {len(classes)} "
-               f"(was {cfg.MODEL.ROI_HEADS.NUM_CLASSES}): the classes of the data")
+        msg = (
+            f"MODEL.ROI_HEADS.NUM_CLASSES set to {len(classes)} "
+            f"(was {cfg.MODEL.ROI_HEADS.NUM_CLASSES}): the classes of the data"
+        )
         (warnings if "MODEL.ROI_HEADS.NUM_CLASSES" in explicit else notes).append(msg)
         cfg.MODEL.ROI_HEADS.NUM_CLASSES = len(classes)
     if not re.fullmatch(r"cpu|cuda(:\d+)?", cfg.MODEL.DEVICE):
@@ -160,38 +163,55 @@ def check_datasets(cfg, eval_only=False):
                 close = difflib.get_close_matches(name, registered, n=3)
                 raise ConfigError(
                     f"DATASETS.{key}: {name!r} is not a registered dataset"
-                    f"{'; did you mean ' + ' or '.join(close) + '?' if close else ''} (your own data: "
+                    f"{'; did you mean ' + ' or '.join(close) + '?' if close else ''} (your"
+                    f" own data: "
                     f"set RESDET.DATA.{key} to a COCO .json or a VOC folder and DATASETS.{key} "
-                    f"('resdet_{key.lower()}',))")
+                    f"('resdet_{key.lower()}',))"
+                )
     if eval_only and not cfg.DATASETS.TEST:
-        raise ConfigError("--eval-only with DATASETS.TEST empty: nothing to evaluate; set "
-                          "DATASETS.TEST (or RESDET.DATA.TEST)")
+        raise ConfigError(
+            "--eval-only with DATASETS.TEST empty: nothing to evaluate; set "
+            "DATASETS.TEST (or RESDET.DATA.TEST)"
+        )
     if cfg.RESDET.EVAL.METRIC not in ("auto",) + METRICS:
-        raise ConfigError(f"RESDET.EVAL.METRIC {cfg.RESDET.EVAL.METRIC!r} is not a metric; use one "
-                          f"of auto, {', '.join(METRICS)}")
+        raise ConfigError(
+            f"RESDET.EVAL.METRIC {cfg.RESDET.EVAL.METRIC!r} is not a metric; use one "
+            f"of auto, {', '.join(METRICS)}"
+        )
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     classes = {n: MetadataCatalog.get(n).get("thing_classes") for n in names}
     first = next((n for n in names if classes[n] is not None), None)
+
     def source(n):
         meta = MetadataCatalog.get(n)
         return f"{n!r} ({meta.get('json_file') or meta.get('dirname') or 'registered'})"
 
     for n in names:
         if classes[n] is not None and classes[n] != classes[first]:
-            raise DatasetError(f"dataset {source(n)} has the classes {_few(classes[n])} but {source(first)} "
-                               f"has {_few(classes[first])}: train and test must share one class list")
+            raise DatasetError(
+                f"dataset {source(n)} has the classes {_few(classes[n])} but {source(first)} "
+                f"has {_few(classes[first])}: train and test must share one class list"
+            )
     best = cfg.RESDET.EVAL.BEST_METRIC
     if best != "auto" and cfg.DATASETS.TEST:
         test = cfg.DATASETS.TEST[0]
         kind = "voc" if MetadataCatalog.get(test).get("evaluator_type") == "pascal_voc" else "coco"
         metric = resolve_metric(cfg.RESDET.EVAL.METRIC, kind)
-        heads = ("AP", "AP50", "AP75", "APs", "APm", "APl") if metric == "coco" else ("AP", "AP50", "AP75")
+        heads = (
+            ("AP", "AP50", "AP75", "APs", "APm", "APl")
+            if metric == "coco"
+            else ("AP", "AP50", "AP75")
+        )
         per_class = "AP-" if metric == "coco" else "AP50-"
-        known = [f"bbox/{h}" for h in heads] + [f"bbox/{per_class}{c}" for c in classes.get(test) or []]
+        known = [f"bbox/{h}" for h in heads] + [
+            f"bbox/{per_class}{c}" for c in classes.get(test) or []
+        ]
         if best not in known:
-            raise ConfigError(f"RESDET.EVAL.BEST_METRIC {best!r} is not a key the {metric} evaluation "
-                              f"writes; use auto or one of {', '.join(known[:len(heads)])}, "
-                              f"bbox/{per_class}<class>")
+            raise ConfigError(
+                f"RESDET.EVAL.BEST_METRIC {best!r} is not a key the {metric} evaluation "
+                f"writes; use auto or one of {', '.join(known[: len(heads)])}, "
+                f"bbox/{per_class}<class>"
+            )
 
 
 def _few(names, n=5):
@@ -215,7 +235,9 @@ def best_metric(cfg, dataset_name):
 
     if cfg.RESDET.EVAL.BEST_METRIC != "auto":
         return cfg.RESDET.EVAL.BEST_METRIC
-    kind = "voc" if MetadataCatalog.get(dataset_name).get("evaluator_type") == "pascal_voc" else "coco"
+    kind = (
+        "voc" if MetadataCatalog.get(dataset_name).get("evaluator_type") == "pascal_voc" else "coco"
+    )
     return "bbox/AP" if resolve_metric(cfg.RESDET.EVAL.METRIC, kind) == "coco" else "bbox/AP50"
 
 
@@ -268,8 +290,13 @@ def _curve_paths(cfg):
 def _draw(cfg, model):
     if cfg.DATASETS.TEST and cfg.RESDET.EVAL.NUM_VIS > 0:
         model = getattr(model, "module", model)  # unwrap DistributedDataParallel
-        draw_predictions(cfg, model, cfg.DATASETS.TEST[0], Path(cfg.OUTPUT_DIR) / "predictions",
-                         cfg.RESDET.EVAL.NUM_VIS)
+        draw_predictions(
+            cfg,
+            model,
+            cfg.DATASETS.TEST[0],
+            Path(cfg.OUTPUT_DIR) / "predictions",
+            cfg.RESDET.EVAL.NUM_VIS,
+        )
 
 
 class Trainer(DefaultTrainer):
@@ -317,8 +344,12 @@ class Trainer(DefaultTrainer):
         try:
             super().run_step()
         except FloatingPointError:  # Detectron2's own checks inside the model (RPN boxes)
-            raise divergence_error("the model's outputs became non-finite", self.iter,
-                                   self.cfg.SOLVER.BASE_LR, self.cfg.OUTPUT_DIR) from None
+            raise divergence_error(
+                "the model's outputs became non-finite",
+                self.iter,
+                self.cfg.SOLVER.BASE_LR,
+                self.cfg.OUTPUT_DIR,
+            ) from None
 
     def resume_or_load(self, resume=True):
         try:
@@ -356,17 +387,26 @@ class Trainer(DefaultTrainer):
         extra = {"rng": RNGState()}
         if isinstance(self._trainer.data_loader, ResumableLoader):
             extra["data"] = self._trainer.data_loader
-        self.checkpointer = ResdetCheckpointer(old.model, old.save_dir, strict=self.cfg.RESDET.WEIGHTS.STRICT,
-                                               **old.checkpointables, **extra)
+        self.checkpointer = ResdetCheckpointer(
+            old.model,
+            old.save_dir,
+            strict=self.cfg.RESDET.WEIGHTS.STRICT,
+            **old.checkpointables,
+            **extra,
+        )
         ret = super().build_hooks()
         for h in ret:  # PreciseBN draws from a loader of its own: resume its position too
             if isinstance(h, hooks.PreciseBN) and isinstance(h._data_loader, ResumableLoader):
                 self.checkpointer.checkpointables["precise_bn_data"] = h._data_loader
         if comm.is_main_process():
-            metric = best_metric(self.cfg, self.cfg.DATASETS.TEST[0]) if self.cfg.DATASETS.TEST else None
+            metric = (
+                best_metric(self.cfg, self.cfg.DATASETS.TEST[0]) if self.cfg.DATASETS.TEST else None
+            )
             if metric:
                 at = next(i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook)) + 1
-                ret.insert(at, BestCheckpointer(self.cfg.TEST.EVAL_PERIOD, self.checkpointer, metric))
+                ret.insert(
+                    at, BestCheckpointer(self.cfg.TEST.EVAL_PERIOD, self.checkpointer, metric)
+                )
             ret.append(RunOutputs(self.cfg, metric))  # after the writers: reads their log
         return ret
 
@@ -383,7 +423,9 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name):
         from ..evaluation import build_evaluator
 
-        return build_evaluator(cfg, dataset_name, os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name))
+        return build_evaluator(
+            cfg, dataset_name, os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        )
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
@@ -415,7 +457,9 @@ def evaluate(cfg, resume: bool = False) -> dict:
     """Evaluate MODEL.WEIGHTS (or with ``resume`` OUTPUT_DIR's last checkpoint) on
     DATASETS.TEST with the prepared model; what metrics.json holds."""
     model = Trainer.build_model(cfg)
-    ResdetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+    ResdetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        cfg.MODEL.WEIGHTS, resume=resume
+    )
     # the weights no longer change: fold frozen BN, channels_last (and compile if asked)
     model = prepare_for_inference(model, compile=cfg.RESDET.EVAL.COMPILE)
     results = Trainer.test(cfg, model)
@@ -443,5 +487,7 @@ def _plain(results) -> dict:
     """Results as metrics.json holds them: plain dicts, NaN (nothing to measure) as None."""
     if not results:
         return {}
-    return {k: _plain(v) if isinstance(v, dict) else (None if isinstance(v, float) and v != v else v)
-            for k, v in results.items()}
+    return {
+        k: _plain(v) if isinstance(v, dict) else (None if isinstance(v, float) and v != v else v)
+        for k, v in results.items()
+    }

@@ -1,4 +1,5 @@
 """What a detection run leaves to look at: predictions drawn on test images, and curves."""
+
 import logging
 from pathlib import Path
 
@@ -25,8 +26,12 @@ def draw_predictions(cfg, model, dataset_name, out_dir, num_images):
     readable. Returns the
     written paths (``<out_dir>/<image name>.jpg``).
     """
-    from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
-    from detectron2.data import DatasetMapper
+    from detectron2.data import (
+        DatasetCatalog,
+        DatasetMapper,
+        MetadataCatalog,
+        build_detection_test_loader,
+    )
     from detectron2.data.detection_utils import read_image
     from detectron2.utils.visualizer import Visualizer
 
@@ -60,7 +65,15 @@ def draw_predictions(cfg, model, dataset_name, out_dir, num_images):
 def plot_detection_curves(log_json, png, metric=None):
     """Plot training loss and the evaluation ``metric`` (e.g. "bbox/AP") against iteration
     from Detectron2's JSON-lines log into ``png``. Returns False when the log has no loss yet."""
-    if not any("total_loss" in r for r in (read_json_lines(log_json) if Path(log_json).is_file() else [])):
+    if not any(
+        "total_loss" in r for r in (read_json_lines(log_json) if Path(log_json).is_file() else [])
+    ):
         return False
-    return plot_json_lines(log_json, png, [("total loss (median of 20 iterations)", ["total_loss"]),
-                                           (f"{metric or 'no test set'} (%)", [metric] if metric else [])])
+    return plot_json_lines(
+        log_json,
+        png,
+        [
+            ("total loss (median of 20 iterations)", ["total_loss"]),
+            (f"{metric or 'no test set'} (%)", [metric] if metric else []),
+        ],
+    )

@@ -8,6 +8,7 @@ its shape, and the file must hold no trunk parameter the model lacks (R101 weigh
 R50 model). Heads that are new when fine-tuning (FPN, RPN, box predictor) may be missing
 or reshaped. RESDET.WEIGHTS.STRICT False turns the error into Detectron2's warnings.
 """
+
 from ..errors import CheckpointError
 
 __all__ = ["is_trunk_key", "looks_like_classifier", "check_loaded_weights"]
@@ -28,9 +29,11 @@ def is_trunk_key(key: str) -> bool:
 def looks_like_classifier(keys) -> bool:
     """A state dict of a ResNet classifier (nothing of a detector in it)."""
     keys = list(keys)
-    return (bool(keys) and not any(k.startswith(("backbone.", "roi_heads.", "proposal_generator."))
-                                   for k in keys)
-            and any(k.startswith(_CLASSIFIER_ROOTS) for k in keys))
+    return (
+        bool(keys)
+        and not any(k.startswith(("backbone.", "roi_heads.", "proposal_generator.")) for k in keys)
+        and any(k.startswith(_CLASSIFIER_ROOTS) for k in keys)
+    )
 
 
 def _layout(model_keys):
@@ -50,31 +53,42 @@ def check_loaded_weights(path, model_keys, checkpoint_keys, incompatible, strict
     if looks_like_classifier(checkpoint_keys) and any(is_trunk_key(k) for k in model_keys):
         layout = _layout(model_keys)
         out = str(path).rsplit(".", 1)[0] + f"_{layout}.pth"
-        msg = (f"{path}: a classifier checkpoint, not converted for Detectron2 (no 'backbone.' "
-               f"keys); run `python tools/convert_weights.py {path} {out} --layout {layout} "
-               f"--verify` and set MODEL.WEIGHTS {out}")
+        msg = (
+            f"{path}: a classifier checkpoint, not converted for Detectron2 (no 'backbone.' "
+            f"keys); run `python tools/convert_weights.py {path} {out} --layout {layout} "
+            f"--verify` and set MODEL.WEIGHTS {out}"
+        )
         if strict:
             raise CheckpointError(msg)
         return [msg]
     problems = []
     shapes = [(k, ck, mk) for k, ck, mk in incompatible.incorrect_shapes if is_trunk_key(k)]
     if shapes:
-        listed = ", ".join(f"{k} {tuple(ck)} in the file vs {tuple(mk)} in the model"
-                           for k, ck, mk in shapes[:SHOWN])
-        problems.append(f"{len(shapes)} trunk parameters have other shapes ({listed}"
-                        f"{', ...' if len(shapes) > SHOWN else ''})")
+        listed = ", ".join(
+            f"{k} {tuple(ck)} in the file vs {tuple(mk)} in the model"
+            for k, ck, mk in shapes[:SHOWN]
+        )
+        problems.append(
+            f"{len(shapes)} trunk parameters have other shapes ({listed}"
+            f"{', ...' if len(shapes) > SHOWN else ''})"
+        )
     missing = [k for k in incompatible.missing_keys if is_trunk_key(k)]
     if missing:
-        problems.append(f"{len(missing)} trunk parameters are missing ({', '.join(missing[:SHOWN])}"
-                        f"{', ...' if len(missing) > SHOWN else ''})")
+        problems.append(
+            f"{len(missing)} trunk parameters are missing ({', '.join(missing[:SHOWN])}"
+            f"{', ...' if len(missing) > SHOWN else ''})"
+        )
     extra = [k for k in incompatible.unexpected_keys if is_trunk_key(k)]
     if extra:
-        problems.append(f"{len(extra)} trunk parameters of the file are not in the model "
-                        f"({', '.join(extra[:SHOWN])}{', ...' if len(extra) > SHOWN else ''})")
+        problems.append(
+            f"{len(extra)} trunk parameters of the file are not in the model "
+            f"({', '.join(extra[:SHOWN])}{', ...' if len(extra) > SHOWN else ''})"
+        )
     if problems and strict:
         raise CheckpointError(
             f"{path}: does not fit the model: {'; '.join(problems)}. Use the config the weights "
             "were made for (converted weights come with an OUT.yaml fragment beside them; "
             "MODEL.RESNETS.DEPTH, RES2_OUT_CHANNELS and the layout must match), or set "
-            "RESDET.WEIGHTS.STRICT False to load what fits")
+            "RESDET.WEIGHTS.STRICT False to load what fits"
+        )
     return problems

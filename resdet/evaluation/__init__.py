@@ -1,5 +1,6 @@
 """Detection evaluation: COCO AP@[.5:.95] (faster-coco-eval) and PASCAL VOC AP50 (devkit
 11-point and area), in Detectron2's result shape and scale (percent, under "bbox")."""
+
 from .coco import evaluate_coco, records_to_coco  # noqa: F401
 from .evaluator import (  # noqa: F401
     CATEGORIES_FILE,

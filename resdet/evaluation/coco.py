@@ -1,10 +1,10 @@
 """COCO box AP with faster-coco-eval (pycocotools' COCOeval semantics, C++ speed)."""
+
 import logging
 
 import numpy as np
-from faster_coco_eval import COCO, COCOeval_faster
-
 from detectron2.structures import BoxMode
+from faster_coco_eval import COCO, COCOeval_faster
 
 __all__ = ["evaluate_coco", "records_to_coco"]
 
@@ -23,16 +23,27 @@ def records_to_coco(records, class_names):
     for i, r in enumerate(records):
         for a in r["annotations"]:
             x0, y0, x1, y1 = BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": a["category_id"] + 1,
-                         "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
-                         "iscrowd": int(a.get("iscrowd", 0) or a.get("difficult", False))})
-    return {"images": [{"id": i, "width": r["width"], "height": r["height"]} for i, r in enumerate(records)],
-            "categories": [{"id": c + 1, "name": n} for c, n in enumerate(class_names)],
-            "annotations": anns}
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": a["category_id"] + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": int(a.get("iscrowd", 0) or a.get("difficult", False)),
+                }
+            )
+    return {
+        "images": [
+            {"id": i, "width": r["width"], "height": r["height"]} for i, r in enumerate(records)
+        ],
+        "categories": [{"id": c + 1, "name": n} for c, n in enumerate(class_names)],
+        "annotations": anns,
+    }
 
 
 # COCOeval's area ranges for APs, APm, APl
-_AREAS = {"APs": (0, 32 ** 2), "APm": (32 ** 2, 96 ** 2), "APl": (96 ** 2, float("inf"))}
+_AREAS = {"APs": (0, 32**2), "APm": (32**2, 96**2), "APl": (96**2, float("inf"))}
 
 
 def _no_predictions(gt, class_names):
@@ -42,9 +53,18 @@ def _no_predictions(gt, class_names):
     cat_ids = sorted(c["id"] for c in gt.dataset["categories"])
     zero_or_nan = lambda found: 0.0 if found else float("nan")  # noqa: E731
     res = {k: zero_or_nan(anns) for k in ("AP", "AP50", "AP75")}
-    res.update({k: zero_or_nan([a for a in anns if lo <= a["area"] <= hi]) for k, (lo, hi) in _AREAS.items()})
-    res.update({f"AP-{name}": zero_or_nan([a for a in anns if a["category_id"] == cid])
-                for cid, name in zip(cat_ids, class_names)})
+    res.update(
+        {
+            k: zero_or_nan([a for a in anns if lo <= a["area"] <= hi])
+            for k, (lo, hi) in _AREAS.items()
+        }
+    )
+    res.update(
+        {
+            f"AP-{name}": zero_or_nan([a for a in anns if a["category_id"] == cid])
+            for cid, name in zip(cat_ids, class_names)
+        }
+    )
     logger.warning("no predictions at all: AP is 0 for every class with ground truth")
     return res
 
@@ -67,7 +87,10 @@ def evaluate_coco(coco_gt, results, class_names):
     dt = gt.loadRes([dict(r) for r in results])
     ev = COCOeval_faster(gt, dt, "bbox", print_function=logger.debug)
     ev.run()
-    res = {k: float(ev.stats[i] * 100) if ev.stats[i] >= 0 else float("nan") for i, k in enumerate(_STATS)}
+    res = {
+        k: float(ev.stats[i] * 100) if ev.stats[i] >= 0 else float("nan")
+        for i, k in enumerate(_STATS)
+    }
     precision = ev.eval["precision"]  # [iou, recall, class, area range, max dets]
     for k, name in enumerate(class_names):
         p = precision[:, :, k, 0, -1]

@@ -13,11 +13,11 @@ follows the devkit on:
 
 Boxes are in devkit coordinates: 1-based, pixel-inclusive (width = xmax - xmin + 1).
 """
+
 import logging
 from collections import defaultdict
 
 import numpy as np
-
 from detectron2.structures import BoxMode
 
 __all__ = ["voc_ap", "voc_eval", "evaluate_voc"]
@@ -32,7 +32,9 @@ def voc_ap(rec, prec, use_07_metric=False):
     or (VOC2010+) the area under the monotone precision envelope."""
     rec, prec = np.asarray(rec, dtype=float), np.asarray(prec, dtype=float)
     if use_07_metric:
-        return float(sum(prec[rec >= t].max() if (rec >= t).any() else 0.0 for t in np.arange(11) / 10) / 11)
+        return float(
+            sum(prec[rec >= t].max() if (rec >= t).any() else 0.0 for t in np.arange(11) / 10) / 11
+        )
     mrec = np.concatenate(([0.0], rec, [1.0]))
     mpre = np.concatenate(([0.0], prec, [0.0]))
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]
@@ -56,8 +58,11 @@ def _best_overlaps(gt, detections):
         iw = np.minimum(bb[..., 2], g[..., 2]) - np.maximum(bb[..., 0], g[..., 0]) + 1.0
         ih = np.minimum(bb[..., 3], g[..., 3]) - np.maximum(bb[..., 1], g[..., 1]) + 1.0
         inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
-        union = ((bb[..., 2] - bb[..., 0] + 1.0) * (bb[..., 3] - bb[..., 1] + 1.0)
-                 + (g[..., 2] - g[..., 0] + 1.0) * (g[..., 3] - g[..., 1] + 1.0) - inter)
+        union = (
+            (bb[..., 2] - bb[..., 0] + 1.0) * (bb[..., 3] - bb[..., 1] + 1.0)
+            + (g[..., 2] - g[..., 0] + 1.0) * (g[..., 3] - g[..., 1] + 1.0)
+            - inter
+        )
         ov = np.where(inter > 0, inter / np.where(inter > 0, union, 1.0), -np.inf)
         jmax[idx] = ov.argmax(axis=1)  # first of equal maxima, as the devkit's strict '>'
         ovmax[idx] = ov.max(axis=1)
@@ -114,6 +119,7 @@ def evaluate_voc(records, predictions, class_names, use_07_metric=False):
         {"bbox": {"AP50", "AP50-<class>", "AP" (mean over IoU .50:.05:.95), "AP75"}}. Classes
         with no non-difficult object are NaN and left out of the means.
     """
+
     def devkit(box):  # the inverse of the loader's 1-based -> 0-based shift
         return [box[0] + 1.0, box[1] + 1.0, box[2], box[3]]
 
@@ -125,15 +131,23 @@ def evaluate_voc(records, predictions, class_names, use_07_metric=False):
         gt = {}
         for r in records:
             objs = [a for a in r["annotations"] if a["category_id"] == c]
-            boxes = [devkit(BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)) for a in objs]
-            gt[r["image_id"]] = (np.array(boxes, dtype=float).reshape(-1, 4),
-                                 np.array([bool(a.get("difficult", False)) for a in objs], dtype=bool))
+            boxes = [
+                devkit(BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)) for a in objs
+            ]
+            gt[r["image_id"]] = (
+                np.array(boxes, dtype=float).reshape(-1, 4),
+                np.array([bool(a.get("difficult", False)) for a in objs], dtype=bool),
+            )
         aps[c] = [ap for _, _, ap in voc_eval(gt, dets[c], IOU_THRESHOLDS, use_07_metric)]
     missing = [n for n, a in zip(class_names, aps[:, 0]) if np.isnan(a)]
     if missing:
         logger.warning("no ground-truth objects of %s: their AP is NaN and not averaged", missing)
     with np.errstate(invalid="ignore"):
-        mean = np.nanmean(aps, axis=0) * 100 if len(missing) < len(class_names) else np.full(aps.shape[1], np.nan)
+        mean = (
+            np.nanmean(aps, axis=0) * 100
+            if len(missing) < len(class_names)
+            else np.full(aps.shape[1], np.nan)
+        )
     res = {"AP50": float(mean[0]), "AP": float(mean.mean()), "AP75": float(mean[5])}
     res.update({f"AP50-{n}": float(a * 100) for n, a in zip(class_names, aps[:, 0])})
     return {"bbox": res}

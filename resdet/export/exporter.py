@@ -73,8 +73,9 @@ def load_config(config_file=None, weights=None, opts=()):
         if not Path(config_file).is_file():
             raise ConfigError(f"{config_file}: config file not found")
         if str(config_file).endswith(".py"):
-            raise ConfigError(f"{config_file}: LazyConfig (.py) detectors do not export yet; "
-                              f"use a YAML config")
+            raise ConfigError(
+                f"{config_file}: LazyConfig (.py) detectors do not export yet; use a YAML config"
+            )
         try:
             cfg.merge_from_file(str(config_file))
         except (KeyError, ValueError, AssertionError) as e:

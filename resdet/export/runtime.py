@@ -200,8 +200,11 @@ class RuntimeRCNN(nn.Module):
         self.roi_heads = roi_heads.to(memory_format=torch.channels_last)
         head = "box_head" if hasattr(roi_heads, "box_head") else "res5"
         # one head module (not Cascade R-CNN's list of stages): those keep fp32
-        if bf16_head and isinstance(getattr(roi_heads, head, None), nn.Module) \
-                and not isinstance(getattr(roi_heads, head), nn.ModuleList):
+        if (
+            bf16_head
+            and isinstance(getattr(roi_heads, head, None), nn.Module)
+            and not isinstance(getattr(roi_heads, head), nn.ModuleList)
+        ):
             setattr(roi_heads, head, Bf16(getattr(roi_heads, head)))
 
     @property

@@ -1,5 +1,6 @@
 """resdet layers: the ROI heads' CPU paths, a multi-threaded ROIAlign equal to
 torchvision's and a oneDNN box-head linear."""
+
 from .linear import PackedLinear, use_fast_box_head  # noqa: F401
 from .roi_align import FastROIPooler, ROIAlign, roi_align, use_fast_roi_align  # noqa: F401
 

@@ -7,20 +7,27 @@ its blocked layout runs the same fp32 product with its own kernels (bench/README
 the measured difference). Values differ from ``F.linear`` only by summation order
 (relative ~1e-6); with autograd, or off a CPU, it is ``F.linear`` itself.
 """
+
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from detectron2.modeling.roi_heads.box_head import FastRCNNConvFCHead
+from torch import nn
 
 __all__ = ["PackedLinear", "use_fast_box_head"]
 
 
 def _onednn_ok(x, weight) -> bool:
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and x.dim() == 2 and not x.is_mkldnn and torch.backends.mkldnn.is_available()
-            and not torch.jit.is_scripting() and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling())
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and x.dim() == 2
+        and not x.is_mkldnn
+        and torch.backends.mkldnn.is_available()
+        and not torch.jit.is_scripting()
+        and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()
+    )
 
 
 class PackedLinear(nn.Linear):
@@ -30,8 +37,9 @@ class PackedLinear(nn.Linear):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "PackedLinear":
-        new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                  device="meta")
+        new = cls(
+            linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta"
+        )
         new.weight, new.bias = linear.weight, linear.bias
         new.train(linear.training)
         return new
@@ -41,8 +49,9 @@ class PackedLinear(nn.Linear):
         autograd = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
         if autograd or not _onednn_ok(x, w):
             return F.linear(x, w, self.bias)
-        return torch.ops.mkldnn._linear_pointwise(x, self._packed_weight(), self.bias, "none",
-                                                  [], "")
+        return torch.ops.mkldnn._linear_pointwise(
+            x, self._packed_weight(), self.bias, "none", [], ""
+        )
 
     def _packed_weight(self):
         # the packed copy is stale once the weight is replaced or changed in place

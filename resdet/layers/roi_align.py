@@ -17,6 +17,7 @@ four scattered pixels per bilinear sample. Two paths replace it:
 Anything else (GPU, quantized or reduced-precision input, tracing or compiling) goes to
 torchvision as is.
 """
+
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -25,18 +26,17 @@ from itertools import pairwise
 import torch
 import torch.nn.functional as F
 import torchvision  # noqa: F401  (registers torch.ops.torchvision)
-from torch import nn
-from torch.autograd.function import once_differentiable
-from torch.nn.modules.utils import _pair
-from torchvision.ops import roi_align as tv_roi_align
-from torchvision.ops._utils import convert_boxes_to_roi_format
-
 from detectron2.layers import ROIAlign as D2ROIAlign
 from detectron2.modeling.poolers import (
     ROIPooler,
     assign_boxes_to_levels,
     convert_boxes_to_pooler_format,
 )
+from torch import nn
+from torch.autograd.function import once_differentiable
+from torch.nn.modules.utils import _pair
+from torchvision.ops import roi_align as tv_roi_align
+from torchvision.ops._utils import convert_boxes_to_roi_format
 
 __all__ = ["roi_align", "ROIAlign", "FastROIPooler", "use_fast_roi_align"]
 
@@ -52,8 +52,11 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         if _pool is None or _pool[:2] != (os.getpid(), workers):
             if _pool is not None and _pool[0] == os.getpid():
                 _pool[2].shutdown(wait=False)
-            _pool = (os.getpid(), workers,
-                     ThreadPoolExecutor(workers, thread_name_prefix="resdet-roi-align"))
+            _pool = (
+                os.getpid(),
+                workers,
+                ThreadPoolExecutor(workers, thread_name_prefix="resdet-roi-align"),
+            )
         return _pool[2]
 
 
@@ -83,7 +86,7 @@ def _box_costs(rois, scales, output_size, sampling_ratio: int, aligned: bool):
     """Relative work of each box in torchvision's kernel: bilinear samples per bin, plus one
     for the bin itself. It only balances the threads; it never changes a value."""
     if sampling_ratio > 0:
-        return torch.full((len(rois),), float(sampling_ratio ** 2 + 1), dtype=torch.float64)
+        return torch.full((len(rois),), float(sampling_ratio**2 + 1), dtype=torch.float64)
     r = rois[:, 1:].double() * scales.reshape(-1, 1)
     w, h = r[:, 2] - r[:, 0], r[:, 3] - r[:, 1]
     if not aligned:  # the legacy kernel forces boxes to at least 1x1
@@ -117,9 +120,13 @@ def _cuts(costs, parts: int) -> list:
 
 def _cpu_ok(input) -> bool:
     """Inputs resdet's paths take: fp32/fp64 on a CPU, outside scripting and compiling."""
-    return (input.device.type == "cpu" and input.dtype in (torch.float32, torch.float64)
-            and not torch.jit.is_scripting() and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling())
+    return (
+        input.device.type == "cpu"
+        and input.dtype in (torch.float32, torch.float64)
+        and not torch.jit.is_scripting()
+        and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()
+    )
 
 
 # bilinear corners gathered per embedding_bag call: bounds the sample table's memory
@@ -129,8 +136,15 @@ MAX_CORNERS = 1 << 22
 TABLE_CORNERS = 30000
 
 
-def _sample_table(rois, spatial_scale: float, output_size, sampling_ratio: int, aligned: bool,
-                  height: int, width: int):
+def _sample_table(
+    rois,
+    spatial_scale: float,
+    output_size,
+    sampling_ratio: int,
+    aligned: bool,
+    height: int,
+    width: int,
+):
     """Every bilinear sample torchvision's CPU kernel takes, as the four NHWC rows it
     reads (``batch * H * W + y * W + x``) and their weights, the offset of each bin's bag
     of corners, and each box's sample count per bin. The arithmetic follows the
@@ -185,16 +199,24 @@ def _sample_table(rois, spatial_scale: float, output_size, sampling_ratio: int, 
     lx = torch.where(x_edge, 0.0, x - x_low)
     hy, hx = 1.0 - ly, 1.0 - lx
     base = take(rois[:, 0].long()) * (height * width)
-    rows = torch.stack([base + y_low * width + x_low, base + y_low * width + x_high,
-                        base + y_high * width + x_low, base + y_high * width + x_high], 1)
+    rows = torch.stack(
+        [
+            base + y_low * width + x_low,
+            base + y_low * width + x_high,
+            base + y_high * width + x_low,
+            base + y_high * width + x_high,
+        ],
+        1,
+    )
     weights = torch.stack([hy * hx, hy * lx, ly * hx, ly * lx], 1)
     weights = torch.where(inside[:, None], weights, 0.0)
     bag = (per_bin * 4)[:, None].expand(-1, ph * pw).reshape(-1)
     return rows.reshape(-1), weights.reshape(-1), torch.cumsum(bag, 0) - bag, count
 
 
-def _gather_forward(input, rois, spatial_scale: float, output_size, sampling_ratio: int,
-                    aligned: bool):
+def _gather_forward(
+    input, rois, spatial_scale: float, output_size, sampling_ratio: int, aligned: bool
+):
     """ROIAlign as one weighted ``embedding_bag`` over the NHWC rows of ``input`` (free for
     a channels_last map, one copy otherwise); boxes in chunks of at most ``MAX_CORNERS``
     corners. Returns (K, C, PH, PW) with channels_last strides."""
@@ -209,8 +231,15 @@ def _gather_forward(input, rois, spatial_scale: float, output_size, sampling_rat
     parts = []
     for first, size in zip(*_runs((cum // MAX_CORNERS).long())):
         idx, wts, offsets, count = _sample_table_serial(
-            rois[first:first + size], cum[first:first + size], spatial_scale, output_size,
-            sampling_ratio, aligned, h, w)
+            rois[first : first + size],
+            cum[first : first + size],
+            spatial_scale,
+            output_size,
+            sampling_ratio,
+            aligned,
+            h,
+            w,
+        )
         sums = F.embedding_bag(idx, table, offsets, mode="sum", per_sample_weights=wts)
         # divided after summing, as the kernel does
         parts.append(sums.view(size, ph, pw, c).div_(count.view(-1, 1, 1, 1)))
@@ -222,8 +251,10 @@ def _sample_table_serial(rois, cum_corners, *args):
     """:func:`_sample_table` built in pieces small enough that each element-wise op runs
     on one thread: a few dozen ops, each its own parallel region otherwise, cost more in
     thread wake-ups than they save (by far on a busy machine)."""
-    pieces = [_sample_table(rois[first:first + size], *args)
-              for first, size in zip(*_runs((cum_corners // TABLE_CORNERS).long()))]
+    pieces = [
+        _sample_table(rois[first : first + size], *args)
+        for first, size in zip(*_runs((cum_corners // TABLE_CORNERS).long()))
+    ]
     if len(pieces) == 1:
         return pieces[0]
     idx, wts, offsets, count = zip(*pieces)
@@ -242,8 +273,9 @@ def _runs(values):
     return firsts, counts
 
 
-def _threaded_forward(input, rois, spatial_scale: float, output_size, sampling_ratio: int,
-             aligned: bool):
+def _threaded_forward(
+    input, rois, spatial_scale: float, output_size, sampling_ratio: int, aligned: bool
+):
     """torchvision's forward kernel on runs of ``rois`` in parallel; no autograd."""
     op = torch.ops.torchvision.roi_align
     ph, pw = output_size
@@ -269,8 +301,7 @@ class _ROIAlignFunction(torch.autograd.Function):
     def forward(ctx, input, rois, spatial_scale, output_size, sampling_ratio, aligned):
         ctx.save_for_backward(rois)
         ctx.args = (spatial_scale, output_size, sampling_ratio, aligned, input.shape)
-        return _threaded_forward(input, rois, spatial_scale, output_size, sampling_ratio,
-                                 aligned)
+        return _threaded_forward(input, rois, spatial_scale, output_size, sampling_ratio, aligned)
 
     @staticmethod
     @once_differentiable
@@ -278,19 +309,31 @@ class _ROIAlignFunction(torch.autograd.Function):
         (rois,) = ctx.saved_tensors
         spatial_scale, (ph, pw), sampling_ratio, aligned, (n, c, h, w) = ctx.args
         grad_input = torch.ops.torchvision._roi_align_backward(
-            grad, rois, spatial_scale, ph, pw, n, c, h, w, sampling_ratio, aligned)
+            grad, rois, spatial_scale, ph, pw, n, c, h, w, sampling_ratio, aligned
+        )
         return grad_input, None, None, None, None, None
 
 
-def roi_align(input, boxes, output_size, spatial_scale: float = 1.0, sampling_ratio: int = -1,
-              aligned: bool = False):
+def roi_align(
+    input,
+    boxes,
+    output_size,
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+):
     """``torchvision.ops.roi_align``, same arguments and output, faster on a CPU: gathered
     through ``embedding_bag`` at inference (equal to float rounding), torchvision's kernel
     over a thread pool under autograd (bit-identical, torchvision's gradients)."""
     rois = boxes if isinstance(boxes, torch.Tensor) else convert_boxes_to_roi_format(boxes)
     output_size = _pair(output_size)
-    if (rois.dim() != 2 or rois.size(1) != 5 or len(rois) == 0 or input.is_quantized
-            or not _cpu_ok(input)):
+    if (
+        rois.dim() != 2
+        or rois.size(1) != 5
+        or len(rois) == 0
+        or input.is_quantized
+        or not _cpu_ok(input)
+    ):
         return tv_roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
     args = (float(spatial_scale), tuple(output_size), int(sampling_ratio), bool(aligned))
     if torch.is_grad_enabled() and (input.requires_grad or rois.requires_grad):
@@ -307,8 +350,14 @@ class ROIAlign(D2ROIAlign):
         if input.is_quantized:
             return super().forward(input, rois)
         assert rois.dim() == 2 and rois.size(1) == 5
-        return roi_align(input, rois.to(dtype=input.dtype), self.output_size,
-                         self.spatial_scale, self.sampling_ratio, self.aligned)
+        return roi_align(
+            input,
+            rois.to(dtype=input.dtype),
+            self.output_size,
+            self.spatial_scale,
+            self.sampling_ratio,
+            self.aligned,
+        )
 
 
 class FastROIPooler(ROIPooler):
@@ -321,21 +370,32 @@ class FastROIPooler(ROIPooler):
     def from_pooler(cls, pooler: ROIPooler) -> "FastROIPooler":
         fast = cls.__new__(cls)
         nn.Module.__init__(fast)
-        fast.__dict__.update({k: v for k, v in pooler.__dict__.items()
-                              if k not in ("_modules", "_parameters", "_buffers")})
+        fast.__dict__.update(
+            {
+                k: v
+                for k, v in pooler.__dict__.items()
+                if k not in ("_modules", "_parameters", "_buffers")
+            }
+        )
         fast.level_poolers = nn.ModuleList(_fast_align(p) for p in pooler.level_poolers)
         return fast
 
     def forward(self, x, box_lists):
-        if (len(self.level_poolers) == 1 or len(x) != len(self.level_poolers)
-                or len(box_lists) == 0 or len(box_lists) != len(x[0])
-                or (torch.is_grad_enabled() and any(f.requires_grad for f in x))
-                or x[0].is_quantized or not _cpu_ok(x[0])
-                or sum(len(b) for b in box_lists) == 0):
+        if (
+            len(self.level_poolers) == 1
+            or len(x) != len(self.level_poolers)
+            or len(box_lists) == 0
+            or len(box_lists) != len(x[0])
+            or (torch.is_grad_enabled() and any(f.requires_grad for f in x))
+            or x[0].is_quantized
+            or not _cpu_ok(x[0])
+            or sum(len(b) for b in box_lists) == 0
+        ):
             return super().forward(x, box_lists)
         rois = convert_boxes_to_pooler_format(box_lists).to(dtype=x[0].dtype)
-        levels = assign_boxes_to_levels(box_lists, self.min_level, self.max_level,
-                                        self.canonical_box_size, self.canonical_level)
+        levels = assign_boxes_to_levels(
+            box_lists, self.min_level, self.max_level, self.canonical_box_size, self.canonical_level
+        )
         return _multilevel_forward(x, rois, levels, self.level_poolers)
 
 
@@ -346,8 +406,9 @@ def _multilevel_forward(features, rois, levels, poolers):
     for lvl in levels.unique().tolist():
         idx = (levels == lvl).nonzero()[:, 0]
         p = poolers[lvl]
-        out[idx] = _gather_forward(features[lvl], rois[idx], p.spatial_scale, p.output_size,
-                                   p.sampling_ratio, p.aligned)
+        out[idx] = _gather_forward(
+            features[lvl], rois[idx], p.spatial_scale, p.output_size, p.sampling_ratio, p.aligned
+        )
     return out
 
 
@@ -366,10 +427,16 @@ def use_fast_roi_align(model: nn.Module) -> nn.Module:
     if _is_plain_align_pooler(model):
         return FastROIPooler.from_pooler(model)
     # poolers first; then any ROIAlign left (a pooler subclass's levels, a user's module)
-    for wanted, make in ((_is_plain_align_pooler, FastROIPooler.from_pooler),
-                         (lambda m: type(m) is D2ROIAlign, _fast_align)):
-        swaps = [(parent, name, make(child)) for parent in model.modules()
-                 for name, child in parent.named_children() if wanted(child)]
+    for wanted, make in (
+        (_is_plain_align_pooler, FastROIPooler.from_pooler),
+        (lambda m: type(m) is D2ROIAlign, _fast_align),
+    ):
+        swaps = [
+            (parent, name, make(child))
+            for parent in model.modules()
+            for name, child in parent.named_children()
+            if wanted(child)
+        ]
         for parent, name, new in swaps:
             setattr(parent, name, new)
     return model

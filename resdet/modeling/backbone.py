@@ -3,6 +3,7 @@
 Both read Detectron2's own MODEL.RESNETS keys plus MODEL.RESDET.{SHORTCUT,RESIDUAL},
 so a Detectron2 config switches to resdet by changing MODEL.BACKBONE.NAME alone.
 """
+
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
@@ -35,7 +36,10 @@ def resnet_kwargs_from_cfg(cfg):
 def build_resdet_backbone(cfg, input_shape: ShapeSpec):
     """resdet ResNet trunk for Detectron2 (C4 models use OUT_FEATURES=["res4"])."""
     if any(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE):
-        raise ValueError("MODEL.RESNETS.DEFORM_ON_PER_STAGE is not supported by resdet backbones; allowed: all False")
+        raise ValueError(
+            "MODEL.RESNETS.DEFORM_ON_PER_STAGE is not supported by resdet backbones;"
+            " allowed: all False"
+        )
     return build_resnet(
         num_classes=None,
         in_channels=input_shape.channels,

@@ -5,11 +5,11 @@ merged into the conv's weight and bias: one op instead of two and one less pass 
 memory, which is most of FrozenBN's cost on a CPU. Outputs match the unfolded model up
 to float rounding (tests check < 1e-4 relative).
 """
+
 import torch
+from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
-
-from detectron2.layers import Conv2d, FrozenBatchNorm2d
 
 from ..layers import use_fast_roi_heads
 
@@ -33,8 +33,9 @@ def fold_frozen_batchnorm(model: nn.Module) -> nn.Module:
             pass
         else:
             continue
-        m.weight, m.bias = fuse_conv_bn_weights(m.weight, m.bias, norm.running_mean,
-                                                norm.running_var, norm.eps, norm.weight, norm.bias)
+        m.weight, m.bias = fuse_conv_bn_weights(
+            m.weight, m.bias, norm.running_mean, norm.running_var, norm.eps, norm.weight, norm.bias
+        )
         m.norm = None
     return model
 

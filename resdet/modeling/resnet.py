@@ -11,17 +11,16 @@ The container is Detectron2's own :class:`~detectron2.modeling.backbone.ResNet`
 blocks, because the paper's shortcut options A/B/C and plain nets need a block that
 Detectron2 does not have.
 """
+
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
-import torch
 import torch.nn.functional as F
-from fvcore.nn import weight_init
-from torch import nn
-
 from detectron2.layers import CNNBlockBase, Conv2d, get_norm
 from detectron2.modeling.backbone import ResNet
 from detectron2.modeling.backbone.resnet import BasicStem
+from fvcore.nn import weight_init
+from torch import nn
 
 __all__ = [
     "SHORTCUTS",
@@ -59,7 +58,9 @@ CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
 
 def _check_choice(name: str, value, allowed: Sequence) -> None:
     if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported; allowed: {', '.join(map(str, allowed))}")
+        raise ValueError(
+            f"{name}={value!r} is not supported; allowed: {', '.join(map(str, allowed))}"
+        )
 
 
 def _norm(norm, channels: int) -> Optional[nn.Module]:
@@ -104,7 +105,11 @@ class _ResidualBlock(CNNBlockBase):
             return
         if shortcut == "C" or (shortcut == "B" and reshapes):
             self.shortcut = Conv2d(
-                in_channels, out_channels, kernel_size=1, stride=stride, bias=False,
+                in_channels,
+                out_channels,
+                kernel_size=1,
+                stride=stride,
+                bias=False,
                 norm=_norm(norm, out_channels),
             )
             weight_init.c2_msra_fill(self.shortcut)
@@ -133,16 +138,41 @@ class _ResidualBlock(CNNBlockBase):
 class BasicBlock(_ResidualBlock):
     """Two 3x3 convs (ResNet-18/34 and the CIFAR nets)."""
 
-    def __init__(self, in_channels, out_channels, *, stride=1, norm="BN", shortcut="B",
-                 residual=True, dilation=1, zero_init_residual=False):
-        super().__init__(in_channels, out_channels, stride, shortcut=shortcut,
-                         residual=residual, norm=norm)
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        *,
+        stride=1,
+        norm="BN",
+        shortcut="B",
+        residual=True,
+        dilation=1,
+        zero_init_residual=False,
+    ):
+        super().__init__(
+            in_channels, out_channels, stride, shortcut=shortcut, residual=residual, norm=norm
+        )
         if dilation != 1:
             raise ValueError(f"dilation={dilation} is not supported by basic blocks; allowed: 1")
-        self.conv1 = Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1,
-                            bias=False, norm=_norm(norm, out_channels))
-        self.conv2 = Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1,
-                            bias=False, norm=_norm(norm, out_channels))
+        self.conv1 = Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size=3,
+            stride=stride,
+            padding=1,
+            bias=False,
+            norm=_norm(norm, out_channels),
+        )
+        self.conv2 = Conv2d(
+            out_channels,
+            out_channels,
+            kernel_size=3,
+            stride=1,
+            padding=1,
+            bias=False,
+            norm=_norm(norm, out_channels),
+        )
         self._init_convs([self.conv1, self.conv2], zero_init_residual)
 
     def forward(self, x):
@@ -158,19 +188,51 @@ class BottleneckBlock(_ResidualBlock):
     accurate. Weights trained one way give wrong features the other way.
     """
 
-    def __init__(self, in_channels, out_channels, *, bottleneck_channels, stride=1, norm="BN",
-                 shortcut="B", residual=True, stride_in_1x1=False, dilation=1, num_groups=1,
-                 zero_init_residual=False):
-        super().__init__(in_channels, out_channels, stride, shortcut=shortcut,
-                         residual=residual, norm=norm)
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        *,
+        bottleneck_channels,
+        stride=1,
+        norm="BN",
+        shortcut="B",
+        residual=True,
+        stride_in_1x1=False,
+        dilation=1,
+        num_groups=1,
+        zero_init_residual=False,
+    ):
+        super().__init__(
+            in_channels, out_channels, stride, shortcut=shortcut, residual=residual, norm=norm
+        )
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.conv1 = Conv2d(in_channels, bottleneck_channels, kernel_size=1, stride=stride_1x1,
-                            bias=False, norm=_norm(norm, bottleneck_channels))
-        self.conv2 = Conv2d(bottleneck_channels, bottleneck_channels, kernel_size=3,
-                            stride=stride_3x3, padding=dilation, dilation=dilation,
-                            groups=num_groups, bias=False, norm=_norm(norm, bottleneck_channels))
-        self.conv3 = Conv2d(bottleneck_channels, out_channels, kernel_size=1, bias=False,
-                            norm=_norm(norm, out_channels))
+        self.conv1 = Conv2d(
+            in_channels,
+            bottleneck_channels,
+            kernel_size=1,
+            stride=stride_1x1,
+            bias=False,
+            norm=_norm(norm, bottleneck_channels),
+        )
+        self.conv2 = Conv2d(
+            bottleneck_channels,
+            bottleneck_channels,
+            kernel_size=3,
+            stride=stride_3x3,
+            padding=dilation,
+            dilation=dilation,
+            groups=num_groups,
+            bias=False,
+            norm=_norm(norm, bottleneck_channels),
+        )
+        self.conv3 = Conv2d(
+            bottleneck_channels,
+            out_channels,
+            kernel_size=1,
+            bias=False,
+            norm=_norm(norm, out_channels),
+        )
         self._init_convs([self.conv1, self.conv2, self.conv3], zero_init_residual)
 
     def forward(self, x):
@@ -184,8 +246,15 @@ class CifarStem(CNNBlockBase):
 
     def __init__(self, in_channels=3, out_channels=16, norm="BN"):
         super().__init__(in_channels, out_channels, 1)
-        self.conv1 = Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1,
-                            bias=False, norm=_norm(norm, out_channels))
+        self.conv1 = Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size=3,
+            stride=1,
+            padding=1,
+            bias=False,
+            norm=_norm(norm, out_channels),
+        )
         weight_init.c2_msra_fill(self.conv1)
 
     def forward(self, x):
@@ -206,9 +275,16 @@ class StageSpec:
     dilation: int = 1
 
 
-def stage_specs(depth: int, *, dataset: str = "imagenet", stem_out_channels: int = 64,
-                res2_out_channels: Optional[int] = None, num_groups: int = 1,
-                width_per_group: int = 64, res5_dilation: int = 1) -> List[StageSpec]:
+def stage_specs(
+    depth: int,
+    *,
+    dataset: str = "imagenet",
+    stem_out_channels: int = 64,
+    res2_out_channels: Optional[int] = None,
+    num_groups: int = 1,
+    width_per_group: int = 64,
+    res5_dilation: int = 1,
+) -> List[StageSpec]:
     """The depth table: which blocks, how many, how wide, for every stage of a depth.
 
     ImageNet nets have stages res2..res5; CIFAR nets res2..res4 of 16/32/64 channels.
@@ -216,62 +292,120 @@ def stage_specs(depth: int, *, dataset: str = "imagenet", stem_out_channels: int
     _check_choice("dataset", dataset, ("imagenet", "cifar"))
     if dataset == "cifar":
         if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"CIFAR depth={depth} is not supported; allowed: 6n+2 (20, 32, 44, 56, 110, 1202, ...)")
+            raise ValueError(
+                f"CIFAR depth={depth} is not supported; allowed: 6n+2 (20, 32, 44, 56, 110,"
+                f" 1202, ...)"
+            )
         n = (depth - 2) // 6
         widths = (16, 32, 64)
         ins = (stem_out_channels,) + widths[:-1]
-        return [StageSpec(f"res{i + 2}", BasicBlock, n, ins[i], widths[i], widths[i], 1 if i == 0 else 2)
-                for i in range(3)]
+        return [
+            StageSpec(
+                f"res{i + 2}", BasicBlock, n, ins[i], widths[i], widths[i], 1 if i == 0 else 2
+            )
+            for i in range(3)
+        ]
 
     _check_choice("depth", depth, tuple(IMAGENET_DEPTHS))
     _check_choice("res5_dilation", res5_dilation, (1, 2))
     basic = depth < 50
     if basic and res5_dilation != 1:
-        raise ValueError(f"res5_dilation={res5_dilation} is not supported by basic blocks (depth {depth}); allowed: 1")
+        raise ValueError(
+            f"res5_dilation={res5_dilation} is not supported by basic blocks (depth"
+            f" {depth}); allowed: 1"
+        )
     if res2_out_channels is None:
         res2_out_channels = 64 if basic else 256
     if basic and res2_out_channels != 64:
-        raise ValueError(f"res2_out_channels={res2_out_channels} is not supported for depth {depth} (basic blocks); allowed: 64")
+        raise ValueError(
+            f"res2_out_channels={res2_out_channels} is not supported for depth {depth}"
+            f" (basic blocks); allowed: 64"
+        )
     if basic and num_groups != 1:
-        raise ValueError(f"num_groups={num_groups} is not supported for depth {depth} (basic blocks); allowed: 1")
+        raise ValueError(
+            f"num_groups={num_groups} is not supported for depth {depth} (basic blocks); allowed: 1"
+        )
     specs = []
     in_ch, out_ch, mid = stem_out_channels, res2_out_channels, num_groups * width_per_group
     for i, n in enumerate(IMAGENET_DEPTHS[depth]):
         dilation = res5_dilation if i == 3 else 1
         stride = 1 if i == 0 or dilation == 2 else 2
-        specs.append(StageSpec(f"res{i + 2}", BasicBlock if basic else BottleneckBlock, n,
-                               in_ch, out_ch, mid, stride, dilation))
+        specs.append(
+            StageSpec(
+                f"res{i + 2}",
+                BasicBlock if basic else BottleneckBlock,
+                n,
+                in_ch,
+                out_ch,
+                mid,
+                stride,
+                dilation,
+            )
+        )
         in_ch, out_ch, mid = out_ch, out_ch * 2, mid * 2
     return specs
 
 
-def make_stages(specs: Sequence[StageSpec], *, norm="BN", shortcut="B", residual=True,
-                stride_in_1x1=False, zero_init_residual=False, num_groups=1) -> List[List[CNNBlockBase]]:
+def make_stages(
+    specs: Sequence[StageSpec],
+    *,
+    norm="BN",
+    shortcut="B",
+    residual=True,
+    stride_in_1x1=False,
+    zero_init_residual=False,
+    num_groups=1,
+) -> List[List[CNNBlockBase]]:
     """Instantiate the blocks of the given stages (all of them, or e.g. only res5 for C4)."""
     _check_choice("shortcut", shortcut, SHORTCUTS)
     if isinstance(norm, str):
         _check_choice("norm", norm, NORMS)
     stages = []
     for s in specs:
-        kwargs = dict(norm=norm, shortcut=shortcut, residual=residual,
-                      dilation=s.dilation, zero_init_residual=zero_init_residual)
+        kwargs = dict(
+            norm=norm,
+            shortcut=shortcut,
+            residual=residual,
+            dilation=s.dilation,
+            zero_init_residual=zero_init_residual,
+        )
         if s.block is BottleneckBlock:
-            kwargs.update(bottleneck_channels=s.bottleneck_channels, stride_in_1x1=stride_in_1x1,
-                          num_groups=num_groups)
-        blocks = ResNet.make_stage(s.block, s.num_blocks, in_channels=s.in_channels,
-                                   out_channels=s.out_channels,
-                                   stride_per_block=[s.stride] + [1] * (s.num_blocks - 1), **kwargs)
+            kwargs.update(
+                bottleneck_channels=s.bottleneck_channels,
+                stride_in_1x1=stride_in_1x1,
+                num_groups=num_groups,
+            )
+        blocks = ResNet.make_stage(
+            s.block,
+            s.num_blocks,
+            in_channels=s.in_channels,
+            out_channels=s.out_channels,
+            stride_per_block=[s.stride] + [1] * (s.num_blocks - 1),
+            **kwargs,
+        )
         stages.append(blocks)
     return stages
 
 
-def build_resnet(depth: int, *, dataset: str = "imagenet", shortcut: str = "B",
-                 residual: bool = True, num_classes: Optional[int] = 1000, norm="BN",
-                 stride_in_1x1: bool = False, zero_init_residual: bool = False,
-                 out_features: Optional[List[str]] = None, freeze_at: int = 0,
-                 in_channels: int = 3, stem_out_channels: Optional[int] = None,
-                 res2_out_channels: Optional[int] = None, num_groups: int = 1,
-                 width_per_group: int = 64, res5_dilation: int = 1) -> ResNet:
+def build_resnet(
+    depth: int,
+    *,
+    dataset: str = "imagenet",
+    shortcut: str = "B",
+    residual: bool = True,
+    num_classes: Optional[int] = 1000,
+    norm="BN",
+    stride_in_1x1: bool = False,
+    zero_init_residual: bool = False,
+    out_features: Optional[List[str]] = None,
+    freeze_at: int = 0,
+    in_channels: int = 3,
+    stem_out_channels: Optional[int] = None,
+    res2_out_channels: Optional[int] = None,
+    num_groups: int = 1,
+    width_per_group: int = 64,
+    res5_dilation: int = 1,
+) -> ResNet:
     """Build a residual (or, with ``residual=False``, plain) network of the paper.
 
     Args:
@@ -293,22 +427,44 @@ def build_resnet(depth: int, *, dataset: str = "imagenet", shortcut: str = "B",
         stem_out_channels = 16 if dataset == "cifar" else 64
     if isinstance(norm, str):
         _check_choice("norm", norm, NORMS)
-    specs = stage_specs(depth, dataset=dataset, stem_out_channels=stem_out_channels,
-                        res2_out_channels=res2_out_channels, num_groups=num_groups,
-                        width_per_group=width_per_group, res5_dilation=res5_dilation)
+    specs = stage_specs(
+        depth,
+        dataset=dataset,
+        stem_out_channels=stem_out_channels,
+        res2_out_channels=res2_out_channels,
+        num_groups=num_groups,
+        width_per_group=width_per_group,
+        res5_dilation=res5_dilation,
+    )
     stem_cls = CifarStem if dataset == "cifar" else BasicStem
-    stem = stem_cls(in_channels=in_channels, out_channels=stem_out_channels,
-                    norm=lambda channels: _norm(norm, channels))
-    stages = make_stages(specs, norm=norm, shortcut=shortcut, residual=residual,
-                         stride_in_1x1=stride_in_1x1, zero_init_residual=zero_init_residual,
-                         num_groups=num_groups)
+    stem = stem_cls(
+        in_channels=in_channels,
+        out_channels=stem_out_channels,
+        norm=lambda channels: _norm(norm, channels),
+    )
+    stages = make_stages(
+        specs,
+        norm=norm,
+        shortcut=shortcut,
+        residual=residual,
+        stride_in_1x1=stride_in_1x1,
+        zero_init_residual=zero_init_residual,
+        num_groups=num_groups,
+    )
     if out_features is not None:
         allowed = ["stem"] + [s.name for s in specs] + (["linear"] if num_classes else [])
         for f in out_features:
             _check_choice("out_features", f, allowed)
-    model = ResNet(stem, stages, num_classes=num_classes, out_features=out_features,
-                   freeze_at=freeze_at)
+    model = ResNet(
+        stem, stages, num_classes=num_classes, out_features=out_features, freeze_at=freeze_at
+    )
     # Recorded so that checkpoints and the converter can rebuild the same net.
-    model.arch = dict(depth=depth, dataset=dataset, shortcut=shortcut, residual=residual,
-                      stride_in_1x1=stride_in_1x1, num_classes=num_classes)
+    model.arch = dict(
+        depth=depth,
+        dataset=dataset,
+        shortcut=shortcut,
+        residual=residual,
+        stride_in_1x1=stride_in_1x1,
+        num_classes=num_classes,
+    )
     return model

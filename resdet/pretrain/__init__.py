@@ -11,7 +11,8 @@ Python API (what the degradation study and other scripts reuse)::
     cfg = get_pretrain_cfg()
     cfg.merge_from_file("configs/cifar/plain20.yaml")
     cfg.merge_from_list(["PRETRAIN.DATA.ROOT", "../shared/data/cifar10-mini",
-                         "SOLVER.MAX_ITER", "2000", "TEST.EVAL_PERIOD", "100", "OUTPUT_DIR", "out/p20"])
+                         "SOLVER.MAX_ITER", "2000", "TEST.EVAL_PERIOD", "100",
+                         "OUTPUT_DIR", "out/p20"])
     metrics = train(cfg)            # {"top1", "top5", "eval": {mode: {...}}, "bad_images", ...}
 
 - ``train(cfg, resume=False) -> dict``: trains, evaluates, writes into OUTPUT_DIR
@@ -32,6 +33,10 @@ Distributed: ``--num-gpus N`` (Detectron2's ``launch``; gloo on CPU, NCCL on CUD
 several machines with ``--num-machines/--machine-rank/--dist-url``. SOLVER.IMS_PER_BATCH
 is the total batch over all processes, as in Detectron2.
 """
+
+import sys as _sys  # noqa: E402
+import types as _types  # noqa: E402
+
 from .config import add_pretrain_config, get_pretrain_cfg  # noqa: F401
 from .data import load_splits  # noqa: F401
 from .engine import (  # noqa: F401
@@ -43,10 +48,6 @@ from .engine import (  # noqa: F401
     train,
 )
 from .evaluate import build_test_loader, evaluate, evaluate_modes, predict  # noqa: F401
-
-
-import sys as _sys  # noqa: E402
-import types as _types  # noqa: E402
 
 
 class _CallablePackage(_types.ModuleType):

@@ -7,6 +7,7 @@ MODEL.RESNETS.DEPTH / STRIDE_IN_1X1, MODEL.RESDET.*, MODEL.PIXEL_MEAN / PIXEL_ST
 TEST.EVAL_PERIOD, DATALOADER.NUM_WORKERS, SEED, OUTPUT_DIR. Only what detection has
 no key for is added: INPUT.CROP_SIZE, INPUT.TEST_SIZE and the PRETRAIN node.
 """
+
 import torch
 from detectron2.config import CfgNode as CN
 

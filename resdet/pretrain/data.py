@@ -7,6 +7,7 @@ recover from (missing folder, empty class, a validation class unknown to trainin
 it at start with one line naming the folder; an unreadable image found mid-run is skipped,
 logged and counted instead, because one bad file must not kill a week-long run.
 """
+
 import logging
 import os
 import random
@@ -23,8 +24,16 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from ..errors import DatasetError
 from ..sampling import ResumableSampler, sample_seed, seeded  # noqa: F401 (shared with detection)
 
-__all__ = ["load_splits", "load_image", "decode_tensor", "ClassFolder", "ResumableSampler",
-           "collate_skip_bad", "sample_seed", "check_readable"]
+__all__ = [
+    "load_splits",
+    "load_image",
+    "decode_tensor",
+    "ClassFolder",
+    "ResumableSampler",
+    "collate_skip_bad",
+    "sample_seed",
+    "check_readable",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +44,22 @@ BAD_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombErr
 def _split_dir(root, split) -> Path:
     d = Path(root) / split
     if not d.is_dir():
-        raise DatasetError(f"{d}: no such folder (expected the class-folder layout {root}/{split}/<class>/<image>)")
+        raise DatasetError(
+            f"{d}: no such folder (expected the class-folder layout {root}/{split}/<class>/<image>)"
+        )
     return d
 
 
 def _scan(split_dir: Path, class_to_idx):
-    samples = make_dataset(str(split_dir), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    samples = make_dataset(
+        str(split_dir), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True
+    )
     found = {label for _, label in samples}
     for name, idx in class_to_idx.items():
         if idx not in found:
-            raise DatasetError(f"{split_dir / name}: class folder has no images ({', '.join(IMG_EXTENSIONS)})")
+            raise DatasetError(
+                f"{split_dir / name}: class folder has no images ({', '.join(IMG_EXTENSIONS)})"
+            )
     return samples
 
 
@@ -69,8 +84,10 @@ def load_splits(cfg):
     val_classes = _class_folders(val_dir)
     unknown = [c for c in val_classes if c not in class_to_idx]
     if unknown:
-        raise DatasetError(f"{val_dir / unknown[0]}: validation class {unknown[0]!r} has no training "
-                        f"folder in {train_dir} ({len(unknown)} such class(es))")
+        raise DatasetError(
+            f"{val_dir / unknown[0]}: validation class {unknown[0]!r} has no training "
+            f"folder in {train_dir} ({len(unknown)} such class(es))"
+        )
     train = _scan(train_dir, class_to_idx)
     val = _scan(val_dir, {c: class_to_idx[c] for c in val_classes})
     return classes, train, val
@@ -128,7 +145,9 @@ class ClassFolder(Dataset):
         try:
             return self.load(index, seed), self.samples[index][1]
         except BAD_IMAGE_ERRORS as e:
-            logger.warning("skipping unreadable image %s: %s", self.samples[index][0], _first_line(e))
+            logger.warning(
+                "skipping unreadable image %s: %s", self.samples[index][0], _first_line(e)
+            )
             return None
 
     def load(self, index, seed=None):
@@ -145,8 +164,9 @@ def _first_line(e) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
-def check_readable(dataset: ClassFolder, folder, tries: int = 1000, seed: int = 0,
-                   what: str = "training") -> int:
+def check_readable(
+    dataset: ClassFolder, folder, tries: int = 1000, seed: int = 0, what: str = "training"
+) -> int:
     """Stop at start, with a DatasetError, when none of ``tries`` images of ``dataset``
     (in random order) can be read: skipping unreadable images mid-run must not turn a
     set of unreadable files into an endless loop. Returns the index of a readable one."""
@@ -160,8 +180,10 @@ def check_readable(dataset: ClassFolder, folder, tries: int = 1000, seed: int = 
         except BAD_IMAGE_ERRORS as e:
             first_error = first_error or f"{dataset.samples[index][0]}: {_first_line(e)}"
     tried = min(tries, len(order))
-    raise DatasetError(f"{folder}: none of the {tried} {what} images tried can be read "
-                       f"({first_error}); check the files of the dataset")
+    raise DatasetError(
+        f"{folder}: none of the {tried} {what} images tried can be read "
+        f"({first_error}); check the files of the dataset"
+    )
 
 
 def collate_skip_bad(batch):

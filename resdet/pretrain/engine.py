@@ -10,6 +10,7 @@ iteration, data position and RNG states, saved atomically and only when finite, 
 resumed CPU run with SEED set ends bit-identical to an uninterrupted one. The command
 line is tools/pretrain_imagenet.py over resdet.api.pretrain.
 """
+
 import json
 import logging
 import os
@@ -29,8 +30,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from ..checkpoint import ResdetCheckpointer, RNGState, divergence_error
-from ..errors import ConfigError, DatasetError
 from ..config import check_device, check_solver
+from ..errors import ConfigError, DatasetError
 from ..io import CheckpointError, atomic_save, atomic_write, safe_torch_load
 from ..modeling import build_resnet
 from ..plots import plot_json_lines
@@ -38,11 +39,26 @@ from ..run_folder import discard_unstarted_run, listing, remove_orphan_temp_file
 from ..sampling import BatchSampler, ResumableLoader, ResumableSampler, sample_seed
 from .data import ClassFolder, check_readable, collate_skip_bad, load_splits
 from .evaluate import build_test_loader, evaluate, evaluate_modes
-from .transforms import (TEST_MODES, build_batch_normalize, build_batch_transform, build_test_transform,
-                         build_train_transform, test_decode_size, train_decode_size)
+from .transforms import (
+    TEST_MODES,
+    build_batch_normalize,
+    build_batch_transform,
+    build_test_transform,
+    build_train_transform,
+    test_decode_size,
+    train_decode_size,
+)
 
-__all__ = ["build_classifier", "classifier_meta", "build_sgd", "PretrainTrainer", "train",
-           "evaluate_checkpoint", "plot_pretrain_curves", "check_cfg"]
+__all__ = [
+    "build_classifier",
+    "classifier_meta",
+    "build_sgd",
+    "PretrainTrainer",
+    "train",
+    "evaluate_checkpoint",
+    "plot_pretrain_curves",
+    "check_cfg",
+]
 
 logger = logging.getLogger("resdet.pretrain")
 
@@ -51,23 +67,36 @@ AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 def build_classifier(cfg, num_classes: int):
     """The resdet classifier a pretraining config describes (always plain BN)."""
-    return build_resnet(cfg.MODEL.RESNETS.DEPTH, dataset=cfg.PRETRAIN.DATASET,
-                        shortcut=cfg.MODEL.RESDET.SHORTCUT, residual=cfg.MODEL.RESDET.RESIDUAL,
-                        num_classes=num_classes, norm="BN",
-                        stride_in_1x1=cfg.MODEL.RESNETS.STRIDE_IN_1X1,
-                        zero_init_residual=cfg.MODEL.RESDET.ZERO_INIT_RESIDUAL)
+    return build_resnet(
+        cfg.MODEL.RESNETS.DEPTH,
+        dataset=cfg.PRETRAIN.DATASET,
+        shortcut=cfg.MODEL.RESDET.SHORTCUT,
+        residual=cfg.MODEL.RESDET.RESIDUAL,
+        num_classes=num_classes,
+        norm="BN",
+        stride_in_1x1=cfg.MODEL.RESNETS.STRIDE_IN_1X1,
+        zero_init_residual=cfg.MODEL.RESDET.ZERO_INIT_RESIDUAL,
+    )
 
 
 def classifier_meta(cfg, classes, metrics):
     """The ``meta`` of model_final.pth: what the weight conversion needs to rebuild the
     net and feed it the same pixels (contract 1 of the project)."""
     return {
-        "format": "resdet-classifier", "depth": cfg.MODEL.RESNETS.DEPTH, "dataset": cfg.PRETRAIN.DATASET,
-        "shortcut": cfg.MODEL.RESDET.SHORTCUT, "residual": cfg.MODEL.RESDET.RESIDUAL,
-        "stride_in_1x1": cfg.MODEL.RESNETS.STRIDE_IN_1X1, "num_classes": len(classes), "norm": "BN",
-        "input_format": cfg.INPUT.FORMAT, "pixel_mean": [float(v) for v in cfg.MODEL.PIXEL_MEAN],
-        "pixel_std": [float(v) for v in cfg.MODEL.PIXEL_STD], "recipe": cfg.PRETRAIN.RECIPE,
-        "classes": list(classes), "metrics": metrics,
+        "format": "resdet-classifier",
+        "depth": cfg.MODEL.RESNETS.DEPTH,
+        "dataset": cfg.PRETRAIN.DATASET,
+        "shortcut": cfg.MODEL.RESDET.SHORTCUT,
+        "residual": cfg.MODEL.RESDET.RESIDUAL,
+        "stride_in_1x1": cfg.MODEL.RESNETS.STRIDE_IN_1X1,
+        "num_classes": len(classes),
+        "norm": "BN",
+        "input_format": cfg.INPUT.FORMAT,
+        "pixel_mean": [float(v) for v in cfg.MODEL.PIXEL_MEAN],
+        "pixel_std": [float(v) for v in cfg.MODEL.PIXEL_STD],
+        "recipe": cfg.PRETRAIN.RECIPE,
+        "classes": list(classes),
+        "metrics": metrics,
     }
 
 
@@ -76,17 +105,31 @@ def build_sgd(cfg, model):
     gradient clipping) with PyTorch's fused SGD kernel: one pass over all parameters
     instead of a loop per tensor, the same update up to float rounding."""
     params = get_default_optimizer_params(
-        model, base_lr=cfg.SOLVER.BASE_LR, weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
-        bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR, weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS)
-    return maybe_add_gradient_clipping(cfg, torch.optim.SGD(
-        params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV,
-        weight_decay=cfg.SOLVER.WEIGHT_DECAY, fused=True))
+        model,
+        base_lr=cfg.SOLVER.BASE_LR,
+        weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+        bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+        weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+    )
+    return maybe_add_gradient_clipping(
+        cfg,
+        torch.optim.SGD(
+            params,
+            lr=cfg.SOLVER.BASE_LR,
+            momentum=cfg.SOLVER.MOMENTUM,
+            nesterov=cfg.SOLVER.NESTEROV,
+            weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+            fused=True,
+        ),
+    )
 
 
 def _device(cfg) -> torch.device:
     if cfg.MODEL.DEVICE.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but CUDA is not available; use MODEL.DEVICE cpu")
+            raise ConfigError(
+                f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but CUDA is not available; use MODEL.DEVICE cpu"
+            )
         return torch.device("cuda", comm.get_local_rank())
     return torch.device(cfg.MODEL.DEVICE)
 
@@ -99,14 +142,25 @@ def check_cfg(cfg):
             raise ConfigError(f"INPUT.{key} must be positive, got {cfg.INPUT[key]}")
     for m in cfg.PRETRAIN.TEST.MODES:
         if m not in TEST_MODES:
-            raise ConfigError(f"PRETRAIN.TEST.MODES: {m!r} is not supported; allowed: {', '.join(TEST_MODES)}")
+            raise ConfigError(
+                f"PRETRAIN.TEST.MODES: {m!r} is not supported; allowed: {', '.join(TEST_MODES)}"
+            )
     if cfg.PRETRAIN.AMP_DTYPE not in AMP_DTYPES:
-        raise ConfigError(f"PRETRAIN.AMP_DTYPE={cfg.PRETRAIN.AMP_DTYPE!r} is not supported; allowed: {', '.join(AMP_DTYPES)}")
-    if cfg.SOLVER.AMP.ENABLED and cfg.PRETRAIN.AMP_DTYPE == "float16" and not cfg.MODEL.DEVICE.startswith("cuda"):
+        raise ConfigError(
+            f"PRETRAIN.AMP_DTYPE={cfg.PRETRAIN.AMP_DTYPE!r} is not supported; allowed:"
+            f" {', '.join(AMP_DTYPES)}"
+        )
+    if (
+        cfg.SOLVER.AMP.ENABLED
+        and cfg.PRETRAIN.AMP_DTYPE == "float16"
+        and not cfg.MODEL.DEVICE.startswith("cuda")
+    ):
         raise ConfigError("PRETRAIN.AMP_DTYPE=float16 needs CUDA; use bfloat16 on CPU")
     if cfg.SOLVER.IMS_PER_BATCH % comm.get_world_size():
-        raise ConfigError(f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not divisible by the "
-                         f"{comm.get_world_size()} processes")
+        raise ConfigError(
+            f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not divisible by the "
+            f"{comm.get_world_size()} processes"
+        )
 
 
 class PretrainTrainer:
@@ -133,13 +187,21 @@ class PretrainTrainer:
         self.classes, train_samples, self.val_samples = load_splits(cfg)
         # uint8 crops decoded by torchvision.io (at reduced size where the crop allows),
         # normalised per batch in run_step: the fast form of build_train_transform
-        self.train_set = ClassFolder(train_samples, build_train_transform(cfg, from_path=True),
-                                     train_decode_size(cfg), decode=False)
+        self.train_set = ClassFolder(
+            train_samples,
+            build_train_transform(cfg, from_path=True),
+            train_decode_size(cfg),
+            decode=False,
+        )
         root = Path(cfg.PRETRAIN.DATA.ROOT)
         check_readable(self.train_set, root / cfg.PRETRAIN.DATA.TRAIN_SPLIT)
-        check_readable(ClassFolder(self.val_samples, build_test_transform(cfg, "1crop"),
-                                   test_decode_size(cfg, "1crop")),
-                       root / cfg.PRETRAIN.DATA.VAL_SPLIT, what="validation")
+        check_readable(
+            ClassFolder(
+                self.val_samples, build_test_transform(cfg, "1crop"), test_decode_size(cfg, "1crop")
+            ),
+            root / cfg.PRETRAIN.DATA.VAL_SPLIT,
+            what="validation",
+        )
         self.normalize = build_batch_normalize(cfg)
         self.batch_size = cfg.SOLVER.IMS_PER_BATCH // self.world_size
         self.batch_transform = build_batch_transform(cfg, len(self.classes))
@@ -152,22 +214,40 @@ class PretrainTrainer:
         self.plateau = cfg.SOLVER.LR_SCHEDULER_NAME == "ReduceLROnPlateau"
         if self.plateau:
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                self.optimizer, mode="max", factor=cfg.SOLVER.GAMMA,
-                patience=cfg.PRETRAIN.PLATEAU.PATIENCE, threshold=cfg.PRETRAIN.PLATEAU.THRESHOLD)
+                self.optimizer,
+                mode="max",
+                factor=cfg.SOLVER.GAMMA,
+                patience=cfg.PRETRAIN.PLATEAU.PATIENCE,
+                threshold=cfg.PRETRAIN.PLATEAU.THRESHOLD,
+            )
         else:
             self.scheduler = build_lr_scheduler(cfg, self.optimizer)
         amp_dtype = AMP_DTYPES[cfg.PRETRAIN.AMP_DTYPE]
         self.autocast = {"dtype": amp_dtype, "enabled": cfg.SOLVER.AMP.ENABLED}
-        self.scaler = torch.amp.GradScaler(self.device.type,
-                                           enabled=cfg.SOLVER.AMP.ENABLED and amp_dtype == torch.float16)
-        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.PRETRAIN.EMA.DECAY),
-                                  use_buffers=True) if cfg.PRETRAIN.EMA.ENABLED else None)
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=cfg.SOLVER.AMP.ENABLED and amp_dtype == torch.float16
+        )
+        self.ema = (
+            AveragedModel(
+                self.model,
+                multi_avg_fn=get_ema_multi_avg_fn(cfg.PRETRAIN.EMA.DECAY),
+                use_buffers=True,
+            )
+            if cfg.PRETRAIN.EMA.ENABLED
+            else None
+        )
 
         self.iter = self.start_iter = 0
         self.bad_images = 0  # this process's count
         # the detection trainer's mechanism: everything the run depends on is a checkpointable
-        state = dict(optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
-                     trainer=self, data=self.loader, rng=RNGState())
+        state = dict(
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
+            trainer=self,
+            data=self.loader,
+            rng=RNGState(),
+        )
         if self.ema is not None:
             state["ema"] = self.ema
         self.checkpointer = ResdetCheckpointer(self.model, str(self.output_dir), **state)
@@ -177,17 +257,25 @@ class PretrainTrainer:
         self.train_model = self.model
         if self.world_size > 1:
             self.train_model = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         if cfg.PRETRAIN.COMPILE:
             self.train_model = torch.compile(self.train_model)
 
     def _build_loader(self, seed):
-        sampler = ResumableSampler(len(self.train_set), seed=seed, rank=self.rank, world_size=self.world_size)
+        sampler = ResumableSampler(
+            len(self.train_set), seed=seed, rank=self.rank, world_size=self.world_size
+        )
         workers = self.cfg.DATALOADER.NUM_WORKERS
         if workers < 0:  # auto: the cores this process may use, one left for the loop
             workers = max(0, min(8, (os.cpu_count() or 1) // self.world_size - 1))
-        return ResumableLoader(self.train_set, BatchSampler(sampler, self.batch_size), num_workers=workers,
-                               collate_fn=collate_skip_bad, pin_memory=self.device.type == "cuda")
+        return ResumableLoader(
+            self.train_set,
+            BatchSampler(sampler, self.batch_size),
+            num_workers=workers,
+            collate_fn=collate_skip_bad,
+            pin_memory=self.device.type == "cuda",
+        )
 
     def train_loader(self):
         """The training batches ``(images, labels, num_bad)`` from the data position on."""
@@ -209,13 +297,20 @@ class PretrainTrainer:
     # ---- checkpoints -------------------------------------------------------------------
     def state_dict(self):
         """The loop's own state (a checkpointable beside model, optimizer, data, RNG...)."""
-        return {"iteration": self.iter, "bad_images": self.bad_images, "classes": list(self.classes)}
+        return {
+            "iteration": self.iter,
+            "bad_images": self.bad_images,
+            "classes": list(self.classes),
+        }
 
     def load_state_dict(self, state):
         if state.get("classes") != list(self.classes):
             raise CheckpointError(
-                f"{self.checkpointer.get_checkpoint_file()}: trained on {len(state.get('classes') or [])} "
-                f"classes that differ from the {len(self.classes)} classes of {self.cfg.PRETRAIN.DATA.ROOT}")
+                f"{self.checkpointer.get_checkpoint_file()}: trained on"
+                f" {len(state.get('classes') or [])} "
+                f"classes that differ from the {len(self.classes)} classes of"
+                f" {self.cfg.PRETRAIN.DATA.ROOT}"
+            )
         self.iter = self.start_iter = state["iteration"]
         self.bad_images = state["bad_images"]
 
@@ -237,7 +332,9 @@ class PretrainTrainer:
 
     @property
     def epoch(self) -> float:
-        return self.loader.batches * self.batch_size / max(len(self.train_set) // self.world_size, 1)
+        return (
+            self.loader.batches * self.batch_size / max(len(self.train_set) // self.world_size, 1)
+        )
 
     # ---- training ----------------------------------------------------------------------
     def run_step(self, images, labels):
@@ -252,7 +349,9 @@ class PretrainTrainer:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, **self.autocast):
             logits = self.train_model(images)["linear"]
-        loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.cfg.PRETRAIN.LABEL_SMOOTHING)
+        loss = F.cross_entropy(
+            logits.float(), targets, label_smoothing=self.cfg.PRETRAIN.LABEL_SMOOTHING
+        )
         if not torch.isfinite(loss):  # before the step: the weights stay as they were
             raise divergence_error(loss.item(), self.iter, self.cfg.SOLVER.BASE_LR, self.output_dir)
         self.optimizer.zero_grad(set_to_none=True)
@@ -268,23 +367,41 @@ class PretrainTrainer:
 
     def _eval_during_training(self, storage, train_stats):
         self.sync_buffers()
-        res = evaluate(self.model, build_test_loader(self.cfg, self.val_samples, "1crop"), "1crop", self.autocast)
+        res = evaluate(
+            self.model,
+            build_test_loader(self.cfg, self.val_samples, "1crop"),
+            "1crop",
+            self.autocast,
+        )
         correct, seen = (int(v) for v in sum(comm.all_gather(torch.tensor(train_stats))))
-        storage.put_scalars(**{"val/top1": res["top1"], "val/top5": res["top5"],
-                               "val/top1_err": 1 - res["top1"],
-                               "train/top1_err": 1 - correct / max(seen, 1)}, smoothing_hint=False)
+        storage.put_scalars(
+            **{
+                "val/top1": res["top1"],
+                "val/top5": res["top5"],
+                "val/top1_err": 1 - res["top1"],
+                "train/top1_err": 1 - correct / max(seen, 1),
+            },
+            smoothing_hint=False,
+        )
         if self.plateau:
             self.scheduler.step(res["top1"])
-        logger.info("iter %d: val top-1 %.4f top-5 %.4f, train top-1 err %.4f",
-                    self.iter, res["top1"], res["top5"], 1 - correct / max(seen, 1))
+        logger.info(
+            "iter %d: val top-1 %.4f top-5 %.4f, train top-1 err %.4f",
+            self.iter,
+            res["top1"],
+            res["top5"],
+            1 - correct / max(seen, 1),
+        )
 
     def _writers(self, log_period):
         """Created at the first write, so a run that fails before it leaves no empty
         metrics.json or events file."""
         if not comm.is_main_process():
             return []
-        return [JSONWriter(str(self.output_dir / "metrics.json"), window_size=log_period),
-                TensorboardXWriter(str(self.output_dir), window_size=log_period)]
+        return [
+            JSONWriter(str(self.output_dir / "metrics.json"), window_size=log_period),
+            TensorboardXWriter(str(self.output_dir), window_size=log_period),
+        ]
 
     def train(self) -> dict:
         """Train to SOLVER.MAX_ITER, evaluate, write model_final.pth / eval.json / curves.png."""
@@ -295,14 +412,23 @@ class PretrainTrainer:
         if main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             _truncate_metrics(self.output_dir / "metrics.json", self.iter)
-        logger.info("training %s-%d on %d images / %d classes, %d process(es), batch %d, from iteration %d",
-                    cfg.PRETRAIN.DATASET, cfg.MODEL.RESNETS.DEPTH, len(self.train_set), len(self.classes),
-                    self.world_size, cfg.SOLVER.IMS_PER_BATCH, self.iter)
+        logger.info(
+            "training %s-%d on %d images / %d classes, %d process(es), batch %d, from iteration %d",
+            cfg.PRETRAIN.DATASET,
+            cfg.MODEL.RESNETS.DEPTH,
+            len(self.train_set),
+            len(self.classes),
+            self.world_size,
+            cfg.SOLVER.IMS_PER_BATCH,
+            self.iter,
+        )
         self.model.train()
         train_stats = [0, 0]  # top-1 correct, images: training error since the last evaluation
         # a whole epoch of batches without one readable image: the files went bad mid-run
         empty, max_empty = 0, len(self.train_set) // self.world_size // self.batch_size + 2
-        bar = tqdm(total=max_iter, initial=self.iter, desc="pretrain", disable=not main, dynamic_ncols=True)
+        bar = tqdm(
+            total=max_iter, initial=self.iter, desc="pretrain", disable=not main, dynamic_ncols=True
+        )
         data = iter(self.loader) if self.iter < max_iter else None
         with EventStorage(self.iter) as storage:
             try:
@@ -313,8 +439,10 @@ class PretrainTrainer:
                     if labels is None:
                         empty += 1
                         if empty >= max_empty:
-                            raise DatasetError(f"{cfg.PRETRAIN.DATA.ROOT}: {empty} batches in a row without a "
-                                               "readable image; check the files of the dataset")
+                            raise DatasetError(
+                                f"{cfg.PRETRAIN.DATA.ROOT}: {empty} batches in a row without a "
+                                "readable image; check the files of the dataset"
+                            )
                         continue
                     empty = 0
                     storage.iter = self.iter
@@ -330,7 +458,9 @@ class PretrainTrainer:
                         rate = ticked * self.world_size / (time.perf_counter() - tick)
                         tick, ticked = time.perf_counter(), 0
                         bad = sum(comm.all_gather(self.bad_images))
-                        storage.put_scalars(images_per_s=rate, **{"data/bad_images": bad}, smoothing_hint=False)
+                        storage.put_scalars(
+                            images_per_s=rate, **{"data/bad_images": bad}, smoothing_hint=False
+                        )
                         bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.0f}", bad=bad)
                     if eval_period > 0 and (self.iter % eval_period == 0 or self.iter == max_iter):
                         self._eval_during_training(storage, train_stats)
@@ -360,22 +490,36 @@ class PretrainTrainer:
         shipped = self.ema.module if self.ema is not None else self.model
         results = evaluate_modes(self.cfg, shipped, self.val_samples, autocast=self.autocast)
         first = results[self.cfg.PRETRAIN.TEST.MODES[0]]
-        metrics = {"top1": first["top1"], "top5": first["top5"],
-                   "eval": {m: {"top1": r["top1"], "top5": r["top5"]} for m, r in results.items()},
-                   "weights": "ema" if self.ema is not None else "model",
-                   "iterations": self.iter, "epochs": self.epoch,
-                   "bad_images": sum(comm.all_gather(self.bad_images)),
-                   "val_bad_images": first["bad_images"]}
+        metrics = {
+            "top1": first["top1"],
+            "top5": first["top5"],
+            "eval": {m: {"top1": r["top1"], "top5": r["top5"]} for m, r in results.items()},
+            "weights": "ema" if self.ema is not None else "model",
+            "iterations": self.iter,
+            "epochs": self.epoch,
+            "bad_images": sum(comm.all_gather(self.bad_images)),
+            "val_bad_images": first["bad_images"],
+        }
         if storage is not None:
             storage.iter = self.iter  # its own metrics.json line, after the last training one
-            storage.put_scalars(**{f"final/{m}/{k}": r[k] for m, r in results.items() for k in ("top1", "top5")},
-                                **{"data/bad_images": metrics["bad_images"]}, smoothing_hint=False)
+            storage.put_scalars(
+                **{f"final/{m}/{k}": r[k] for m, r in results.items() for k in ("top1", "top5")},
+                **{"data/bad_images": metrics["bad_images"]},
+                smoothing_hint=False,
+            )
         if comm.is_main_process():
-            final = {"model": shipped.state_dict(), "meta": classifier_meta(self.cfg, self.classes, metrics)}
+            final = {
+                "model": shipped.state_dict(),
+                "meta": classifier_meta(self.cfg, self.classes, metrics),
+            }
             self.checkpointer.check_finite(final, "model_final")
             atomic_save(final, self.output_dir / "model_final.pth")
             with atomic_write(self.output_dir / "eval.json", "w") as f:
-                json.dump({"top1": first["top1"], "top5": first["top5"], "modes": metrics["eval"]}, f, indent=1)
+                json.dump(
+                    {"top1": first["top1"], "top5": first["top5"], "modes": metrics["eval"]},
+                    f,
+                    indent=1,
+                )
         logger.info("final evaluation: %s", json.dumps(metrics["eval"]))
         comm.synchronize()
         return metrics
@@ -386,15 +530,22 @@ def _truncate_metrics(path: Path, start_iter: int):
     starting from scratch), so the history of a resumed run has no duplicates."""
     if not path.is_file():
         return
-    keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l).get("iteration", 0) < start_iter]
+    keep = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("iteration", 0) < start_iter
+    ]
     with atomic_write(path, "w") as f:
-        f.write("".join(l + "\n" for l in keep))
+        f.write("".join(line + "\n" for line in keep))
 
 
 def plot_pretrain_curves(metrics_json, png_path):
     """Loss, and train/val top-1 error, against iterations from a metrics.json."""
-    return plot_json_lines(metrics_json, png_path, [("training loss", ["loss"]),
-                                                    ("top-1 error", ["train/top1_err", "val/top1_err"])])
+    return plot_json_lines(
+        metrics_json,
+        png_path,
+        [("training loss", ["loss"]), ("top-1 error", ["train/top1_err", "val/top1_err"])],
+    )
 
 
 def train(cfg, resume: bool = False) -> dict:
@@ -427,13 +578,18 @@ def evaluate_checkpoint(cfg, weights=None) -> dict:
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: does not fit {cfg.PRETRAIN.DATASET}-{cfg.MODEL.RESNETS.DEPTH} with "
-                              f"{len(classes)} classes: {str(e).splitlines()[1].strip()}") from None
+        raise CheckpointError(
+            f"{path}: does not fit {cfg.PRETRAIN.DATASET}-{cfg.MODEL.RESNETS.DEPTH} with "
+            f"{len(classes)} classes: {str(e).splitlines()[1].strip()}"
+        ) from None
     autocast = {"dtype": AMP_DTYPES[cfg.PRETRAIN.AMP_DTYPE], "enabled": cfg.SOLVER.AMP.ENABLED}
     results = evaluate_modes(cfg, model, val, autocast=autocast)
     first = results[cfg.PRETRAIN.TEST.MODES[0]]
-    out = {"top1": first["top1"], "top5": first["top5"],
-           "modes": {m: {"top1": r["top1"], "top5": r["top5"]} for m, r in results.items()}}
+    out = {
+        "top1": first["top1"],
+        "top5": first["top5"],
+        "modes": {m: {"top1": r["top1"], "top5": r["top5"]} for m, r in results.items()},
+    }
     if comm.is_main_process():
         with atomic_write(Path(cfg.OUTPUT_DIR) / "eval.json", "w") as f:
             json.dump(out, f, indent=1)

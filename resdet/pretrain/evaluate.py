@@ -7,10 +7,11 @@ form (the FC applied at every position, scores averaged) evaluated on the whole 
 Scores (softmax) are averaged over crops or scales. Works across processes: each rank
 evaluates its shard (Detectron2's InferenceSampler) and the counts are summed.
 """
+
 import torch
 from detectron2.data.samplers import InferenceSampler
-from timm.utils import accuracy
 from detectron2.utils import comm
+from timm.utils import accuracy
 from torch.utils.data import DataLoader
 
 from ..errors import DatasetError
@@ -36,8 +37,14 @@ def predict(model, images, mode: str = "1crop", autocast=None):
     device, dtype = param.device, param.dtype
     with torch.autocast(device.type, **(autocast or {"enabled": False})):
         if mode == "multiscale":
-            return torch.stack([torch.stack([_probs(model, s.to(device, dtype)[None])[0] for s in scales]).mean(0)
-                                for scales in images])
+            return torch.stack(
+                [
+                    torch.stack([_probs(model, s.to(device, dtype)[None])[0] for s in scales]).mean(
+                        0
+                    )
+                    for scales in images
+                ]
+            )
         images = images.to(device, dtype)
         if mode == "10crop":
             n, k = images.shape[:2]
@@ -56,9 +63,18 @@ def topk_correct(scores, labels, ks=(1, 5)):
 
 def build_test_loader(cfg, samples, mode: str):
     dataset = ClassFolder(samples, build_test_transform(cfg, mode), test_decode_size(cfg, mode))
-    batch = 1 if mode == "multiscale" else max(1, cfg.PRETRAIN.TEST.IMS_PER_BATCH // (10 if mode == "10crop" else 1))
-    return DataLoader(dataset, batch_size=batch, sampler=InferenceSampler(len(dataset)),
-                      num_workers=max(cfg.DATALOADER.NUM_WORKERS, 0), collate_fn=collate_skip_bad)
+    batch = (
+        1
+        if mode == "multiscale"
+        else max(1, cfg.PRETRAIN.TEST.IMS_PER_BATCH // (10 if mode == "10crop" else 1))
+    )
+    return DataLoader(
+        dataset,
+        batch_size=batch,
+        sampler=InferenceSampler(len(dataset)),
+        num_workers=max(cfg.DATALOADER.NUM_WORKERS, 0),
+        collate_fn=collate_skip_bad,
+    )
 
 
 @torch.no_grad()
@@ -79,11 +95,17 @@ def evaluate(model, loader, mode: str = "1crop", autocast=None):
         model.train(was_training)
     counts = sum(comm.all_gather(counts))
     if int(counts[2]) == 0:  # a top-1 over no images is no result
-        raise DatasetError(f"no readable image in the evaluation set ({int(counts[3])} unreadable); "
-                           "check PRETRAIN.DATA.VAL_SPLIT's images")
+        raise DatasetError(
+            f"no readable image in the evaluation set ({int(counts[3])} unreadable); "
+            "check PRETRAIN.DATA.VAL_SPLIT's images"
+        )
     n = int(counts[2])
-    return {"top1": int(counts[0]) / n, "top5": int(counts[1]) / n,
-            "images": int(counts[2]), "bad_images": int(counts[3])}
+    return {
+        "top1": int(counts[0]) / n,
+        "top5": int(counts[1]) / n,
+        "images": int(counts[2]),
+        "bad_images": int(counts[3]),
+    }
 
 
 def evaluate_modes(cfg, model, samples, modes=None, autocast=None):

@@ -10,17 +10,28 @@ The fast training path (``build_train_transform(cfg, from_path=True)``) decodes 
 torchvision.io into uint8 tensors, augments them as uint8 and leaves normalisation to
 ``build_batch_normalize(cfg)`` on whole batches, on the training device.
 """
-from PIL import Image
+
 import torch
+from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from .data import decode_tensor
 
-__all__ = ["Lighting", "DecodeImage", "DecodeRandomResizedCrop", "build_train_transform", "build_test_transform",
-           "build_batch_transform", "build_batch_normalize", "train_decode_size", "test_decode_size",
-           "TRAIN_CROPS", "TEST_MODES"]
+__all__ = [
+    "Lighting",
+    "DecodeImage",
+    "DecodeRandomResizedCrop",
+    "build_train_transform",
+    "build_test_transform",
+    "build_batch_transform",
+    "build_batch_normalize",
+    "train_decode_size",
+    "test_decode_size",
+    "TRAIN_CROPS",
+    "TEST_MODES",
+]
 
 JPEG_REDUCTIONS = (8, 4, 2)  # the DCT scalings libjpeg offers
 
@@ -72,8 +83,12 @@ class DecodeRandomResizedCrop(v2.RandomResizedCrop):
         top, left = round(p["top"] * sy), round(p["left"] * sx)
         h = max(1, min(round((p["top"] + p["height"]) * sy), img.shape[-2]) - top)
         w = max(1, min(round((p["left"] + p["width"]) * sx), img.shape[-1]) - left)
-        return tv_tensors.Image(TF.resized_crop(img, top, left, h, w, self.size, self.interpolation,
-                                                antialias=self.antialias))
+        return tv_tensors.Image(
+            TF.resized_crop(
+                img, top, left, h, w, self.size, self.interpolation, antialias=self.antialias
+            )
+        )
+
 
 TRAIN_CROPS = ("scale", "resized_crop", "pad")
 TEST_MODES = ("1crop", "10crop", "multiscale")
@@ -88,9 +103,9 @@ class Lighting:
     """
 
     EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
-    EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009],
-                           [-0.5808, -0.0045, -0.8140],
-                           [-0.5836, -0.6948, 0.4203]])
+    EIGVEC = torch.tensor(
+        [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]]
+    )
 
     def __init__(self, std: float):
         self.std = std
@@ -106,7 +121,9 @@ class Lighting:
 
 def _normalize(cfg) -> v2.Normalize:
     if cfg.INPUT.FORMAT != "RGB":
-        raise ValueError(f"INPUT.FORMAT={cfg.INPUT.FORMAT!r} is not supported for pretraining; allowed: RGB")
+        raise ValueError(
+            f"INPUT.FORMAT={cfg.INPUT.FORMAT!r} is not supported for pretraining; allowed: RGB"
+        )
     return v2.Normalize(list(cfg.MODEL.PIXEL_MEAN), list(cfg.MODEL.PIXEL_STD))
 
 
@@ -135,7 +152,10 @@ def build_train_transform(cfg, from_path: bool = False) -> v2.Compose:
     elif aug.TRAIN_CROP == "pad":  # paper, CIFAR: 4-pixel pad, random crop
         ops = decode + [v2.RandomCrop(crop, padding=aug.PAD, pad_if_needed=True)]
     else:
-        raise ValueError(f"PRETRAIN.AUG.TRAIN_CROP={aug.TRAIN_CROP!r} is not supported; allowed: {', '.join(TRAIN_CROPS)}")
+        raise ValueError(
+            f"PRETRAIN.AUG.TRAIN_CROP={aug.TRAIN_CROP!r} is not supported; allowed:"
+            f" {', '.join(TRAIN_CROPS)}"
+        )
     if aug.FLIP:
         ops.append(v2.RandomHorizontalFlip())
     if aug.TRIVIAL_AUGMENT:
@@ -156,7 +176,9 @@ def build_batch_normalize(cfg) -> v2.Compose:
     new buffer, not two, which halves the cost of this step on a CPU.
     """
     norm = _normalize(cfg)
-    return v2.Compose([v2.ToDtype(torch.float32, scale=False), v2.Normalize(norm.mean, norm.std, inplace=True)])
+    return v2.Compose(
+        [v2.ToDtype(torch.float32, scale=False), v2.Normalize(norm.mean, norm.std, inplace=True)]
+    )
 
 
 def _stack(crops):
@@ -178,10 +200,15 @@ def build_test_transform(cfg, mode: str = "1crop"):
     """1crop -> (C,H,W); 10crop -> (10,C,H,W); multiscale -> list of (C,H_s,W_s)."""
     crop, size = cfg.INPUT.CROP_SIZE, cfg.INPUT.TEST_SIZE
     if mode == "1crop":
-        return v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(crop)] + _to_normalized_tensor(cfg))
+        return v2.Compose(
+            [v2.Resize(size, antialias=True), v2.CenterCrop(crop)] + _to_normalized_tensor(cfg)
+        )
     if mode == "10crop":
-        return v2.Compose([v2.Resize(size, antialias=True), v2.TenCrop(crop)]
-                          + _to_normalized_tensor(cfg) + [_stack])
+        return v2.Compose(
+            [v2.Resize(size, antialias=True), v2.TenCrop(crop)]
+            + _to_normalized_tensor(cfg)
+            + [_stack]
+        )
     if mode == "multiscale":
         return _MultiScale(cfg.PRETRAIN.TEST.SCALES, _to_normalized_tensor(cfg))
     raise ValueError(f"test mode {mode!r} is not supported; allowed: {', '.join(TEST_MODES)}")
