@@ -64,3 +64,21 @@ def test_readme_python_api_examples_run(shared_data, tmp_path, monkeypatch, caps
     # one box of the image's 3 class-51 objects, right: AP50 over the image's classes is above 0
     assert 0 < scope["metrics"]["bbox"]["AP50"] < 100
     assert "torchvision 18" in capsys.readouterr().out
+
+
+def test_readme_lazyconfig_one_liner_puts_a_resdet_trunk_in_a_zoo_config():
+    from detectron2.config import instantiate
+    from detectron2.layers import CNNBlockBase
+    from detectron2.modeling.backbone import ResNet
+
+    from resdet.modeling.resnet import BottleneckBlock
+
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"<!-- lazy-example[^>]*-->\s*```python\n(.*?)```", text, re.S).group(1)
+    scope = {}
+    exec(block, scope)
+    backbone = instantiate(scope["cfg"].model.backbone)
+    assert isinstance(backbone.bottom_up, ResNet)  # Detectron2's container, resdet's blocks
+    blocks = [m for m in backbone.bottom_up.modules() if isinstance(m, CNNBlockBase)]
+    assert blocks and {type(b) for b in blocks[1:]} == {BottleneckBlock}  # not Detectron2's
+    assert "bottom_up.res5.2.conv3.weight" in backbone.state_dict()  # R50: 3 blocks in res5

@@ -1,0 +1,65 @@
+"""AP of a trained detector on each inference path: PyTorch fp32 (prepared), ONNX Runtime
+fp32 and OpenVINO fp32 / bf16 hybrids (resdet.export.runtime_model), on the run's own test
+set, so the change a reduced-precision path costs is measured, not assumed.
+
+    python bench/precision_ap.py output/demo/detect        # after `make demo`
+
+Not part of `make bench`: it needs a trained run folder (config.yaml + model_final.pth).
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import resdet  # noqa: F401  (registers the backbones)
+from resdet.detection.checkpoint import ResdetCheckpointer
+from resdet.detection.train import Trainer, setup_cfg
+from resdet.export import runtime_model
+from resdet.modeling import prepare_for_inference
+
+PATHS = [
+    ("torch_fp32", None, "fp32"),
+    ("onnxruntime_fp32", "onnxruntime", "fp32"),
+    ("openvino_fp32", "openvino", "fp32"),
+    ("openvino_bf16", "openvino", "bf16"),
+]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", help="a detection run folder (config.yaml, model_final.pth)")
+    ap.add_argument("--output", default=None, help="write the table as JSON here")
+    args = ap.parse_args(argv)
+    run = Path(args.run)
+    tmp = Path(tempfile.mkdtemp(prefix="resdet-precision-"))
+    cfg = setup_cfg(
+        run / "config.yaml",
+        ["MODEL.WEIGHTS", str(run / "model_final.pth"), "RESDET.EVAL.NUM_VIS", "0"],
+        output_dir=tmp / "eval",
+        eval_only=True,
+    )
+    rows = {}
+    for name, runtime, precision in PATHS:
+        model = Trainer.build_model(cfg)
+        ResdetCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        model = prepare_for_inference(model.eval())
+        if runtime is not None:
+            model = runtime_model(model, cfg, runtime, precision, export_dir=tmp / runtime)
+        rows[name] = Trainer.test(cfg, model)["bbox"]
+        print(name, {k: round(v, 2) for k, v in rows[name].items() if "-" not in k}, flush=True)
+    ref = rows["torch_fp32"]
+    table = {
+        n: {k: r[k] for k in ("AP", "AP50")} | {f"d{k}": r[k] - ref[k] for k in ("AP", "AP50")}
+        for n, r in rows.items()
+        if "AP" in r
+    }
+    print(json.dumps(table, indent=1))
+    if args.output:
+        Path(args.output).write_text(json.dumps(table, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
