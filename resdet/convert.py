@@ -322,6 +322,24 @@ def fragment_path(weights) -> Path:
     return Path(weights).with_suffix(".yaml")
 
 
+def read_fragment(weights):
+    """``(path, {key: value})`` of the fragment beside ``weights``; None when it has none."""
+    import yaml
+
+    path = fragment_path(weights) if weights else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        frag = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise CheckpointError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(frag, dict):
+        raise CheckpointError(
+            f"{path}: expected a mapping of config keys, got {type(frag).__name__}"
+        )
+    return path, frag
+
+
 def _settings_from_d2(obj, path, c2_names):
     """Input settings of a Detectron2 checkpoint: its resdet fragment if it has one; the
     torchvision ones for Detectron2's torchvision conversions; otherwise Detectron2's

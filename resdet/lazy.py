@@ -151,24 +151,14 @@ def merge_weights_fragment(cfg) -> List[str]:
     (:func:`resdet.detection.merge_weights_fragment`) the weights win: a detector fed
     other inputs than its backbone learned on silently loses most of what it learned.
     Returns one line per value changed."""
-    import yaml
     from omegaconf import OmegaConf
 
-    from .convert import fragment_path
-    from .errors import CheckpointError
+    from .convert import read_fragment
 
-    weights = cfg.train.get("init_checkpoint") or ""
-    path = fragment_path(weights) if weights else None
-    if path is None or not path.is_file():
+    found = read_fragment(cfg.train.get("init_checkpoint") or "")
+    if found is None:
         return []
-    try:
-        frag = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise CheckpointError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(frag, dict):
-        raise CheckpointError(
-            f"{path}: expected a mapping of config keys, got {type(frag).__name__}"
-        )
+    path, frag = found
     places = {
         "model": "model",
         "mapper": "dataloader.train.mapper",

@@ -9,7 +9,6 @@ re-exported here.
 
 import logging
 
-import yaml
 from detectron2.config import CfgNode
 
 from ..checkpoint import ResdetCheckpointer
@@ -59,19 +58,12 @@ def merge_weights_fragment(cfg, explicit=()):
     built to another depth, silently loses most of what the weights learned. Returns one
     warning per key in ``explicit`` whose configured value the fragment contradicts.
     """
-    from ..convert import fragment_path
+    from ..convert import read_fragment
 
-    path = fragment_path(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else None
-    if path is None or not path.is_file():
+    found = read_fragment(cfg.MODEL.WEIGHTS)
+    if found is None:
         return []
-    try:
-        frag = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise CheckpointError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(frag, dict):
-        raise CheckpointError(
-            f"{path}: expected a mapping of config keys, got {type(frag).__name__}"
-        )
+    path, frag = found
     warnings = []
     for key, value in _flatten(frag):
         try:
