@@ -481,23 +481,11 @@ def train_detector(
     ``train``/``test``: datasets as in this module's docstring; ``overrides``: KEY VALUE
     pairs, applied after the arguments above. A LazyConfig ``.py`` runs through
     resdet.lazy.train_lazy (Detectron2's lazyconfig_train_net: ``KEY=VALUE`` overrides)."""
-    from .detection.train import train_net
-
     dist = (num_gpus, num_machines, machine_rank, dist_url)
     if _is_lazy_file(config):
         return _run_lazy(config, weights, train, test, output_dir, resume, overrides, False, dist)
     opts = (["MODEL.WEIGHTS", str(weights)] if weights else []) + _data_opts(train, test)
-    opts += (["OUTPUT_DIR", str(output_dir)] if output_dir else []) + list(overrides or [])
-    result = _launch(
-        train_net,
-        (_yaml_config(config), opts, False, resume),
-        num_gpus,
-        num_machines,
-        machine_rank,
-        dist_url,
-        cuda_only=True,
-    )
-    return result if result is not None else _read_metrics(_output_dir_of(config, opts))
+    return _run_yaml(config, opts, output_dir, overrides, False, resume, dist)
 
 
 def evaluate_detector(
@@ -515,23 +503,23 @@ def evaluate_detector(
 ) -> dict:
     """Evaluate detector ``weights`` on ``test`` (default: the config's DATASETS.TEST), as
     ``tools/train_det.py --eval-only``; what OUTPUT_DIR/metrics.json holds."""
-    from .detection.train import train_net
-
     dist = (num_gpus, num_machines, machine_rank, dist_url)
     if _is_lazy_file(config):
         return _run_lazy(config, weights, None, test, output_dir, resume, overrides, True, dist)
     opts = ["MODEL.WEIGHTS", str(weights)] if weights else []
     if test is not None:  # the classes come from the test set, not the config's training set
         opts += _data_opts(None, test) + ["DATASETS.TRAIN", ()]
-    opts += (["OUTPUT_DIR", str(output_dir)] if output_dir else []) + list(overrides or [])
+    return _run_yaml(config, opts, output_dir, overrides, True, resume, dist)
+
+
+def _run_yaml(config, opts, output_dir, overrides, eval_only, resume, dist):
+    """train_net on every process of ``dist``; the results (read back from metrics.json
+    when several processes ran)."""
+    from .detection.train import train_net
+
+    opts = opts + (["OUTPUT_DIR", str(output_dir)] if output_dir else []) + list(overrides or [])
     result = _launch(
-        train_net,
-        (_yaml_config(config), opts, True, resume),
-        num_gpus,
-        num_machines,
-        machine_rank,
-        dist_url,
-        cuda_only=True,
+        train_net, (_yaml_config(config), opts, eval_only, resume), *dist, cuda_only=True
     )
     return result if result is not None else _read_metrics(_output_dir_of(config, opts))
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO, load_tool
+from test_train_det import _pretrained
 
 import resdet
 from resdet.errors import CheckpointError, ConfigError
@@ -250,34 +251,8 @@ def test_evaluate_predictions_scores_only_the_held_out_split(shared_data, tmp_pa
     assert whole["bbox"]["AP50"] < 50.0
 
 
-def _classifier(path):
-    from resdet.io import atomic_save
-    from resdet.modeling import build_resnet
-
-    torch.manual_seed(0)
-    net = build_resnet(18, num_classes=10)
-    meta = dict(
-        format="resdet-classifier",
-        depth=18,
-        dataset="imagenet",
-        shortcut="B",
-        residual=True,
-        stride_in_1x1=False,
-        num_classes=10,
-        norm="BN",
-        input_format="RGB",
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
-        recipe="test",
-        classes=[str(i) for i in range(10)],
-        metrics={},
-    )
-    atomic_save({"model": net.state_dict(), "meta": meta}, path)
-    return path
-
-
 def test_convert_weights_reports_what_it_found(tmp_path, capsys):
-    src = _classifier(tmp_path / "cls.pth")
+    src = _pretrained(tmp_path / "cls.pth")
     r = resdet.convert_weights(src, tmp_path / "r18.pth", layout="fpn", verify=True, size=64)
     assert (r["format"], r["depth"], r["shortcut"], r["input_format"], r["layout"]) == (
         "resdet",
