@@ -6,9 +6,10 @@ Inductor-compiled with frozen weights) and the trunk exported as resdet.export d
 ``backbone_r50_fp32`` (each path's ratio beside it). torchvision runs as a user would
 (eval mode, default memory format). The eager PyTorch form is a reference row. bf16:
 torch autocast and OpenVINO's bf16 inference precision, the faster as the row, with
-feature error and top-1 agreement on real images. A large fp32 GEMM is timed in the same
-interleaved loop; its best time is the machine's peak, against which the fastest path's
-GFLOP/s is reported (``fraction_of_peak``).
+feature error and top-1 agreement on real images. A large fp32 GEMM in each library
+(PyTorch, ONNX Runtime, OpenVINO) is timed in the same interleaved loop; the best of them
+is the machine's peak, against which the fastest path's GFLOP/s is reported
+(``fraction_of_peak``).
 """
 
 import copy
@@ -28,23 +29,37 @@ from resdet.convert import load_source  # noqa: E402
 from resdet.modeling import build_resnet, prepare_for_inference  # noqa: E402
 
 
-def peak_matmul(device, n=4096, threads=None):
-    """A large fp32 GEMM on ``threads`` threads (default: all), timed with the rest; its
-    best time gives the dense fp32 rate (the best, not the median: the peak is what the
-    cores can do). Returns (fn, GFLOP per call)."""
+def gemm_onnx(path, n):
+    """A one-node ONNX graph: (n, n) @ (n, n) in fp32, for the runtimes' own GEMMs."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    a, b, c = (helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "abc")
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", [a, b], [c])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what every runtime here reads (onnx writes its newest)
+    onnx.save(model, str(path))
+
+
+def peak_gemms(device, tmp, threads, n=4096):
+    """A large fp32 GEMM in every library that runs the paths timed here: PyTorch's (MKL
+    on x86), ONNX Runtime's (MLAS) and OpenVINO's (oneDNN). Timed in the same interleaved
+    loop as the paths; the fastest library's best time is the machine's peak (the best,
+    not the median: the peak is what the cores can do; and one library's GEMM alone read
+    below the runtimes' trunks on some CPUs). Returns {name: fn}, GFLOP per call."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    out = {"gemm_torch": lambda: a @ b}
+    if device.type == "cpu":  # the runtimes are CPU back-ends, as in runtimes() below
+        from resdet.export.runtime import OpenVinoDense, OrtDense
 
-    def mm():
-        if threads is None:
-            return a @ b
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            return a @ b
-        finally:
-            torch.set_num_threads(before)
-
-    return mm, 2 * n**3 / 1e9
+        path = Path(tmp) / "gemm.onnx"
+        gemm_onnx(path, n)
+        ort = OrtDense(path, ["c"], threads).session
+        ov = OpenVinoDense(path, ["c"], threads, "fp32").request
+        an, bn = a.numpy(), b.numpy()
+        out["gemm_onnxruntime"] = lambda: ort.run(None, {"a": an, "b": bn})
+        out["gemm_openvino"] = lambda: ov.infer({0: an, 1: bn})
+    return out, 2 * n**3 / 1e9
 
 
 class Trunk(torch.nn.Module):
@@ -115,21 +130,12 @@ def main(argv=None):
         paths.update({k: v for k, v in rt.items() if k != "openvino_bf16"})
         ref = eager(x_cl)
         diffs = {k: float((f(x_cl) - ref).abs().max()) for k, f in paths.items()}  # also compiles
-        mm, mm_gflop = peak_matmul(dev)
+        gemms, gemm_gflop = peak_gemms(dev, tmp, torch.get_num_threads())
         fns = {k: (lambda f: lambda: f(x_cl))(f) for k, f in paths.items()}
-        fns.update({"eager": lambda: eager(x_cl), "torchvision": lambda: tv_trunk(x), "matmul": mm})
-        threads = torch.get_num_threads()
-        if dev.type == "cpu" and threads > 1:
-            # one core's best rate times the cores: on a shared machine all threads rarely
-            # get their cores at once, which made the all-thread GEMM read below the trunk
-            mm1, mm1_gflop = peak_matmul(dev, 3072, threads=1)
-            fns["matmul_1thread"] = mm1
+        fns.update({"eager": lambda: eager(x_cl), "torchvision": lambda: tv_trunk(x), **gemms})
         times = interleaved(fns, args.repeats, dev, stat=list)
         t = {k: statistics.median(v) for k, v in times.items()}
-        peaks = {"matmul_all_threads_gflops": round(mm_gflop / min(times["matmul"]), 1)}
-        if "matmul_1thread" in times:
-            one_core = mm1_gflop / min(times["matmul_1thread"])
-            peaks["matmul_one_core_x_threads_gflops"] = round(threads * one_core, 1)
+        peaks = {f"{k}_gflops": round(gemm_gflop / min(times[k]), 1) for k in gemms}
         peak = max(peaks.values())
         flops = FlopCountAnalysis(tv_trunk, x)
         flops.unsupported_ops_warnings(False)
@@ -146,7 +152,7 @@ def main(argv=None):
                 path=best,
                 **ratios,
                 resdet_gflops=round(gflop / t[best], 1),
-                matmul_peak_gflops=round(peak, 1),
+                peak_gflops=peak,
                 **peaks,
                 fraction_of_peak=round(gflop / t[best] / peak, 3),
                 max_abs_diff_vs_eager=round(diffs[best], 6),

@@ -163,7 +163,7 @@ class Predictor:
         from detectron2.modeling import build_model
 
         from .config import merge_overrides
-        from .detection.checkpoint import merge_weights_fragment
+        from .detection.checkpoint import load_detector_weights, merge_weights_fragment
 
         merge_overrides(cfg, overrides or [])
         cfg.MODEL.WEIGHTS = weights
@@ -175,7 +175,7 @@ class Predictor:
             cfg.MODEL.DEVICE = "cpu"
         cfg.freeze()
         model = build_model(cfg)
-        _load_weights(model, weights)
+        load_detector_weights(model, weights)
         aug = T.ResizeShortestEdge(
             [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
         )
@@ -187,6 +187,8 @@ class Predictor:
         from detectron2.config import LazyConfig, instantiate
         from detectron2.data import transforms as T
 
+        from .detection.checkpoint import load_detector_weights
+
         if overrides:
             cfg = LazyConfig.apply_overrides(cfg, list(overrides))
         if "model" not in cfg:
@@ -196,7 +198,7 @@ class Predictor:
         if want.startswith("cuda") and not torch.cuda.is_available():
             want = "cpu"
         model.to(want)
-        _load_weights(model, weights)
+        load_detector_weights(model, weights)
         test = cfg.get("dataloader", {}).get("test", {})
         augs = test.get("mapper", {}).get("augmentations") if hasattr(test, "get") else None
         aug = (
@@ -278,34 +280,6 @@ class Predictor:
                     for i, out in zip(chunk, self.model([inputs[i] for i in chunk])):
                         outputs[i] = out
         return outputs[0] if single else outputs
-
-
-def _load_weights(model, weights):
-    """Load through resdet's safe checkpointer; for inference every parameter must come
-    from the file (a missing or mis-shaped one would predict from random weights)."""
-    from .detection.checkpoint import ResdetCheckpointer
-
-    class Checkpointer(ResdetCheckpointer):
-        def _load_model(self, checkpoint):  # keep what did not fit, to refuse it below
-            self.incompatible = super()._load_model(checkpoint)
-            return self.incompatible
-
-    checkpointer = Checkpointer(model)
-    checkpointer.load(weights)
-    incompatible = checkpointer.incompatible
-    missing = list(incompatible.missing_keys)
-    if incompatible.incorrect_shapes:
-        key, got, want = incompatible.incorrect_shapes[0]
-        raise CheckpointError(
-            f"{weights}: {key} has shape {tuple(got)}, the model needs {tuple(want)} "
-            f"({len(incompatible.incorrect_shapes)} such); use the config the weights "
-            f"were trained with (their run's config.yaml)"
-        )
-    if missing:
-        raise CheckpointError(
-            f"{weights}: {len(missing)} model parameters are not in the file (first: "
-            f"{missing[0]}); give detector weights that fit the config"
-        )
 
 
 def _runtime_model(model, cfg, runtime):

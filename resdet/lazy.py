@@ -35,6 +35,7 @@ __all__ = [
     "build_res5",
     "merge_weights_fragment",
     "LazyRun",
+    "load_lazy_config",
     "train_lazy",
 ]
 
@@ -192,7 +193,9 @@ class LazyRun:
     eval_only: bool = False
 
 
-def _load(config_file, overrides, output_dir):
+def load_lazy_config(config_file, overrides=(), output_dir=None):
+    """A LazyConfig .py (a path or a shipped name) with KEY=VALUE ``overrides``; returns
+    (path, cfg, notes on what was changed for this machine). Errors are one line."""
     from detectron2.config import LazyConfig
 
     from .model_zoo import resolve_config_file
@@ -307,7 +310,7 @@ def train_lazy(
     from .sampling import ResumableLoader
 
     overrides = [str(o) for o in overrides]
-    path, cfg, notes = _load(config_file, overrides, output_dir)
+    path, cfg, notes = load_lazy_config(config_file, overrides, output_dir)
     changes = merge_weights_fragment(cfg)
     default_setup(cfg, LazyRun(str(path), overrides, resume, eval_only))
     for msg in notes:

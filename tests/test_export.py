@@ -345,3 +345,64 @@ def test_import_works_without_the_runtimes(exported):
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "onnxruntime" in run.stdout and "resdet[deploy]" in run.stdout
+
+
+# R18-FPN with narrow heads, as a LazyConfig (KEY=VALUE); the test resize is read from
+# dataloader.test.mapper, the class names from dataloader.test.dataset.names
+LAZY_OVERRIDES = [
+    "model.backbone.bottom_up.depth=18",
+    "model.backbone.out_channels=64",
+    "model.proposal_generator.head.in_channels=64",
+    "model.proposal_generator.post_nms_topk=[200,300]",
+    "model.roi_heads.box_head.input_shape.channels=64",
+    "model.roi_heads.box_head.fc_dims=[256,256]",
+    "model.roi_heads.box_predictor.input_shape.channels=256",
+    "model.roi_heads.box_predictor.test_score_thresh=0.1",
+    "dataloader.test.dataset.names=coco_2017_val",
+    "dataloader.test.mapper.augmentations.0.short_edge_length=224",
+    "dataloader.test.mapper.augmentations.0.max_size=320",
+]
+
+
+def test_lazyconfig_detector_exports_and_runs_as_pytorch(shared_data, tmp_path):
+    """A LazyConfig detector exports through the command line like a YAML one (overrides
+    as KEY=VALUE), its export.json is read from the LazyConfig, and Predictor(...,
+    runtime="onnxruntime") on that config gives the PyTorch Predictor's detections."""
+    import export as export_tool
+    from detectron2.config import instantiate
+    from detectron2.data import detection_utils
+
+    from resdet import model_zoo
+    from resdet.export import RuntimeRCNN
+    from resdet.lazy import load_lazy_config
+
+    config = model_zoo.get_config_file("lazy/faster_rcnn_r50_fpn.py")
+    _, cfg, _ = load_lazy_config(config, LAZY_OVERRIDES)
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).eval()
+    images = [str(shared_data / "coco128" / "train2017" / name) for name in IMAGES]
+    first = torch.as_tensor(
+        np.ascontiguousarray(detection_utils.read_image(images[0], "RGB").transpose(2, 0, 1))
+    )
+    calibrate_norms(model, lambda: model([{"image": first}]))
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.weight.normal_(0, 0.05)
+    weights = tmp_path / "lazy_r18_fpn.pth"
+    torch.save({"model": model.state_dict()}, weights)
+    out = tmp_path / "onnx"
+    argv = ["--config", config, "--weights", str(weights), "--format", "onnx", "--output", str(out)]
+    assert export_tool.main(argv + LAZY_OVERRIDES) == 0
+    meta = json.loads((out / "export.json").read_text())
+    assert meta["test_resize"]["min_size"] == 224 and meta["test_resize"]["max_size"] == 320
+    assert meta["input"]["format"] == "RGB" and meta["input"]["size_divisibility"] == 32
+    assert meta["input"]["pixel_mean"] == pytest.approx([123.675, 116.28, 103.53])
+    assert len(meta["class_names"]) == 80 and meta["class_names"][0] == "person"
+    assert meta["architecture"]["depth"] == 18 and meta["weights"] == str(weights)
+
+    _, cfg, _ = load_lazy_config(config, LAZY_OVERRIDES)
+    torch_pred = resdet.Predictor(cfg, weights)
+    onnx_pred = resdet.Predictor(cfg, weights, runtime="onnxruntime")
+    assert isinstance(onnx_pred.model, RuntimeRCNN)
+    want, got = torch_pred(images), onnx_pred(images)
+    for w, g in zip(want, got):
+        _assert_same_detections(w["instances"], g["instances"])

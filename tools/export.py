@@ -3,6 +3,8 @@ deployment, with dynamic batch, height and width:
 
     python tools/export.py --config configs/coco_r50_fpn.yaml --weights model_final.pth \\
         --format onnx --output export/r50_fpn_onnx [KEY VALUE ...]
+    python tools/export.py --config configs/lazy/faster_rcnn_r50_fpn.py --weights W \\
+        --format openvino --output export/r50_fpn_ir [KEY=VALUE ...]
 
 Formats: onnx (ONNX Runtime; also read by OpenVINO), openvino (IR .xml/.bin, fp32
 weights), torchscript. The folder gets the model and export.json (input format,
@@ -28,13 +30,19 @@ def parser():
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--config", required=True, help="the detector's config (YAML)")
+    ap.add_argument(
+        "--config", required=True, help="the detector's config: YAML, or a LazyConfig .py"
+    )
     ap.add_argument("--weights", required=True, help="its trained weights (.pth/.pkl)")
     ap.add_argument("--format", required=True, help="onnx, openvino or torchscript")
     ap.add_argument(
         "--output", required=True, help="folder to write (an earlier export there is replaced)"
     )
-    ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    ap.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        help="config overrides: KEY VALUE ... (YAML) or KEY=VALUE ... (LazyConfig)",
+    )
     return cli.add_debug_flag(ap)
 
 

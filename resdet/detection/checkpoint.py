@@ -14,7 +14,7 @@ from detectron2.config import CfgNode
 from ..checkpoint import ResdetCheckpointer
 from ..io import CheckpointError
 
-__all__ = ["ResdetCheckpointer", "merge_weights_fragment", "explicit_keys"]
+__all__ = ["ResdetCheckpointer", "merge_weights_fragment", "explicit_keys", "load_detector_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,3 +81,32 @@ def merge_weights_fragment(cfg, explicit=()):
         raise CheckpointError(f"{path}: {str(e).splitlines()[0]}") from None
     logger.info(f"Merged {path} (what the weights were trained with) into the config")
     return warnings
+
+
+def load_detector_weights(model, weights):
+    """Load trained detector weights for inference or export, through the safe
+    checkpointer. Every parameter must come from the file: a missing or mis-shaped one
+    would predict from random weights, which Detectron2 only logs."""
+
+    class Checkpointer(ResdetCheckpointer):
+        def _load_model(self, checkpoint):  # keep what did not fit, to refuse it below
+            self.incompatible = super()._load_model(checkpoint)
+            return self.incompatible
+
+    checkpointer = Checkpointer(model)
+    checkpointer.load(str(weights))
+    incompatible = checkpointer.incompatible
+    if incompatible.incorrect_shapes:
+        key, got, want = incompatible.incorrect_shapes[0]
+        raise CheckpointError(
+            f"{weights}: {key} has shape {tuple(got)}, the model needs {tuple(want)} "
+            f"({len(incompatible.incorrect_shapes)} such); use the config the weights "
+            f"were trained with (their run's config.yaml)"
+        )
+    missing = list(incompatible.missing_keys)
+    if missing:
+        raise CheckpointError(
+            f"{weights}: {len(missing)} model parameters are not in the file (first: "
+            f"{missing[0]}); give detector weights that fit the config"
+        )
+    return model

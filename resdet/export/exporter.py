@@ -61,31 +61,33 @@ def require(module: str, what: str):
         ) from None
 
 
-def load_config(config_file=None, weights=None, opts=()):
-    """resdet defaults + ``config_file`` + ``opts`` (KEY VALUE ...) + MODEL.WEIGHTS and the
-    YAML fragment beside it, on the CPU. (The training tools' ``setup_cfg`` also sets up
-    logging and output folders, which an export must not do.)"""
-    from ..config import get_resdet_cfg
+def is_lazy(cfg) -> bool:
+    """Whether ``cfg`` is a LazyConfig (an omegaconf DictConfig) rather than a CfgNode."""
+    from omegaconf import DictConfig
+
+    return isinstance(cfg, DictConfig)
+
+
+def load_config(config, weights=None, opts=()):
+    """The detector's config on the CPU, with ``weights`` as its weights: a YAML file
+    (resdet defaults + the file + ``opts`` as KEY VALUE ... + the YAML fragment beside the
+    weights), a LazyConfig ``.py`` (``opts`` as KEY=VALUE, weights as
+    train.init_checkpoint), or a CfgNode / LazyConfig object (copied). (The training
+    tools' ``setup_cfg`` also sets up logging and output folders, which an export must
+    not do.)"""
+    from detectron2.config import CfgNode
+
+    if is_lazy(config) or str(config).endswith(".py"):
+        return _load_lazy(config, weights, opts)
+    from ..config import get_resdet_cfg, merge_config_file, merge_overrides
     from ..detection.checkpoint import merge_weights_fragment
 
-    cfg = get_resdet_cfg()
-    if config_file:
-        if not Path(config_file).is_file():
-            raise ConfigError(f"{config_file}: config file not found")
-        if str(config_file).endswith(".py"):
-            raise ConfigError(
-                f"{config_file}: LazyConfig (.py) detectors do not export yet; use a YAML config"
-            )
-        try:
-            cfg.merge_from_file(str(config_file))
-        except (KeyError, ValueError, AssertionError) as e:
-            raise ConfigError(f"{config_file}: {str(e).strip().splitlines()[0]}") from None
-    try:
-        cfg.merge_from_list(list(opts or []))
-    except (KeyError, ValueError, AssertionError) as e:
-        raise ConfigError(
-            f"command-line KEY VALUE pairs: {str(e).strip().splitlines()[0]}"
-        ) from None
+    if isinstance(config, CfgNode):
+        cfg = config.clone()
+        cfg.defrost()
+    else:
+        cfg = merge_config_file(get_resdet_cfg(), config)
+    merge_overrides(cfg, list(opts or []))
     if weights is not None:
         cfg.MODEL.WEIGHTS = str(weights)
     cfg.MODEL.DEVICE = "cpu"  # the runtimes here run on the CPU
@@ -93,48 +95,54 @@ def load_config(config_file=None, weights=None, opts=()):
     return cfg
 
 
+def _load_lazy(config, weights, opts):
+    from detectron2.config import LazyConfig
+
+    from ..lazy import load_lazy_config, merge_weights_fragment
+
+    if is_lazy(config):
+        cfg = LazyConfig.apply_overrides(copy.deepcopy(config), list(opts or []))
+    else:
+        _, cfg, _ = load_lazy_config(config, list(opts or []))
+    if weights is not None:
+        cfg.train.init_checkpoint = str(weights)
+    if "train" in cfg:
+        cfg.train.device = "cpu"
+    merge_weights_fragment(cfg)
+    return cfg
+
+
 def build_detector(cfg):
-    """The detector of ``cfg`` with MODEL.WEIGHTS loaded, in eval mode. Every parameter must
-    come from the weights: an export with randomly initialised layers would be wrong."""
-    from detectron2.modeling import build_model
+    """The detector of ``cfg`` (a CfgNode or a LazyConfig) with its weights loaded
+    (MODEL.WEIGHTS or train.init_checkpoint), in eval mode. Every parameter must come from
+    the weights: an export with randomly initialised layers would be wrong."""
+    from ..detection.checkpoint import load_detector_weights
 
-    from ..detection.checkpoint import ResdetCheckpointer
-
-    weights = cfg.MODEL.WEIGHTS
+    weights = _weights_of(cfg)
+    key = "--weights (train.init_checkpoint)" if is_lazy(cfg) else "--weights (MODEL.WEIGHTS)"
     if not weights:
-        raise CheckpointError(
-            "MODEL.WEIGHTS is empty: pass --weights, the trained detector to export"
-        )
+        raise CheckpointError(f"{key} is empty: give the trained detector to export")
     if not Path(weights).is_file():
         raise CheckpointError(f"{weights}: weights file not found")
+    if is_lazy(cfg):
+        if "model" not in cfg:
+            raise ConfigError("the LazyConfig has no 'model' to build")
+        from detectron2.config import instantiate
 
-    class Strict(ResdetCheckpointer):  # keeps what Detectron2 would only log
-        def _log_incompatible_keys(self, incompatible):
-            self.incompatible = incompatible
+        model = instantiate(cfg.model)
+    else:
+        from detectron2.modeling import build_model
 
-    model = build_model(cfg).eval()
-    checkpointer = Strict(model)
-    checkpointer.load(weights)
-    incompatible = checkpointer.incompatible
-    bad = (
-        list(incompatible.missing_keys)
-        + list(incompatible.unexpected_keys)
-        + [k for k, *_ in incompatible.incorrect_shapes]
-    )
-    if bad:
-        raise CheckpointError(
-            f"{weights}: does not fit the model of the config ({len(bad)} keys "
-            f"missing, unexpected or of another shape, first {bad[0]}); "
-            f"export the config it was trained with"
-        )
-    return model
+        model = build_model(cfg)
+    return load_detector_weights(model.cpu().eval(), weights)
 
 
 def export_model(
     cfg, weights=None, fmt="onnx", output_dir="export", *, opts=(), verify=True
 ) -> Path:
-    """Export the trained detector of ``cfg`` (a CfgNode, or a config file path merged with
-    ``opts``) with ``weights`` (default cfg.MODEL.WEIGHTS) to ``output_dir`` in ``fmt``.
+    """Export the trained detector of ``cfg`` with ``weights`` (default: the config's own)
+    to ``output_dir`` in ``fmt``. ``cfg``: a YAML or LazyConfig file (merged with ``opts``:
+    KEY VALUE pairs for YAML, KEY=VALUE for a LazyConfig), a CfgNode or a LazyConfig.
 
     An existing export in ``output_dir`` is replaced; any other non-empty folder is
     refused. Returns the output folder."""
@@ -144,16 +152,8 @@ def export_model(
         )
     if weights is not None and not Path(weights).is_file():
         raise CheckpointError(f"{weights}: weights file not found")
-    if isinstance(cfg, (str, os.PathLike)):
-        cfg = load_config(cfg, weights, opts)
-    else:
-        cfg = cfg.clone()
-        cfg.defrost()
-        if weights is not None:
-            cfg.MODEL.WEIGHTS = str(weights)
-        cfg.MODEL.DEVICE = "cpu"
-    model = build_detector(cfg)
-    return export_dense(model, cfg, fmt, output_dir, verify=verify)
+    cfg = load_config(cfg, weights, opts)
+    return export_dense(build_detector(cfg), cfg, fmt, output_dir, verify=verify)
 
 
 def export_dense(model, cfg, fmt, output_dir, *, verify=True, onnx_export=None) -> Path:
@@ -200,7 +200,7 @@ def export_dense(model, cfg, fmt, output_dir, *, verify=True, onnx_export=None) 
             raise
         except Exception as e:  # the converters' own errors, e.g. an op a format lacks
             raise ConfigError(
-                f"{cfg.MODEL.BACKBONE.NAME} cannot be exported to {fmt}: "
+                f"{type(model.backbone).__name__} cannot be exported to {fmt}: "
                 f"{type(e).__name__}: {_first_line(e)}"
             ) from e
         metadata["files"] = sorted(p.name for p in tmp.iterdir())
@@ -245,6 +245,8 @@ def _metadata(model, cfg, fmt, outputs) -> dict:
     }[fmt]
     for name in runtime_modules:
         versions[name] = require(name, f"--format {fmt}").__version__
+    num_classes = model.roi_heads.num_classes
+    trunk = getattr(model.backbone, "bottom_up", model.backbone)
     return {
         "format": fmt,
         "model": MODEL_FILES[fmt],
@@ -252,47 +254,86 @@ def _metadata(model, cfg, fmt, outputs) -> dict:
             "name": INPUT_NAME,
             "layout": "NCHW",
             "dtype": "float32",
-            "format": cfg.INPUT.FORMAT,
-            "pixel_mean": [float(v) for v in cfg.MODEL.PIXEL_MEAN],
-            "pixel_std": [float(v) for v in cfg.MODEL.PIXEL_STD],
+            "format": model.input_format,
+            "pixel_mean": [float(v) for v in model.pixel_mean.flatten()],
+            "pixel_std": [float(v) for v in model.pixel_std.flatten()],
             "preprocess": "(image - pixel_mean) / pixel_std, then zero-padded at the bottom and "
             "right to a multiple of size_divisibility, batched",
             "size_divisibility": div,
             "dynamic": ["batch", "height", "width"],
         },
-        "test_resize": {
-            "min_size": cfg.INPUT.MIN_SIZE_TEST,
-            "max_size": cfg.INPUT.MAX_SIZE_TEST,
-            "note": "shortest side to min_size, longest at most max_size, before preprocess",
-        },
-        "class_names": _class_names(cfg),
-        "num_classes": cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+        "test_resize": _test_resize(cfg),
+        "class_names": _class_names(cfg, num_classes),
+        "num_classes": num_classes,
         "outputs": outputs,
         "architecture": {
-            "meta": cfg.MODEL.META_ARCHITECTURE,
-            "backbone": cfg.MODEL.BACKBONE.NAME,
-            "depth": cfg.MODEL.RESNETS.DEPTH,
-            "roi_heads": cfg.MODEL.ROI_HEADS.NAME,
+            "meta": type(model).__name__,
+            "backbone": type(model.backbone).__name__,
+            "depth": getattr(trunk, "arch", {}).get("depth"),
+            "roi_heads": type(model.roi_heads).__name__,
         },
         "in_pytorch": "anchor decoding, RPN top-k and NMS, ROI heads, per-class NMS, rescaling",
-        "weights": cfg.MODEL.WEIGHTS,
+        "weights": _weights_of(cfg),
         "fingerprint": fingerprint(model),
         "versions": versions,
     }
 
 
-def _class_names(cfg):
+def _weights_of(cfg):
+    if not is_lazy(cfg):
+        return cfg.MODEL.WEIGHTS
+    from omegaconf import OmegaConf
+
+    return OmegaConf.select(cfg, "train.init_checkpoint", default="") or ""
+
+
+def _test_resize(cfg):
+    """The test-time resize of the config: INPUT.MIN/MAX_SIZE_TEST, or a LazyConfig's
+    ResizeShortestEdge in dataloader.test.mapper.augmentations (None if it has none)."""
+    note = "shortest side to min_size, longest at most max_size, before preprocess"
+    if not is_lazy(cfg):
+        return {
+            "min_size": cfg.INPUT.MIN_SIZE_TEST,
+            "max_size": cfg.INPUT.MAX_SIZE_TEST,
+            "note": note,
+        }
+    from omegaconf import OmegaConf
+
+    augs = OmegaConf.select(cfg, "dataloader.test.mapper.augmentations", default=None) or []
+    for aug in augs:
+        target = aug.get("_target_") if hasattr(aug, "get") else None
+        if getattr(target, "__name__", str(target)).endswith("ResizeShortestEdge"):
+            short = aug.get("short_edge_length")
+            short = OmegaConf.to_container(short) if OmegaConf.is_config(short) else short
+            return {"min_size": short, "max_size": aug.get("max_size"), "note": note}
+    return None
+
+
+def _dataset_names(cfg):
+    if not is_lazy(cfg):
+        return list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
+    from omegaconf import OmegaConf
+
+    names = []
+    for part in ("test", "train"):
+        found = OmegaConf.select(cfg, f"dataloader.{part}.dataset.names", default=None)
+        if found is not None:
+            names += [found] if isinstance(found, str) else list(found)
+    return names
+
+
+def _class_names(cfg, num_classes):
     """The class names of the config's datasets when known; None when not registered."""
     from detectron2.data import MetadataCatalog
 
-    for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
+    for name in _dataset_names(cfg):
         classes = MetadataCatalog.get(name).get("thing_classes")
         if classes is None:
             continue
-        if len(classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+        if len(classes) != num_classes:
             raise ConfigError(
-                f"DATASETS: {name} has {len(classes)} classes but "
-                f"MODEL.ROI_HEADS.NUM_CLASSES is {cfg.MODEL.ROI_HEADS.NUM_CLASSES}"
+                f"datasets: {name} has {len(classes)} classes but the detector has "
+                f"{num_classes}; export the config it was trained with"
             )
         return list(classes)
     return None
