@@ -6,10 +6,11 @@ Inductor-compiled with frozen weights) and the trunk exported as resdet.export d
 ``backbone_r50_fp32`` (each path's ratio beside it). torchvision runs as a user would
 (eval mode, default memory format). The eager PyTorch form is a reference row. bf16:
 torch autocast and OpenVINO's bf16 inference precision, the faster as the row, with
-feature error and top-1 agreement on real images. A large fp32 GEMM in each library
-(PyTorch, ONNX Runtime, OpenVINO) is timed in the same interleaved loop; the best of them
-is the machine's peak, against which the fastest path's GFLOP/s is reported
-(``fraction_of_peak``).
+feature error and top-1 agreement on real images; int8 (a reference row): the trunk
+quantized as resdet.export does it, calibrated on 32 real images, on ONNX Runtime and
+OpenVINO. A large fp32 GEMM in each library (PyTorch, ONNX Runtime, OpenVINO) is timed
+in the same interleaved loop; the best of them is the machine's peak, against which the
+fastest path's GFLOP/s is reported (``fraction_of_peak``).
 """
 
 import copy
@@ -73,25 +74,33 @@ class Trunk(torch.nn.Module):
         return (self.net(images)["res5"],)
 
 
-def runtimes(trunk, tmp, precisions=("fp32", "bf16")):
+def runtimes(trunk, tmp, calibration=None):
     """The trunk on each inference runtime resdet ships (resdet.export), as exported:
-    dynamic batch and size, ONNX Runtime and OpenVINO with resdet's session settings."""
-    from resdet.export.exporter import write_onnx
+    dynamic batch and size, ONNX Runtime and OpenVINO with resdet's session settings; and
+    with ``calibration`` (real images), quantized to int8 as resdet.export does it."""
+    from resdet.export.exporter import INPUT_NAME, write_onnx
+    from resdet.export.quantize import quantize_onnx
     from resdet.export.runtime import OpenVinoDense, OrtDense
 
     write_onnx(Trunk(trunk), Path(tmp), ["res5"], 0, "trunk.onnx")
     path, threads = Path(tmp) / "trunk.onnx", torch.get_num_threads()
     out = {"onnxruntime": OrtDense(path, ["res5"], threads)}
-    for p in precisions:
+    for p in ("fp32", "bf16"):
         out[f"openvino_{p}"] = OpenVinoDense(path, ["res5"], threads, p)
+    if calibration is not None:
+        int8 = Path(tmp) / "trunk_int8.onnx"
+        quantize_onnx(path, int8, [c[None].numpy() for c in calibration], INPUT_NAME)
+        out["onnxruntime_int8"] = OrtDense(int8, ["res5"], threads)
+        out["openvino_int8"] = OpenVinoDense(int8, ["res5"], threads, "fp32")
     return {k: (lambda r: lambda x: r(x)["res5"])(r) for k, r in out.items()}
 
 
-def real_images(n=8, size=224, uint8=False):
-    """A batch of real ImageNet images (../shared/data/imagenet-sample) if present:
-    normalised float, or with ``uint8`` the raw pixels a resdet training loader yields."""
+def real_images(n=8, size=224, uint8=False, skip=0):
+    """A batch of real ImageNet images (../shared/data/imagenet-sample; the ``n`` after the
+    first ``skip``) if present: normalised float, or with ``uint8`` the raw pixels a resdet
+    training loader yields."""
     root = SHARED_DATA / "imagenet-sample"
-    files = sorted(root.glob("*.JPEG"))[:n]
+    files = sorted(root.glob("*.JPEG"))[skip : skip + n]
     if len(files) < n:
         return None
     T = torchvision.transforms
@@ -126,8 +135,9 @@ def main(argv=None):
         compiled_net = prepare_for_inference(copy.deepcopy(ours), compile=True)
         paths = {"compiled": lambda inp: compiled_net(inp)["res5"]}
         # the runtimes are CPU back-ends (the CUDA path is PyTorch's own)
-        rt = runtimes(ours, tmp) if dev.type == "cpu" else {}
-        paths.update({k: v for k, v in rt.items() if k != "openvino_bf16"})
+        # int8 calibrated on 32 real images other than the 8 its agreement is measured on
+        rt = runtimes(ours, tmp, real_images(32, skip=8)) if dev.type == "cpu" else {}
+        paths.update({k: v for k, v in rt.items() if k in ("onnxruntime", "openvino_fp32")})
         ref = eager(x_cl)
         diffs = {k: float((f(x_cl) - ref).abs().max()) for k, f in paths.items()}  # also compiles
         gemms, gemm_gflop = peak_gemms(dev, tmp, torch.get_num_threads())
@@ -173,38 +183,43 @@ def main(argv=None):
             with torch.autocast(dev.type, dtype=torch.bfloat16):
                 return eager(inp).float()
 
-        low_paths = {"autocast": autocast}
-        if "openvino_bf16" in rt:
-            low_paths["openvino_bf16"] = rt["openvino_bf16"]
-        fns = {k: (lambda f: lambda: f(x_cl))(f) for k, f in low_paths.items()}
-        fns["torchvision"] = lambda: tv_trunk(x)
-        tb = interleaved(fns, args.repeats, dev)
-        best = min(low_paths, key=tb.get)
-        low = low_paths[best](x_cl)
-        imgs = real_images()
-        agree = None
-        if imgs is not None:
-            imgs = imgs.to(dev).contiguous(memory_format=torch.channels_last)
-            head = tv.fc
-            p32 = head(eager(imgs).mean((2, 3))).argmax(1)
-            p16 = head(low_paths[best](imgs).mean((2, 3))).argmax(1)
-            agree = float((p32 == p16).float().mean())
-        rows.append(
-            result(
-                "backbone_r50_bf16_autocast",
-                tb[best],
-                tb["torchvision"],
-                4.0,
-                "torchvision resnet50 fp32",
-                path=best,
-                **{f"ratio_{k}": round(tb["torchvision"] / tb[k], 3) for k in low_paths},
-                max_abs_feature_diff=round(float((ref - low).abs().max()), 4),
-                rel_feature_diff=round(float((ref - low).abs().max() / ref.abs().max()), 4),
-                rel_l2_feature_diff=round(float((ref - low).norm() / ref.norm()), 4),
-                top1_agreement_real_images=agree,
-                note="random weights: top-1 agreement of the untrained classifier's argmax",
-            )
+        low_sets = (
+            ("backbone_r50_bf16_autocast", ["autocast", "openvino_bf16"], 4.0),
+            ("backbone_r50_int8", ["onnxruntime_int8", "openvino_int8"], None),
         )
+        imgs = real_images()
+        options = {"autocast": autocast, **rt}
+        for name, candidates, goal in low_sets:
+            low_paths = {k: options[k] for k in candidates if k in options}
+            if not low_paths:
+                continue
+            fns = {k: (lambda f: lambda: f(x_cl))(f) for k, f in low_paths.items()}
+            fns["torchvision"] = lambda: tv_trunk(x)
+            tb = interleaved(fns, args.repeats, dev)
+            best = min(low_paths, key=tb.get)
+            low = low_paths[best](x_cl)
+            agree = None
+            if imgs is not None:
+                real = imgs.to(dev).contiguous(memory_format=torch.channels_last)
+                p32 = tv.fc(eager(real).mean((2, 3))).argmax(1)
+                p_low = tv.fc(low_paths[best](real).mean((2, 3))).argmax(1)
+                agree = float((p32 == p_low).float().mean())
+            rows.append(
+                result(
+                    name,
+                    tb[best],
+                    tb["torchvision"],
+                    goal,
+                    "torchvision resnet50 fp32",
+                    path=best,
+                    **{f"ratio_{k}": round(tb["torchvision"] / tb[k], 3) for k in low_paths},
+                    max_abs_feature_diff=round(float((ref - low).abs().max()), 4),
+                    rel_feature_diff=round(float((ref - low).abs().max() / ref.abs().max()), 4),
+                    rel_l2_feature_diff=round(float((ref - low).norm() / ref.norm()), 4),
+                    top1_agreement_real_images=agree,
+                    note="random weights: top-1 agreement of the untrained classifier's argmax",
+                )
+            )
     emit(rows, args.output)
 
 

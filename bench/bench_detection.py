@@ -7,13 +7,16 @@ Inductor-compiled with frozen weights), and the hybrid runtime models of resdet.
 (backbone, FPN and RPN head exported and run on ONNX Runtime or OpenVINO; RPN decoding,
 ROI heads and NMS in PyTorch); the fastest is the row, each path's ratio beside it, with
 the time split between the runtime and PyTorch. The bf16 row is the OpenVINO hybrid at
-bf16 inference precision, with its agreement with fp32 on coco128 images. The eager
-PyTorch form is a reference row. Detectron2's built-in gets the very same weights
-(identical parameter names); torchvision's has its own random init (it takes the same
-image, proposal and detection counts).
+bf16 inference precision, the int8 row the faster int8 hybrid (ONNX Runtime or OpenVINO
+on the graph quantized by resdet.export, calibrated on coco128 images), each with its
+agreement with fp32 on coco128 images. The eager PyTorch form is a reference row.
+Detectron2's built-in gets the very same weights (identical parameter names);
+torchvision's has its own random init (it takes the same image, proposal and detection
+counts).
 """
 
 import copy
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +29,7 @@ from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_backbone import peak_gemms  # noqa: E402
 from common import SHARED_DATA, emit, interleaved, parser, result  # noqa: E402
 
 import resdet  # noqa: E402
@@ -43,6 +47,8 @@ def d2_cfg(backbone, device):
     # which dominates the time and is nothing like a trained model's few hundred
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = SCORE_THRESH
     cfg.TEST.DETECTIONS_PER_IMAGE = DETECTIONS
+    # the benchmark's image size, which the int8 calibration images are resized to
+    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = H, W
     cfg.MODEL.DEVICE = device
     return cfg
 
@@ -162,7 +168,7 @@ def main(argv=None):
     }
     for k, m in hybrids.items():
         counts[f"proposals_{k}"] = proposal_count(m.roi_heads, 2, lambda: m(d2_in))
-    fp32_paths = {"compiled": ours, **{k: m for k, m in hybrids.items() if not k.endswith("bf16")}}
+    fp32_paths = {"compiled": ours, **{k: m for k, m in hybrids.items() if "_" not in k}}
     with torch.no_grad():
         # same weights, so the same boxes up to the float rounding of the folded BN
         ref = builtin(d2_in)[0]["instances"]
@@ -192,7 +198,13 @@ def main(argv=None):
             return rpn.rpn_head([f[k] for k in rpn.in_features])
 
         parts["dense_compiled"] = dense_compiled
-        tb = interleaved(parts, args.repeats, dev)
+        # the machine's fp32 peak, timed with the parts: how close the dense part runs to it
+        gemm_dir = tempfile.TemporaryDirectory()
+        gemms, gemm_gflop = peak_gemms(torch.device(dev), gemm_dir.name, torch.get_num_threads())
+        tb = interleaved({**parts, **gemms}, args.repeats, dev, stat=list)
+        peak = max(gemm_gflop / min(tb.pop(k)) for k in gemms)
+        tb = {k: statistics.median(v) for k, v in tb.items()}
+        dense_gflop = dense_flops(trained, x)
     best = min(fp32_paths, key=t.get)
     ratios = {f"ratio_{k}": round(t["torchvision"] / t[k], 3) for k in fp32_paths}
     # the profile: the dense part (backbone, FPN, RPN head) per path, and the rest of the
@@ -200,6 +212,9 @@ def main(argv=None):
     dense_s = tb[f"dense_{best}"]
     where = {f"dense_s_{k}": round(tb[f"dense_{k}"], 4) for k in fp32_paths}
     where["rest_s"] = round(t[best] - dense_s, 4)
+    where["dense_gflop"] = round(dense_gflop, 1)
+    where["dense_fraction_of_peak"] = round(dense_gflop / dense_s / peak, 3)
+    where["peak_gflops"] = round(peak, 1)
     common = dict(image=f"{H}x{W}", **counts)
     rows = [
         result(
@@ -244,8 +259,18 @@ def main(argv=None):
             "RPN and ROI heads are Detectron2's",
         ),
     ]
-    if "openvino_bf16" in hybrids:
-        low = hybrids["openvino_bf16"]
+    # reduced precision: bf16 (OpenVINO) against the goal; int8 (ONNX Runtime and OpenVINO,
+    # calibrated on coco128) as a reference row, the faster of the two
+    low_rows = (
+        ("bf16", ["openvino_bf16"], 3.0),
+        ("int8", ["onnxruntime_int8", "openvino_int8"], None),
+    )
+    for precision, candidates, goal in low_rows:
+        candidates = [k for k in candidates if k in hybrids]
+        if not candidates:
+            continue
+        path = min(candidates, key=t.get)
+        low = hybrids[path]
         agree = [
             agreement(fp32_paths["openvino"]([b])[0]["instances"], low([b])[0]["instances"])
             for b in coco_inputs()
@@ -253,36 +278,68 @@ def main(argv=None):
         matched = [a for a, _ in agree if a is not None]
         rows.append(
             result(
-                "detection_r50fpn_bf16_vs_torchvision",
-                t["openvino_bf16"],
+                f"detection_r50fpn_{precision}_vs_torchvision",
+                t[path],
                 t["torchvision"],
-                3.0,
+                goal,
                 "torchvision fasterrcnn_resnet50_fpn fp32",
-                path="openvino_bf16",
+                path=path,
+                **{f"ratio_{k}": round(t["torchvision"] / t[k], 3) for k in candidates},
                 **common,
-                dense_s=round(tb["dense_openvino_bf16"], 4),
-                pytorch_rest_s=round(t["openvino_bf16"] - tb["dense_openvino_bf16"], 4),
+                dense_s=round(tb[f"dense_{path}"], 4),
+                pytorch_rest_s=round(t[path] - tb[f"dense_{path}"], 4),
                 coco128_detection_agreement=round(sum(matched) / len(matched), 3)
                 if matched
                 else None,
                 coco128_mean_score_diff=round(
                     sum(d for _, d in agree if d is not None) / max(1, len(matched)), 4
                 ),
-                note="random calibrated weights: agreement of bf16 with fp32 detections "
-                "(same class, IoU>=0.5) on 4 coco128 images, not an AP change",
+                note=f"random calibrated weights: agreement of {precision} with fp32 detections "
+                "(same class, IoU>=0.5) on 4 coco128 images, not an AP change "
+                "(bench/precision_ap.py gives that on trained models)",
             )
         )
     emit(rows, args.output)
 
 
+def dense_flops(model, x):
+    """GFLOP of the dense part (backbone, FPN, RPN head) on ``x``, as fvcore counts them
+    (multiply-adds, times 2)."""
+    from fvcore.nn import FlopCountAnalysis
+
+    from resdet.export import DenseRCNN
+
+    flops = FlopCountAnalysis(DenseRCNN(model).eval(), x)
+    flops.unsupported_ops_warnings(False)
+    flops.uncalled_modules_warnings(False)
+    return 2 * flops.total() / 1e9
+
+
 def runtime_models(trained, cfg, tmp):
     """The detector with its dense part on each runtime resdet ships (exported once to
-    ONNX; the OpenVINO IR converted from it)."""
+    ONNX; the OpenVINO IR converted from it; int8 quantized from it, calibrated on 32
+    coco128 images)."""
     from resdet.export import export_dense, runtime_model
 
     export_dense(trained, cfg, "onnx", tmp / "onnx")
     export_dense(trained, cfg, "openvino", tmp / "openvino", onnx_export=tmp / "onnx")
+    calibration = sorted((SHARED_DATA / "coco128" / "train2017").glob("*.jpg"))[:32]
+    for fmt in ("onnx", "openvino"):
+        export_dense(
+            trained,
+            cfg,
+            fmt,
+            tmp / f"{fmt}_int8",
+            onnx_export=tmp / "onnx",
+            int8_calibration=calibration,
+        )
     return {
+        "onnxruntime_int8": runtime_model(
+            trained, cfg, "onnxruntime", "int8", export_dir=tmp / "onnx_int8"
+        ),
+        "openvino_int8": runtime_model(
+            trained, cfg, "openvino", "int8", export_dir=tmp / "openvino_int8"
+        ),
         "onnxruntime": runtime_model(trained, cfg, "onnxruntime", export_dir=tmp / "onnx"),
         "openvino": runtime_model(trained, cfg, "openvino", export_dir=tmp / "openvino"),
         "openvino_bf16": runtime_model(

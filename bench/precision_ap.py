@@ -1,6 +1,7 @@
 """AP of a trained detector on each inference path: PyTorch fp32 (prepared), ONNX Runtime
-fp32 and OpenVINO fp32 / bf16 hybrids (resdet.export.runtime_model), on the run's own test
-set, so the change a reduced-precision path costs is measured, not assumed.
+fp32 / int8 and OpenVINO fp32 / bf16 / int8 hybrids (resdet.export.runtime_model), on the
+run's own test set, so the change a reduced-precision path costs is measured, not
+assumed. int8 is calibrated on the first 32 images of the run's training set.
 
     python bench/precision_ap.py output/demo/detect        # after `make demo`
 
@@ -24,6 +25,8 @@ PATHS = [
     ("onnxruntime_fp32", "onnxruntime", "fp32"),
     ("openvino_fp32", "openvino", "fp32"),
     ("openvino_bf16", "openvino", "bf16"),
+    ("onnxruntime_int8", "onnxruntime", "int8"),
+    ("openvino_int8", "openvino", "int8"),
 ]
 
 
@@ -40,13 +43,23 @@ def main(argv=None) -> int:
         output_dir=tmp / "eval",
         eval_only=True,
     )
+    from detectron2.data import DatasetCatalog
+
+    train_images = [d["file_name"] for d in DatasetCatalog.get(cfg.DATASETS.TRAIN[0])]
     rows = {}
     for name, runtime, precision in PATHS:
         model = Trainer.build_model(cfg)
         ResdetCheckpointer(model).load(cfg.MODEL.WEIGHTS)
         model = prepare_for_inference(model.eval())
         if runtime is not None:
-            model = runtime_model(model, cfg, runtime, precision, export_dir=tmp / runtime)
+            model = runtime_model(
+                model,
+                cfg,
+                runtime,
+                precision,
+                export_dir=tmp / (runtime + ("_int8" if precision == "int8" else "")),
+                int8_calibration=train_images if precision == "int8" else None,
+            )
         rows[name] = Trainer.test(cfg, model)["bbox"]
         print(name, {k: round(v, 2) for k, v in rows[name].items() if "-" not in k}, flush=True)
     ref = rows["torch_fp32"]

@@ -111,6 +111,8 @@ class Predictor:
     Images whose resized, padded shapes are equal run as one batch of up to ``batch_size``
     (padding is then the same as one at a time, so batching changes no detection).
     ``runtime``: "torch", or a back-end of resdet.export (``pip install resdet[deploy]``).
+    ``precision``: "fp32", "bf16" (openvino, torch) or "int8" (onnxruntime, openvino;
+    calibrated on ``int8_calibration``, a folder of images like the ones to detect on).
     """
 
     def __init__(
@@ -121,6 +123,8 @@ class Predictor:
         input_format="RGB",
         device=None,
         runtime="torch",
+        precision="fp32",
+        int8_calibration=None,
         overrides=None,
         batch_size=8,
     ):
@@ -154,7 +158,10 @@ class Predictor:
         self._divisibility = getattr(backbone, "size_divisibility", 0)
         self._square = (getattr(backbone, "padding_constraints", None) or {}).get("square_size", 0)
         self.runtime = runtime
-        self.model = model if runtime == "torch" else _runtime_model(model, self.cfg, runtime)
+        if runtime == "torch" and precision == "fp32":
+            self.model = model
+        else:
+            self.model = _runtime_model(model, self.cfg, runtime, precision, int8_calibration)
 
     @staticmethod
     def _build(cfg, weights, device, overrides):
@@ -282,7 +289,7 @@ class Predictor:
         return outputs[0] if single else outputs
 
 
-def _runtime_model(model, cfg, runtime):
+def _runtime_model(model, cfg, runtime, precision="fp32", int8_calibration=None):
     """The model run by another runtime (resdet.export), or a one-line ConfigError."""
     try:
         from .export import runtime_model
@@ -291,7 +298,7 @@ def _runtime_model(model, cfg, runtime):
             f"runtime {runtime!r} needs resdet's deploy extras ({e}); {DEPLOY_HINT}"
         ) from None
     try:
-        return runtime_model(model, cfg, runtime)
+        return runtime_model(model, cfg, runtime, precision, int8_calibration=int8_calibration)
     except ImportError as e:
         raise ConfigError(f"runtime {runtime!r}: {e}; {DEPLOY_HINT}") from None
     except (KeyError, ValueError) as e:  # an unknown runtime name

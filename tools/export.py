@@ -7,10 +7,12 @@ deployment, with dynamic batch, height and width:
         --format openvino --output export/r50_fpn_ir [KEY=VALUE ...]
 
 Formats: onnx (ONNX Runtime; also read by OpenVINO), openvino (IR .xml/.bin, fp32
-weights), torchscript. The folder gets the model and export.json (input format,
-normalisation, size divisibility, test resize, class names, outputs and their strides,
-versions). Run it with resdet.export.runtime_model(...) or resdet.export.load_dense(DIR).
-The export is checked against PyTorch before it is written; errors are one line.
+weights), torchscript. ``--int8 IMAGES`` quantizes the onnx or openvino graph to int8,
+calibrated on a folder of images like the ones to detect on. The folder gets the model
+and export.json (input format, normalisation, size divisibility, test resize, class
+names, outputs and their strides, precision, versions). Run it with
+resdet.export.runtime_model(...) or resdet.export.load_dense(DIR). The export is
+checked against PyTorch before it is written; errors are one line.
 """
 
 import argparse
@@ -39,6 +41,18 @@ def parser():
         "--output", required=True, help="folder to write (an earlier export there is replaced)"
     )
     ap.add_argument(
+        "--int8",
+        metavar="IMAGES",
+        help="quantize to int8 (onnx, openvino), calibrated on this folder of images "
+        "like the ones to detect on",
+    )
+    ap.add_argument(
+        "--calibration-images",
+        type=int,
+        default=None,
+        help="how many of the --int8 images to calibrate on (default 32)",
+    )
+    ap.add_argument(
         "opts",
         nargs=argparse.REMAINDER,
         help="config overrides: KEY VALUE ... (YAML) or KEY=VALUE ... (LazyConfig)",
@@ -52,8 +66,16 @@ def main(argv=None) -> int:
     def export():
         from resdet.export import export_model
 
-        out = export_model(args.config, args.weights, args.format, args.output, opts=args.opts)
-        print(f"exported {args.format} to {out}")
+        out = export_model(
+            args.config,
+            args.weights,
+            args.format,
+            args.output,
+            opts=args.opts,
+            int8_calibration=args.int8,
+            calibration_images=args.calibration_images,
+        )
+        print(f"exported {args.format}{' int8' if args.int8 else ''} to {out}")
 
     return cli.run(export, debug=args.debug)
 

@@ -10,7 +10,6 @@ that fails leaves nothing behind.
 
 import contextlib
 import copy
-import functools
 import importlib
 import json
 import os
@@ -41,6 +40,7 @@ MODEL_FILES = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "mo
 METADATA = "export.json"
 # what the export check tolerates on random input (parity on real images is the tests' job)
 VERIFY_RTOL = 1e-3
+INT8_VERIFY_RL2 = 0.25
 # the pip package behind each module; all in the "deploy" extra
 PACKAGES = {
     "onnx": "onnx",
@@ -138,14 +138,24 @@ def build_detector(cfg):
 
 
 def export_model(
-    cfg, weights=None, fmt="onnx", output_dir="export", *, opts=(), verify=True
+    cfg,
+    weights=None,
+    fmt="onnx",
+    output_dir="export",
+    *,
+    opts=(),
+    verify=True,
+    int8_calibration=None,
+    calibration_images=None,
 ) -> Path:
     """Export the trained detector of ``cfg`` with ``weights`` (default: the config's own)
     to ``output_dir`` in ``fmt``. ``cfg``: a YAML or LazyConfig file (merged with ``opts``:
     KEY VALUE pairs for YAML, KEY=VALUE for a LazyConfig), a CfgNode or a LazyConfig.
 
     An existing export in ``output_dir`` is replaced; any other non-empty folder is
-    refused. Returns the output folder."""
+    refused. ``int8_calibration``: a folder of images to calibrate an int8 export on (up
+    to ``calibration_images`` of them; see :func:`export_dense`). Returns the output
+    folder."""
     if fmt not in FORMATS:
         raise ConfigError(
             f"--format {fmt!r}: not an export format; choose one of {', '.join(FORMATS)}"
@@ -153,14 +163,35 @@ def export_model(
     if weights is not None and not Path(weights).is_file():
         raise CheckpointError(f"{weights}: weights file not found")
     cfg = load_config(cfg, weights, opts)
-    return export_dense(build_detector(cfg), cfg, fmt, output_dir, verify=verify)
+    return export_dense(
+        build_detector(cfg),
+        cfg,
+        fmt,
+        output_dir,
+        verify=verify,
+        int8_calibration=int8_calibration,
+        calibration_images=calibration_images,
+    )
 
 
-def export_dense(model, cfg, fmt, output_dir, *, verify=True, onnx_export=None) -> Path:
+def export_dense(
+    model,
+    cfg,
+    fmt,
+    output_dir,
+    *,
+    verify=True,
+    onnx_export=None,
+    int8_calibration=None,
+    calibration_images=None,
+) -> Path:
     """Export the dense part of a built detector (weights loaded) to ``output_dir``.
 
-    ``onnx_export``: for ``fmt="openvino"``, an ONNX export folder of this same model to
-    convert instead of exporting the graph again (the ONNX export is most of the time)."""
+    ``onnx_export``: for ``fmt="openvino"``, an fp32 ONNX export folder of this same model
+    to convert (or quantize) instead of exporting the graph again (the graph export is
+    most of the time). ``int8_calibration``: a folder (or list) of images; the graph is
+    then quantized to int8 (onnx or openvino), its activation ranges calibrated on up to
+    ``calibration_images`` of them (resdet.export.quantize)."""
     if fmt not in FORMATS:
         raise ConfigError(
             f"--format {fmt!r}: not an export format; choose one of {', '.join(FORMATS)}"
@@ -175,27 +206,46 @@ def export_dense(model, cfg, fmt, output_dir, *, verify=True, onnx_export=None) 
     dense = fold_frozen_batchnorm(copy.deepcopy(reference))
     div = model.backbone.size_divisibility
     metadata = _metadata(model, cfg, fmt, outputs)
-    with _atomic_dir(output_dir) as tmp, torch.no_grad():
-        writer = {
-            "onnx": write_onnx,
-            "openvino": _write_openvino,
-            "torchscript": _write_torchscript,
-        }[fmt]
-        if onnx_export is not None:
-            if fmt != "openvino":
-                raise ConfigError(
-                    f"onnx_export: only an openvino export converts an ONNX export, not {fmt}"
-                )
-            source = read_export(onnx_export)
-            if source["format"] != "onnx" or source["fingerprint"] != metadata["fingerprint"]:
-                raise ConfigError(
-                    f"{onnx_export}: not an ONNX export of this model; export it again"
-                )
-            writer = functools.partial(
-                _write_openvino, onnx_file=Path(onnx_export) / MODEL_FILES["onnx"]
+    names = [o["name"] for o in outputs]
+    batches = None
+    if int8_calibration is not None:
+        from .quantize import DEFAULT_CALIBRATION_IMAGES, calibration_batches
+
+        if fmt == "torchscript":
+            raise ConfigError("--int8: int8 exports are onnx or openvino, not torchscript")
+        batches = calibration_batches(
+            model,
+            metadata["test_resize"],
+            int8_calibration,
+            calibration_images or DEFAULT_CALIBRATION_IMAGES,
+        )
+    onnx_file = None
+    if onnx_export is not None:
+        if fmt != "openvino" and batches is None:
+            raise ConfigError(
+                f"onnx_export: only an openvino export converts an ONNX export, not {fmt}"
             )
+        source = read_export(onnx_export)
+        if (
+            source["format"] != "onnx"
+            or source["fingerprint"] != metadata["fingerprint"]
+            or source.get("precision", "fp32") != "fp32"
+        ):
+            raise ConfigError(
+                f"{onnx_export}: not an fp32 ONNX export of this model; export it again"
+            )
+        onnx_file = Path(onnx_export) / MODEL_FILES["onnx"]
+    with _atomic_dir(output_dir) as tmp, torch.no_grad():
         try:
-            writer(dense, tmp, [o["name"] for o in outputs], div)
+            if batches is not None:
+                metadata["precision"] = "int8"
+                metadata["quantization"] = _write_int8(
+                    dense, tmp, names, div, fmt, batches, onnx_file
+                )
+            elif fmt == "openvino":
+                _write_openvino(dense, tmp, names, div, onnx_file=onnx_file)
+            else:
+                {"onnx": write_onnx, "torchscript": _write_torchscript}[fmt](dense, tmp, names, div)
         except ResdetError:
             raise
         except Exception as e:  # the converters' own errors, e.g. an op a format lacks
@@ -206,8 +256,29 @@ def export_dense(model, cfg, fmt, output_dir, *, verify=True, onnx_export=None) 
         metadata["files"] = sorted(p.name for p in tmp.iterdir())
         (tmp / METADATA).write_text(json.dumps(metadata, indent=1))
         if verify:
-            _verify(reference, tmp, fmt, div)
+            _verify(reference, tmp, fmt, div, batches)
     return Path(output_dir)
+
+
+def _write_int8(dense, folder, names, div, fmt, batches, onnx_file=None) -> dict:
+    """The fp32 ONNX graph (``onnx_file``, or exported now), quantized, as ``fmt``."""
+    from .quantize import quantize_onnx
+
+    work = Path(tempfile.mkdtemp(dir=folder))
+    try:
+        if onnx_file is None:
+            write_onnx(dense, work, names, div)
+            onnx_file = work / MODEL_FILES["onnx"]
+        int8 = work / "int8.onnx"
+        rpn_outputs = [n for n in names if n.startswith("rpn_")]
+        info = quantize_onnx(onnx_file, int8, batches, INPUT_NAME, keep_fp32_outputs=rpn_outputs)
+        if fmt == "onnx":
+            os.replace(int8, folder / MODEL_FILES["onnx"])
+        else:
+            _write_openvino(dense, folder, names, div, onnx_file=int8)
+        return info
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def read_export(export_dir) -> dict:
@@ -250,6 +321,7 @@ def _metadata(model, cfg, fmt, outputs) -> dict:
     return {
         "format": fmt,
         "model": MODEL_FILES[fmt],
+        "precision": "fp32",
         "input": {
             "name": INPUT_NAME,
             "layout": "NCHW",
@@ -430,22 +502,31 @@ def _write_torchscript(dense, folder, output_names, div):
         torch.jit.save(torch.jit.freeze(traced), str(folder / MODEL_FILES["torchscript"]))
 
 
-def _verify(reference, folder, fmt, div):
-    """Run the export at a batch and size it was not traced at; compare with PyTorch."""
+def _verify(reference, folder, fmt, div, int8_batches=None):
+    """Run the export at a batch and size it was not traced at and compare with PyTorch:
+    to VERIFY_RTOL (fp32), or for an int8 export on a real calibration image, to
+    INT8_VERIFY_RL2 relative L2 error (a broken graph, not the precision's cost: that is
+    an AP change, measured by bench/precision_ap.py)."""
     from .runtime import load_dense
 
-    x = _example(div, batch=1, h=3, w=2)
+    meta = json.loads((folder / METADATA).read_text())
+    if int8_batches is None:
+        x = _example(div, batch=1, h=3, w=2)
+        got = load_dense(folder, precision="fp32")(x)
+    else:
+        x = torch.from_numpy(int8_batches[0])
+        got = load_dense(folder, precision="int8")(x)
     expected = reference(x)
-    got = load_dense(folder, precision="fp32")(x)
-    names = [o["name"] for o in json.loads((folder / METADATA).read_text())["outputs"]]
-    for name, e in zip(names, expected):
+    for name, e in zip([o["name"] for o in meta["outputs"]], expected):
         g = got[name]
-        err = (
-            float((g - e).abs().max() / e.abs().max().clamp_min(1e-12))
-            if g.shape == e.shape
-            else None
-        )
-        if err is None or not err <= VERIFY_RTOL:
+        if g.shape != e.shape:
+            err = None
+        elif int8_batches is None:
+            err = float((g - e).abs().max() / e.abs().max().clamp_min(1e-12))
+        else:
+            err = float((g - e).norm() / e.norm().clamp_min(1e-12))
+        tol = VERIFY_RTOL if int8_batches is None else INT8_VERIFY_RL2
+        if err is None or not err <= tol:
             how = f"shape {tuple(g.shape)}" if err is None else f"relative error {err:.2g}"
             raise ConfigError(
                 f"the {fmt} export of output {name} does not match PyTorch ({how}); "

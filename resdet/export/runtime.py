@@ -32,7 +32,8 @@ RUNTIMES = {
     "torchscript": ("torchscript",),
     "torch": (),
 }
-PRECISIONS = ("fp32", "bf16")
+# fp32 and bf16 are how a runtime computes an fp32 export; int8 is an export of its own
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
 class OrtDense:
@@ -138,13 +139,18 @@ def load_dense(export_dir, runtime=None, precision="fp32", threads=None):
             f"{export_dir}: a {fmt} export cannot run on {runtime}; export to "
             f"{' or '.join(RUNTIMES[runtime])}"
         )
+    exported = meta.get("precision", "fp32")
+    if (precision == "int8") != (exported == "int8"):
+        need = "an int8 export (tools/export.py --int8 IMAGES)" if precision == "int8" else "fp32"
+        raise ConfigError(f"{export_dir}: an {exported} export; precision {precision} needs {need}")
     threads = threads or torch.get_num_threads()
     path = Path(export_dir) / MODEL_FILES[fmt]
     names = [o["name"] for o in meta["outputs"]]
     if runtime == "onnxruntime":
         return OrtDense(path, names, threads)
     if runtime == "openvino":
-        return OpenVinoDense(path, names, threads, precision)
+        # an int8 graph: its quantized ops run in int8 whatever the hint; the rest in fp32
+        return OpenVinoDense(path, names, threads, "fp32" if precision == "int8" else precision)
     return TorchScriptDense(path, names)
 
 
@@ -156,6 +162,10 @@ def _check_choice(runtime, precision):
     if precision == "bf16" and runtime not in ("openvino", "torch"):
         raise ConfigError(
             f"precision bf16: runtime {runtime} has no bf16 CPU path; use openvino or torch"
+        )
+    if precision == "int8" and runtime not in ("onnxruntime", "openvino"):
+        raise ConfigError(
+            f"precision int8: runtime {runtime} has no int8 path; use onnxruntime or openvino"
         )
 
 
@@ -251,14 +261,18 @@ class RuntimeRCNN(nn.Module):
         return GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)
 
 
-def runtime_model(model, cfg, runtime, precision="fp32", export_dir=None) -> nn.Module:
+def runtime_model(
+    model, cfg, runtime, precision="fp32", export_dir=None, int8_calibration=None
+) -> nn.Module:
     """``model`` (a GeneralizedRCNN, weights loaded) with its dense part on ``runtime``
     ("onnxruntime", "openvino", "torchscript", or "torch" for eager PyTorch).
 
     ``export_dir``: an export of this model to use; exported there first if it holds
     none; an export of other weights is refused. None: exported to a temporary folder
     that lives as long as the returned module. ``precision`` "bf16" (openvino or torch):
-    the dense part and the per-ROI head compute in bf16; proposals, pooling and NMS stay fp32."""
+    the dense part and the per-ROI head compute in bf16; proposals, pooling and NMS stay
+    fp32. "int8" (onnxruntime or openvino): the dense part is an int8 export, made here
+    from ``int8_calibration`` (a folder of images) if ``export_dir`` holds none."""
     _check_choice(runtime, precision)
     check_exportable(model)
     if next(model.parameters()).device.type != "cpu":
@@ -277,7 +291,13 @@ def runtime_model(model, cfg, runtime, precision="fp32", export_dir=None) -> nn.
             export_dir = Path(keep.name) / fmt
         export_dir = Path(export_dir)
         if not (export_dir / "export.json").is_file():
-            export_dense(model, cfg, fmt, export_dir)
+            if precision == "int8" and int8_calibration is None:
+                raise ConfigError(
+                    "precision int8: give int8_calibration (a folder of images like the "
+                    "ones to detect on) or an export_dir holding an int8 export"
+                )
+            calibration = int8_calibration if precision == "int8" else None
+            export_dense(model, cfg, fmt, export_dir, int8_calibration=calibration)
         meta = read_export(export_dir)
         if meta.get("fingerprint") != fingerprint(model):
             raise ConfigError(
