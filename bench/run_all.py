@@ -30,11 +30,33 @@ BENCHMARKS = [
 ]
 
 
-def markdown(rows, title="resdet benchmarks") -> str:
+def machine() -> str:
+    """The CPU the figures come from, and whether it has the instructions the reduced
+    precisions need: the ratios depend on it (sessions have run on AMD and Intel CPUs)."""
+    import os
+    import platform
+
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    has = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name}, {os.cpu_count()} logical CPUs, {' '.join(has) or 'no AVX-512'}"
+
+
+def markdown(rows, title="resdet benchmarks", where=None) -> str:
     """The results table: ratio = resdet's speed / the other's (higher is better)."""
     lines = [
         f"# {title}",
         "",
+        *([f"Machine: {where}.", ""] if where else []),
         "ratio = resdet speed / other speed (medians of interleaved repeats).",
         "",
         "| benchmark | vs | ratio | goal | status | details |",
@@ -91,7 +113,7 @@ def run_all(
     ]
     results_json.write_text(json.dumps(rows, indent=1))
     title = f"resdet benchmarks ({device}{', quick' if quick else ''})"
-    results_md.write_text(markdown(rows, title))
+    results_md.write_text(markdown(rows, title, machine() if device == "cpu" else device))
     print(results_md.read_text())
     return rows
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO
+from torch import nn
 
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tools"))
@@ -508,8 +509,9 @@ def test_int8_misuse_is_one_line(exported, int8_exports, tmp_path):
 
 
 def test_predictor_runs_int8(exported, shared_data):
-    """Predictor(..., precision="int8", int8_calibration=FOLDER) quantizes on the fly and
-    finds most of the fp32 Predictor's detections."""
+    """Predictor(..., precision="int8", int8_calibration=FOLDER) quantizes the dense part
+    on the fly and the box head's FCs dynamically, and finds most of the fp32 Predictor's
+    detections."""
     from resdet.export import RuntimeRCNN
 
     _, models = exported
@@ -521,4 +523,8 @@ def test_predictor_runs_int8(exported, shared_data):
         config, weights, runtime="openvino", precision="int8", int8_calibration=folder
     )
     assert isinstance(low.model, RuntimeRCNN)
+    # the prepared model's box head (PackedLinear) is quantized too, not left fp32
+    int8 = torch.ao.nn.quantized.dynamic.Linear
+    fcs = [m for m in low.model.roi_heads.box_head.modules() if isinstance(m, (nn.Linear, int8))]
+    assert len(fcs) == 2 and all(isinstance(m, int8) for m in fcs), fcs
     assert _found([resdet.Predictor(config, weights)(images)], [low(images)]) >= 0.7
