@@ -9,6 +9,7 @@ enough that real detections pass the score threshold. Each is exported once per 
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -432,7 +433,15 @@ def int8_exports(exported, shared_data, tmp_path_factory):
     argv = ["--config", str(fp32 / "FPN_config.yaml"), "--weights", str(fp32 / "FPN.pth")]
     argv += ["--format", "onnx", "--output", str(root / "onnx")]
     argv += ["--int8", str(calibration), "--calibration-images", "4"]
-    assert export_tool.main(argv) == 0
+    # from an empty working folder: the quantizer's temporary files must not land in it
+    cwd, before = root / "cwd", os.getcwd()
+    cwd.mkdir()
+    os.chdir(cwd)
+    try:
+        assert export_tool.main(argv) == 0
+    finally:
+        os.chdir(before)
+    assert list(cwd.iterdir()) == []
     export_dense(
         model,
         cfg,

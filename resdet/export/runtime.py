@@ -301,7 +301,8 @@ def runtime_model(
     that lives as long as the returned module. ``precision`` "bf16" (openvino or torch):
     the dense part and the per-ROI head compute in bf16; proposals, pooling and NMS stay
     fp32. "int8" (onnxruntime or openvino): the dense part is an int8 export, made here
-    from ``int8_calibration`` (a folder of images) if ``export_dir`` holds none."""
+    from ``int8_calibration`` (a folder of images) if ``export_dir`` holds none, and the
+    box head's FCs are quantized dynamically (:func:`int8_linears`)."""
     _check_choice(runtime, precision)
     check_exportable(model)
     if next(model.parameters()).device.type != "cpu":
