@@ -152,10 +152,17 @@ def test_predictor_refuses_what_would_predict_garbage(detector, tmp_path):
     with pytest.raises(CheckpointError, match="no such weights file"):
         resdet.Predictor(cfg, tmp_path / "none.pth")
     state = torch.load(weights, weights_only=True)["model"]
+    k0 = next(iter(state))
     partial = tmp_path / "partial.pth"
     torch.save({"model": {k: v for k, v in state.items() if "box_predictor" not in k}}, partial)
     with pytest.raises(CheckpointError, match="not in the file"):
         resdet.Predictor(cfg, partial)
+    # beyond the trunk (whose extra keys resdet.detection.weights refuses already): a
+    # Mask R-CNN's mask head, a cascade's stages: weights of another model
+    extra = tmp_path / "extra.pth"
+    torch.save({"model": {**state, "roi_heads.mask_head.predictor.weight": state[k0]}}, extra)
+    with pytest.raises(CheckpointError, match="not in the model.*another model"):
+        resdet.Predictor(cfg, extra)
     with pytest.raises(ConfigError, match="input_format"):
         resdet.Predictor(cfg, weights, input_format="RGBA")
     with pytest.raises(ConfigError, match=r"nope.*resdet\[deploy\]"):

@@ -85,8 +85,9 @@ def merge_weights_fragment(cfg, explicit=()):
 
 def load_detector_weights(model, weights):
     """Load trained detector weights for inference or export, through the safe
-    checkpointer. Every parameter must come from the file: a missing or mis-shaped one
-    would predict from random weights, which Detectron2 only logs."""
+    checkpointer. The file must fit the model exactly: a missing or mis-shaped parameter
+    would predict from random weights, and an extra one means the weights are of another
+    model (R101 weights hold all of R50's keys and more); Detectron2 only logs either."""
 
     class Checkpointer(ResdetCheckpointer):
         def _load_model(self, checkpoint):  # keep what did not fit, to refuse it below
@@ -108,5 +109,11 @@ def load_detector_weights(model, weights):
         raise CheckpointError(
             f"{weights}: {len(missing)} model parameters are not in the file (first: "
             f"{missing[0]}); give detector weights that fit the config"
+        )
+    extra = list(incompatible.unexpected_keys)
+    if extra:
+        raise CheckpointError(
+            f"{weights}: {len(extra)} entries are not in the model (first: {extra[0]}); "
+            f"the weights are of another model: use the config they were trained with"
         )
     return model
