@@ -199,8 +199,7 @@ def main(argv=None):
 
         parts["dense_compiled"] = dense_compiled
         # the machine's fp32 peak, timed with the parts: how close the dense part runs to it
-        gemm_dir = tempfile.TemporaryDirectory()
-        gemms, gemm_gflop = peak_gemms(torch.device(dev), gemm_dir.name, torch.get_num_threads())
+        gemms, gemm_gflop = peak_gemms(torch.device(dev), tmp.name, torch.get_num_threads())
         tb = interleaved({**parts, **gemms}, args.repeats, dev, stat=list)
         peak = max(gemm_gflop / min(tb.pop(k)) for k in gemms)
         tb = {k: statistics.median(v) for k, v in tb.items()}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ..errors import ConfigError, DatasetError
 from .exporter import require
@@ -20,7 +21,6 @@ from .exporter import require
 __all__ = ["DEFAULT_CALIBRATION_IMAGES", "calibration_batches", "quantize_onnx"]
 
 DEFAULT_CALIBRATION_IMAGES = 32
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def _image_files(source, limit):
@@ -28,10 +28,10 @@ def _image_files(source, limit):
         folder = Path(source)
         if not folder.is_dir():
             raise DatasetError(f"{folder}: calibration images must be a folder of images")
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
         if not files:
             raise DatasetError(
-                f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) to calibrate int8 on"
+                f"{folder}: no images ({', '.join(IMG_EXTENSIONS)}) to calibrate int8 on"
             )
     else:
         files = [Path(p) for p in source]
