@@ -4,14 +4,13 @@ Importing resdet registers its backbones (``build_resdet_backbone``,
 ``build_resdet_fpn_backbone``) and ROI head (``ResdetRes5ROIHeads``) with Detectron2,
 so any Detectron2 project can use them by name.
 
-The Python API (resdet/api.py): ``Predictor``, ``train_detector``, ``evaluate_detector``,
-``evaluate_predictions``, ``pretrain``, ``convert_weights``; each does what one command in
-tools/ does.
+The Python API (resdet/api.py, a facade): ``Predictor``, ``train_detector``,
+``evaluate_detector``, ``evaluate_predictions``, ``pretrain``, ``convert_weights``,
+``export``; each does what one command in tools/ does. ``resdet.model_zoo`` lists and
+loads the shipped configs, as Detectron2's ``model_zoo``.
 """
 
 import warnings
-
-__version__ = "0.1.0"
 
 # fvcore and Detectron2 call torch.jit.script at import; its deprecation warning would
 # break the one-line error messages of every resdet tool.
@@ -29,23 +28,20 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess test
         "(see README.md, 'Install')."
     ) from e
 
-from . import modeling  # noqa: E402,F401  (registers the backbones and ROI head)
-from .api import (  # noqa: E402,F401  (light: each function imports what it needs when called)
+# ``resdet.pretrain`` is the pretraining package, and callable: ``resdet.pretrain(config,
+# data=...)`` is resdet.api.pretrain (a name cannot be both the package and the function)
+from . import (  # noqa: E402,F401  (modeling registers the backbones)
+    model_zoo,
+    modeling,
+    pretrain,  # noqa: E402,F401
+)
+from .api import (  # noqa: E402,F401
     Predictor,
     convert_weights,
     evaluate_detector,
     evaluate_predictions,
+    export,
     train_detector,
 )
 from .config import add_resdet_config, get_resdet_cfg  # noqa: E402,F401
-
-
-def __getattr__(name):
-    # ``resdet.pretrain`` is the pretraining package, imported on first use; the package is
-    # callable (``resdet.pretrain(config, data=...)`` is resdet.api.pretrain), so the API
-    # function and the package cannot shadow each other
-    if name == "pretrain":
-        import importlib
-
-        return importlib.import_module(".pretrain", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+from .version import __version__  # noqa: E402,F401

@@ -14,7 +14,10 @@ What it changes in Detectron2's DetectionCheckpointer:
   truncated checkpoint, and refuses non-finite weights (``TrainingError``), so
   ``last_checkpoint`` always names finite weights to go back to;
 - ``--resume`` onto an unreadable or non-finite newest checkpoint falls back, with a
-  warning, to the newest earlier one that is complete.
+  warning, to the newest earlier one that is complete;
+- what the weights must fill is a named policy of resdet.weights ("fine-tune" or
+  "inference"), checked after every load, and every save carries the run's ``meta``
+  (what the weights were trained with; resdet.weights).
 """
 
 import logging
@@ -29,8 +32,9 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from .errors import CheckpointError, TrainingError
 from .io import atomic_save, atomic_write, safe_pickle_load, safe_torch_load
+from .weights import check_loaded, read_checkpoint
 
-__all__ = ["ResdetCheckpointer", "RNGState", "non_finite", "divergence_error"]
+__all__ = ["ResdetCheckpointer", "RNGState", "load_weights", "non_finite", "divergence_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +108,22 @@ class ResdetCheckpointer(DetectionCheckpointer):
     # ``--resume`` must keep following the periodic checkpoints.
     untagged = ("model_best",)
 
-    def __init__(self, model, save_dir="", *, strict=True, save_to_disk=None, **checkpointables):
+    def __init__(
+        self,
+        model,
+        save_dir="",
+        *,
+        policy="fine-tune",
+        strict=True,
+        meta=None,
+        save_to_disk=None,
+        **checkpointables,
+    ):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
-        self.strict = strict  # RESDET.WEIGHTS.STRICT: see resdet.detection.weights
+        self.policy = policy  # which parameters must come from a file (resdet.weights)
+        self.strict = strict  # RESDET.WEIGHTS.STRICT: fine-tune problems only logged
+        self.meta = meta  # written into every checkpoint (resdet.weights)
+        self.incompatible = None  # what the last load did not fit
         self._loading = None
         self._preloaded = None  # (path, data): a file read while choosing what to resume
 
@@ -116,15 +133,13 @@ class ResdetCheckpointer(DetectionCheckpointer):
         return super().load(path, *args, **kwargs)
 
     def _load_model(self, checkpoint):
-        from .detection.weights import check_loaded_weights  # here: resdet.detection imports us
-
         file_keys = list(checkpoint["model"].keys())
         model_keys = list(self.model.state_dict().keys())
-        incompatible = super()._load_model(checkpoint)
+        incompatible = self.incompatible = super()._load_model(checkpoint)
         if checkpoint.get("matching_heuristics"):  # names were matched to the model's
             file_keys = [k for k in model_keys if k not in incompatible.missing_keys]
-        for problem in check_loaded_weights(
-            self._loading, model_keys, file_keys, incompatible, self.strict
+        for problem in check_loaded(
+            self._loading, model_keys, file_keys, incompatible, self.policy, self.strict
         ):
             self.logger.warning(f"RESDET.WEIGHTS.STRICT is False, loading anyway: {problem}")
         return incompatible
@@ -153,7 +168,23 @@ class ResdetCheckpointer(DetectionCheckpointer):
         return super()._load_file(filename)  # .pth: through _torch_load below
 
     def _torch_load(self, f):
-        return safe_torch_load(f)
+        data = read_checkpoint(f)  # safely, and once when resdet.weights read its meta
+        weights = data.get("model", data) if isinstance(data, dict) else data
+        if not isinstance(weights, dict):
+            raise CheckpointError(
+                f"{f}: holds a {type(weights).__name__}, not a dict of named weights; save "
+                f"model.state_dict() (or {{'model': model.state_dict()}})"
+            )
+        bad = next(
+            ((k, v) for k, v in weights.items() if not isinstance(v, (torch.Tensor, np.ndarray))),
+            None,
+        )
+        if bad is not None:
+            raise CheckpointError(
+                f"{f}: entry {bad[0]!r} is a {type(bad[1]).__name__}, not a tensor: not a "
+                f"weights file (a training checkpoint keeps its weights under 'model')"
+            )
+        return data
 
     def resume_or_load(self, path, *, resume=True):
         if resume and self.has_checkpoint():
@@ -207,6 +238,8 @@ class ResdetCheckpointer(DetectionCheckpointer):
             return
         data = {"model": self.model.state_dict()}
         data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
+        if self.meta is not None:
+            data["meta"] = self.meta
         data.update(kwargs)
         self.check_finite(data, name)
         basename = f"{name}.pth"
@@ -234,3 +267,10 @@ class ResdetCheckpointer(DetectionCheckpointer):
     def tag_last_checkpoint(self, last_filename_basename):
         with atomic_write(os.path.join(self.save_dir, "last_checkpoint"), "w") as f:
             f.write(last_filename_basename)
+
+
+def load_weights(model, weights, policy="inference", strict=True):
+    """Load ``weights`` into ``model`` through the safe checkpointer under a named policy
+    of resdet.weights ("fine-tune" or "inference"); returns the model."""
+    ResdetCheckpointer(model, policy=policy, strict=strict).load(str(weights), checkpointables=[])
+    return model

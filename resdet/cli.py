@@ -15,7 +15,7 @@ import os
 import sys
 import traceback
 
-from .errors import ResdetError
+from .errors import ResdetError, one_line
 
 __all__ = ["run", "add_debug_flag", "parse_args", "one_line", "EXIT_ERROR"]
 
@@ -42,12 +42,6 @@ def parse_args(parser, argv=None):
         if token.startswith("--") and not any(k.startswith(name) for k in known):  # or abbreviated
             parser.error(f"unrecognized argument {token} (flags go before the KEY VALUE overrides)")
     return parser.parse_args(argv)
-
-
-def one_line(e: BaseException) -> str:
-    """The first line of an exception's message, or its type name when it has none."""
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _os_error(e: OSError) -> str:

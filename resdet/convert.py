@@ -2,9 +2,10 @@
 
 The usual ways to get a Detectron2 backbone wrong are silent: the stride in the wrong
 conv of the bottleneck, BGR weights fed RGB images, the wrong pixel statistics. So the
-converter writes, beside the checkpoint, a YAML fragment with every setting the weights
-require (the detection trainer merges it), and ``verify`` runs the source network and
-the Detectron2 backbone on the same input and demands equal features per stage.
+converted checkpoint carries every setting the weights require in its ``meta``
+(resdet.weights; every resdet command merges it into the config), and ``verify`` runs the
+source network and the Detectron2 backbone on the same input and demands equal features
+per stage.
 
 All weights are first brought to resdet's names (which are Detectron2's): torchvision and
 plain timm ResNets through one mapping table, Caffe2/MSRA names through Detectron2's own
@@ -14,6 +15,7 @@ is written.
 """
 
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +23,13 @@ from typing import Dict, Optional
 
 import numpy as np
 import torch
-from detectron2.config import CfgNode as CN
 from tabulate import tabulate
 
-from .cli import one_line as cli_one_line
-from .config import get_resdet_cfg
-from .io import CheckpointError, atomic_save, atomic_write, load_checkpoint_file
-from .model_zoo import get_config_file
+from .config import get_resdet_cfg, load_config, shipped_config_file
+from .errors import one_line
+from .io import CheckpointError, atomic_save, load_checkpoint_file
 from .modeling.resnet import IMAGENET_DEPTHS, build_resnet
+from .weights import backbone_meta, config_of, legacy_fragment, merge_weights_settings
 
 __all__ = [
     "FORMATS",
@@ -39,10 +40,10 @@ __all__ = [
     "detect_format",
     "load_source",
     "to_detectron2",
-    "fragment",
-    "fragment_path",
+    "config_keys",
     "verify",
     "convert",
+    "convert_weights",
 ]
 
 logger = logging.getLogger(__name__)
@@ -114,11 +115,10 @@ class Source:
 
 @dataclass
 class Conversion:
-    """What ``convert`` did: the detected source, the files, the per-stage differences."""
+    """What ``convert`` did: the detected source, the file, the per-stage differences."""
 
     source: Source
     out: Path
-    fragment: Path
     diffs: Dict[str, Dict[str, float]] = field(default_factory=dict)  # stage -> reference -> diff
 
 
@@ -317,56 +317,36 @@ def _check_layout(source: Source) -> None:
             )
 
 
-def fragment_path(weights) -> Path:
-    """The YAML fragment that belongs to a converted checkpoint: same stem, ``.yaml``."""
-    return Path(weights).with_suffix(".yaml")
-
-
-def read_fragment(weights):
-    """``(path, {key: value})`` of the fragment beside ``weights``; None when it has none."""
-    import yaml
-
-    path = fragment_path(weights) if weights else None
-    if path is None or not path.is_file():
-        return None
-    try:
-        frag = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise CheckpointError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(frag, dict):
-        raise CheckpointError(
-            f"{path}: expected a mapping of config keys, got {type(frag).__name__}"
-        )
-    return path, frag
-
-
-def _settings_from_d2(obj, path, c2_names):
-    """Input settings of a Detectron2 checkpoint: its resdet fragment if it has one; the
-    torchvision ones for Detectron2's torchvision conversions; otherwise Detectron2's
-    defaults (BGR, Caffe2 means, std 1, stride in the 1x1), which its model zoo and the
-    MSRA weights use."""
+def _settings_from_d2(obj, path, c2_names, config=None):
+    """Input settings of a Detectron2 checkpoint: what it carries (resdet.weights); for a
+    resdet conversion from before that, its fragment; the torchvision ones for
+    Detectron2's torchvision conversions; for a training checkpoint that carries none, the
+    ``config`` it was trained with; otherwise Detectron2's defaults (BGR, Caffe2 means,
+    std 1, stride in the 1x1), which its model zoo and the MSRA weights use."""
     author = obj.get("__author__") if isinstance(obj, dict) else None
+    meta = obj.get("meta") if isinstance(obj, dict) else None
+    if not c2_names and isinstance(meta, dict) and meta.get("input_format"):
+        return {k: meta[k] for k in _SETTINGS if k in meta}
     if not c2_names and author == "resdet":
-        if not fragment_path(path).is_file():
+        legacy = legacy_fragment(path)
+        if legacy is None:
             _fail(
                 path,
-                f"a resdet conversion without its fragment {fragment_path(path).name}: "
-                "the input settings of these weights are unknown",
+                "a resdet conversion that carries no settings (no meta, no fragment beside it): "
+                "the input settings of these weights are unknown; convert the source again",
             )
-        cfg = get_resdet_cfg()
-        cfg.merge_from_file(str(fragment_path(path)))
-        return dict(
-            input_format=cfg.INPUT.FORMAT,
-            pixel_mean=list(cfg.MODEL.PIXEL_MEAN),
-            pixel_std=list(cfg.MODEL.PIXEL_STD),
-            stride_in_1x1=cfg.MODEL.RESNETS.STRIDE_IN_1X1,
-            shortcut=cfg.MODEL.RESDET.SHORTCUT,
-            residual=cfg.MODEL.RESDET.RESIDUAL,
-        )
+        return {k: legacy[k] for k in _SETTINGS if k in legacy}
     if not c2_names and author == "torchvision":
         return dict(TORCHVISION_INPUT)
     if not c2_names and author is None:
-        return _settings_from_run_config(path)
+        if config is None:
+            _fail(
+                path,
+                "a Detectron2 training checkpoint carries no input settings (input format, pixel "
+                "statistics, stride placement): give the config it was trained with (--config "
+                "its run's config.yaml)",
+            )
+        return _settings_from_config(config)
     d2 = get_resdet_cfg()
     return dict(
         input_format=d2.INPUT.FORMAT,
@@ -376,54 +356,28 @@ def _settings_from_d2(obj, path, c2_names):
     )
 
 
-def _settings_from_run_config(path):
-    """A training checkpoint (Detectron2's checkpointer writes no ``__author__``) holds no
-    input settings: they are in its run's config.yaml, which must stand beside it."""
-    import yaml
+_SETTINGS = ("input_format", "pixel_mean", "pixel_std", "stride_in_1x1", "shortcut", "residual")
 
-    run_cfg = Path(path).parent / "config.yaml"
-    if not run_cfg.is_file():
-        _fail(
-            path,
-            "a Detectron2 training checkpoint without its run's config.yaml beside it: the "
-            "input format and pixel statistics of these weights are unknown; copy the run's "
-            "config.yaml next to it",
-        )
+
+def _settings_from_config(config):
+    """The input settings a YAML detection config gives its weights."""
     try:
-        c = yaml.safe_load(run_cfg.read_text())
-        model, resnets = c["MODEL"], c["MODEL"]["RESNETS"]
-        settings = dict(
-            input_format=c["INPUT"]["FORMAT"],
-            pixel_mean=list(model["PIXEL_MEAN"]),
-            pixel_std=list(model["PIXEL_STD"]),
-            stride_in_1x1=bool(resnets["STRIDE_IN_1X1"]),
-        )
-    except (yaml.YAMLError, KeyError, TypeError) as e:
-        _fail(
-            run_cfg,
-            f"not the config.yaml of a Detectron2 run (needs INPUT.FORMAT, MODEL.PIXEL_MEAN, "
-            f"MODEL.PIXEL_STD, MODEL.RESNETS.STRIDE_IN_1X1): {cli_one_line(e)}",
-        )
-    resdet_keys = c["MODEL"].get("RESDET") or {}
-    settings.update(
-        {
-            k: v
-            for k, v in (
-                ("shortcut", resdet_keys.get("SHORTCUT")),
-                ("residual", resdet_keys.get("RESIDUAL")),
-            )
-            if v is not None
-        }
-    )
-    logger.info("%s: input settings from the run's %s", path, run_cfg)
-    return settings
+        cfg = load_config(config, kind="detection").cfg
+    except CheckpointError:
+        raise
+    except Exception as e:  # a ConfigError already names the file
+        raise CheckpointError(one_line(e)) from None
+    settings = config_of(cfg)
+    logger.info("input settings from %s", config)
+    return {k: settings[k] for k in _SETTINGS}
 
 
-def load_source(path, kind: str = "auto", depth: Optional[int] = None) -> Source:
+def load_source(path, kind: str = "auto", depth: Optional[int] = None, config=None) -> Source:
     """Load any supported checkpoint into resdet names, with the settings it requires.
 
     ``depth`` forces a layout instead of reading it off the weights; weights that do not
-    fit it are refused with the first mismatching key and both shapes.
+    fit it are refused with the first mismatching key and both shapes. ``config``: the
+    config a Detectron2 training checkpoint without resdet's meta was trained with.
     """
     path = Path(path)
     if kind not in FORMATS:
@@ -480,7 +434,7 @@ def load_source(path, kind: str = "auto", depth: Optional[int] = None) -> Source
         settings = dict(TORCHVISION_INPUT)
     else:
         weights = _from_detectron2(state, path)
-        settings = _settings_from_d2(obj, path, any(_is_c2_name(k) for k in state))
+        settings = _settings_from_d2(obj, path, any(_is_c2_name(k) for k in state), config)
     weights.pop("linear.weight", None)
     weights.pop("linear.bias", None)
     settings.setdefault("shortcut", _infer_shortcut(weights, path))
@@ -506,23 +460,12 @@ def load_source(path, kind: str = "auto", depth: Optional[int] = None) -> Source
     return source
 
 
-def fragment(source: Source) -> CN:
-    """The Detectron2 config keys the weights require (contract 2)."""
-    return CN(
-        {
-            "INPUT": {"FORMAT": source.input_format},
-            "MODEL": {
-                "PIXEL_MEAN": [float(v) for v in source.pixel_mean],
-                "PIXEL_STD": [float(v) for v in source.pixel_std],
-                "RESNETS": {
-                    "DEPTH": source.depth,
-                    "STRIDE_IN_1X1": source.stride_in_1x1,
-                    "RES2_OUT_CHANNELS": 64 if source.depth < 50 else 256,
-                },
-                "RESDET": {"SHORTCUT": source.shortcut, "RESIDUAL": source.residual},
-            },
-        }
-    )
+def config_keys(source: Source, layout: str = "c4") -> dict:
+    """``{YAML key: value}`` the converted weights need, for a plain Detectron2 config (a
+    resdet command reads them from the checkpoint's meta itself)."""
+    from .weights import config_settings
+
+    return config_settings(backbone_meta(source, layout))
 
 
 def to_detectron2(source: Source, layout: str = "c4") -> dict:
@@ -535,17 +478,20 @@ def to_detectron2(source: Source, layout: str = "c4") -> dict:
         return ("roi_heads." if key.startswith("res5.") else "backbone.") + key
 
     model = {target(k): v.detach().float().contiguous() for k, v in source.weights.items()}
-    return {"model": model, "__author__": "resdet", "matching_heuristics": False}
+    return {
+        "model": model,
+        "__author__": "resdet",
+        "matching_heuristics": False,
+        "meta": backbone_meta(source, layout),
+    }
 
 
 def _detector(source: Source, layout: str):
     from detectron2.modeling import build_model
 
-    cfg = get_resdet_cfg()
     base = "Base-RCNN-C4.yaml" if layout == "c4" else "Base-RCNN-FPN.yaml"
-    cfg.merge_from_file(str(get_config_file(base)))
-    cfg.merge_from_other_cfg(fragment(source))
-    cfg.MODEL.DEVICE = "cpu"
+    cfg = load_config(shipped_config_file(base), {"MODEL.DEVICE": "cpu"}).cfg
+    merge_weights_settings(cfg, config_keys(source, layout), source.path)
     return build_model(cfg).eval()
 
 
@@ -591,7 +537,7 @@ def _reference_stages(source: Source, x):
 
 
 def _verification_input(source: Source, image, size: int):
-    """A real image preprocessed as the fragment says, or a fixed random tensor."""
+    """A real image preprocessed as the weights need, or a fixed random tensor."""
     if image is None:
         return torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     from detectron2.data import transforms as T
@@ -676,12 +622,12 @@ def convert(
     verify_features: bool = False,
     image=None,
     size: int = 224,
+    config=None,
 ) -> Conversion:
-    """Convert ``src`` into Detectron2 checkpoint ``out`` (.pth) plus ``out``'s .yaml fragment.
-
-    Both files are written atomically and only after every check (and ``verify_features``)
-    passed; on any error neither is touched.
-    """
+    """Convert ``src`` into the Detectron2 checkpoint ``out`` (.pth), which carries the
+    settings the weights need (resdet.weights). Written atomically and only after every
+    check (and ``verify_features``) passed; on any error nothing is touched. ``config``:
+    for a Detectron2 training checkpoint without resdet's meta, its training config."""
     out = Path(out)
     if out.suffix != ".pth":
         _fail(
@@ -689,9 +635,9 @@ def convert(
             "the converted checkpoint must end in .pth (Detectron2 reads .pkl as Caffe2 pickles)",
         )
     _check_layout_name(layout, out)
-    if Path(src).resolve() == out.resolve() or fragment_path(out).resolve() == Path(src).resolve():
+    if Path(src).resolve() == out.resolve():
         _fail(out, "the output would overwrite the source weights; choose another output path")
-    source = load_source(src, kind, depth)
+    source = load_source(src, kind, depth, config)
     logger.info(
         "%s: %s weights, ResNet-%d, shortcut %s%s, %s input, stride_in_1x1=%s",
         src,
@@ -703,18 +649,51 @@ def convert(
         source.stride_in_1x1,
     )
     checkpoint = to_detectron2(source, layout)
-    result = Conversion(source=source, out=out, fragment=fragment_path(out))
+    result = Conversion(source=source, out=out)
     if verify_features:
         result.diffs = verify(source, checkpoint, layout, image, size)
-    # The fragment's temp file is renamed last, so a finished .yaml means a finished .pth.
-    with atomic_write(result.fragment, "w") as f:
-        f.write(fragment(source).dump())
-        atomic_save(checkpoint, out)
-    logger.info(
-        "wrote %s and %s (%d tensors, %s layout)",
-        out,
-        result.fragment,
-        len(checkpoint["model"]),
-        layout,
-    )
+    atomic_save(checkpoint, out)
+    logger.info("wrote %s (%d tensors, %s layout)", out, len(checkpoint["model"]), layout)
     return result
+
+
+def convert_weights(
+    src, out, *, layout="c4", verify=False, kind="auto", depth=None, size=224, config=None
+) -> dict:
+    """Convert ResNet weights (resdet, torchvision, timm, Detectron2/MSRA) to a Detectron2
+    checkpoint ``out`` (.pth) that carries what they need (tools/convert_weights.py).
+
+    ``verify``: False, True (a fixed input) or an image path: compare the features of every
+    stage with the source network at ``size`` px; above 1e-4 nothing is written. ``config``:
+    the training config of a Detectron2 checkpoint that carries no settings. Returns what
+    was found and written: format, depth, shortcut, input format, stride_in_1x1, the file,
+    the config keys the weights need (for a plain Detectron2 config), and ``diffs`` (stage
+    -> reference -> max abs difference; {} without verify)."""
+    image = str(verify) if isinstance(verify, (str, os.PathLike)) else None
+    result = convert(
+        src,
+        out,
+        kind=kind,
+        layout=layout,
+        depth=depth,
+        verify_features=bool(verify),
+        image=image,
+        size=size,
+        config=config,
+    )
+    s, diffs = result.source, result.diffs or {}
+    return {
+        "format": s.kind,
+        "depth": s.depth,
+        "shortcut": s.shortcut,
+        "residual": s.residual,
+        "input_format": s.input_format,
+        "stride_in_1x1": s.stride_in_1x1,
+        "pixel_mean": list(s.pixel_mean),
+        "pixel_std": list(s.pixel_std),
+        "layout": layout,
+        "out": str(result.out),
+        "config_keys": config_keys(s, layout),
+        "diffs": diffs,
+        "max_abs_diff": max((d for refs in diffs.values() for d in refs.values()), default=None),
+    }

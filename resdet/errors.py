@@ -14,7 +14,15 @@ __all__ = [
     "CheckpointError",
     "OutputError",
     "TrainingError",
+    "one_line",
 ]
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of an exception's message, or its type name when it has none: what
+    an error line quotes of a library's exception."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 class ResdetError(ValueError):

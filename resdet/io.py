@@ -6,6 +6,7 @@ executes code from it (``torch.load(weights_only=True)``; pickles go through an
 unpickler that only rebuilds numpy arrays, numbers, strings and plain containers).
 """
 
+import argparse
 import errno
 import io
 import os
@@ -16,11 +17,12 @@ from pathlib import Path
 
 import torch
 
-from .errors import (
+from .errors import (  # CheckpointError re-exported: older code imports it here
     CheckpointError,
     OutputError,
     ResdetError,
-)  # CheckpointError re-exported: older code imports it here
+    one_line,
+)
 
 __all__ = [
     "CheckpointError",
@@ -119,15 +121,18 @@ def safe_torch_load(path, map_location="cpu"):
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        # torchvision's reference scripts save their argparse.Namespace beside the weights;
+        # it is a plain attribute bag, rebuilt without running code
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = one_line(e)
         raise CheckpointError(
             f"{path}: refused to load: the file holds objects other than "
             f"tensors and plain data ({first})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = one_line(e)
         raise CheckpointError(
             f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {first}"
         ) from None

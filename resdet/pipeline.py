@@ -1,14 +1,14 @@
 """The whole system in one command: data -> pretrain -> convert -> detect -> evaluate -> report.
 
 The stages are one visible list, :data:`PIPELINE_STAGES` (name, function, inputs,
-outputs). Each calls the Python API a user would call by hand (``resdet.pretrain``,
-``resdet.convert_weights``, ``resdet.train_detector``, ``resdet.evaluate_predictions``),
-so the pipeline adds no second way of doing anything. What it adds is bookkeeping:
-``manifest.json`` records each stage's inputs and
-outputs with SHA-256 checksums, its metrics, time and package versions; a stage whose
-recorded outputs still exist with the same checksums, and whose inputs are unchanged, is
-skipped; a deleted or corrupted output makes the stage, and every stage after it, run
-again.
+outputs, settings). Each calls the library function behind the Python API a user would
+call by hand (``resdet.pretrain``, ``resdet.convert_weights``, ``resdet.train_detector``,
+``resdet.evaluate_predictions``), so the pipeline adds no second way of doing anything.
+What it adds is bookkeeping: ``manifest.json`` records each stage's inputs and outputs
+with SHA-256 checksums, the pipeline settings it depends on, its metrics, time and package
+versions; a stage whose recorded outputs still exist with the same checksums, and whose
+inputs and settings are unchanged, is skipped; a changed setting, or a deleted or
+corrupted output, makes the stage and every stage after it run again.
 
 The pipeline config (configs/pipeline/*.yaml) names the stage configs; the default
 (configs/pipeline/demo.yaml) generates an offline dataset so ``make demo`` needs nothing
@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from fvcore.common.config import CfgNode as CN
-
+from .config import get_pipeline_cfg  # noqa: F401  (the pipeline's keys, re-exported)
+from .engine import load
 from .errors import ConfigError, DatasetError
 from .io import atomic_write
+from .weights import versions
 
 __all__ = [
     "get_pipeline_cfg",
@@ -47,55 +48,16 @@ DEFAULT_CONFIG = "pipeline/demo.yaml"
 BACKGROUND = "__background__"  # the crop classifier's class of crops that overlap no box
 
 
-def get_pipeline_cfg():
-    """The pipeline's keys and defaults (each stage's own settings live in its config)."""
-    cfg = CN()
-    cfg.OUTPUT_DIR = "output/demo"
-    cfg.SEED = 0
-    cfg.DATA = CN()
-    # "" = generate the built-in shapes dataset; else a VOC-style folder or a COCO JSON
-    cfg.DATA.ROOT = ""
-    cfg.DATA.IMAGES = ""  # COCO JSON only: its image folder
-    cfg.DATA.TEST = ""  # optional separate test set (COCO JSON or VOC folder)
-    cfg.DATA.TEST_IMAGES = ""
-    cfg.DATA.HOLDOUT_FRACTION = 0.2  # VOC folder without train/test splits: test share
-    cfg.DATA.GENERATE = CN()
-    cfg.DATA.GENERATE.NUM_TRAIN = 400
-    cfg.DATA.GENERATE.NUM_TEST = 100
-    cfg.DATA.GENERATE.IMAGE_SIZE = 192
-    cfg.DATA.GENERATE.CLS_PER_CLASS = 120
-    cfg.DATA.CROP_SIZE = 64  # classification crops cut from user detection data
-    cfg.PRETRAIN = CN()
-    cfg.PRETRAIN.CONFIG = "demo/pretrain_r18.yaml"  # a packaged config name or a path
-    cfg.PRETRAIN.OPTS = []
-    cfg.CONVERT = CN()
-    cfg.CONVERT.LAYOUT = "fpn"
-    cfg.DETECT = CN()
-    cfg.DETECT.CONFIG = "demo/det_r18_fpn.yaml"
-    cfg.DETECT.OPTS = []
-    cfg.REPORT = CN()
-    cfg.REPORT.NUM_IMAGES = 8  # prediction images in the report's grid
-    return cfg
-
-
 def load_pipeline_cfg(
-    config=DEFAULT_CONFIG, *, data=None, images=None, output_dir=None, overrides=()
+    config=DEFAULT_CONFIG, *, data=None, images=None, output_dir=None, overrides=None
 ):
-    """The pipeline config: defaults + ``config`` (a packaged name or a path) + the
-    arguments + KEY VALUE ``overrides`` (one-line ConfigErrors for bad keys or values)."""
-    from detectron2.config import CfgNode
+    """The pipeline config: defaults + ``config`` (a packaged name or a path) + KEY VALUE
+    ``overrides`` + the arguments (one-line ConfigErrors for bad keys or values)."""
+    from .config import override_pairs
 
-    from .api import config_file
-    from .config import merge_config_file, merge_overrides
-
-    # as Detectron2's CfgNode (resdet.config's checked merges walk its nodes)
-    cfg = merge_config_file(CfgNode(get_pipeline_cfg()), config_file(config))
-    opts = list(overrides or [])
-    merge_overrides(cfg, opts)
-    for key, value in (("DATA.ROOT", data), ("DATA.IMAGES", images), ("OUTPUT_DIR", output_dir)):
-        if value:
-            merge_overrides(cfg, [key, str(value)])
-    return cfg
+    given = {"DATA.ROOT": data, "DATA.IMAGES": images}
+    opts = {**dict(override_pairs(overrides)), **{k: str(v) for k, v in given.items() if v}}
+    return load(config, overrides=opts, output_dir=output_dir, kind="pipeline").cfg
 
 
 def sha256(path) -> str:
@@ -124,20 +86,7 @@ def _checksums(paths):
 
 
 def package_versions() -> dict:
-    import detectron2
-    import torch
-    import torchvision
-
-    import resdet
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "detectron2": detectron2.__version__,
-        "resdet": resdet.__version__,
-        "platform": platform.platform(),
-    }
+    return dict(versions(), platform=platform.platform())
 
 
 def _json_safe(x):
@@ -159,20 +108,23 @@ class _Manifest:
         self.data = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self.data.setdefault("stages", {})
 
-    def valid(self, stage, inputs):
+    def valid(self, stage, inputs, settings):
         rec = self.data["stages"].get(stage)
         if not rec or rec.get("inputs") != _checksums(inputs):
+            return False
+        if rec.get("settings") != _json_safe(settings):
+            logger.info(f"stage {stage}: its settings changed since it ran")
             return False
         now = _checksums(rec["outputs"])
         return all(v is not None for v in now.values()) and now == rec["outputs"]
 
-    def record(self, stage, inputs, outputs, metrics, seconds, config=None):
+    def record(self, stage, inputs, outputs, metrics, seconds, settings):
         self.data["stages"][stage] = {
             "inputs": _checksums(inputs),
+            "settings": _json_safe(settings),
             "outputs": _checksums(outputs),
             "metrics": _json_safe(metrics),
             "seconds": round(seconds, 1),
-            "config": config,
             "versions": package_versions(),
         }
         self.save()
@@ -191,7 +143,7 @@ class RunPaths:
     TEST_SET = "resdet_test"  # the registered name of the detector's test set
 
     def __init__(self, cfg):
-        from .api import config_file
+        from .config import resolve_config_file
 
         out = self.out = Path(cfg.OUTPUT_DIR)
         self.data_dir = out / "data"
@@ -205,8 +157,8 @@ class RunPaths:
         self.detect_metrics = self.detect_dir / "metrics.json"
         self.predictions = self.detect_dir / "inference" / self.TEST_SET / "predictions.json"
         self.evaluation = out / "evaluate" / "metrics.json"
-        self.pretrain_config = Path(config_file(cfg.PRETRAIN.CONFIG))
-        self.detect_config = Path(config_file(cfg.DETECT.CONFIG))
+        self.pretrain_config = resolve_config_file(cfg.PRETRAIN.CONFIG)
+        self.detect_config = resolve_config_file(cfg.DETECT.CONFIG)
 
     def data(self):
         """data.json: the detection train/test datasets (resdet.api dataset specs), the
@@ -216,13 +168,26 @@ class RunPaths:
 
 class Stage(NamedTuple):
     """One pipeline stage: ``run(cfg, paths, context) -> metrics``; ``inputs``/``outputs``
-    (functions of cfg and paths) are what its manifest checksums cover."""
+    (functions of cfg and paths) are what its manifest checksums cover, ``settings`` (the
+    keys of the pipeline config it depends on) what its fingerprint covers besides."""
 
     name: str
     run: Callable
     inputs: Callable
     outputs: Callable
+    settings: tuple = ()  # pipeline config keys: a change reruns the stage
     always: bool = False  # run even when its recorded outputs are still valid
+
+
+def stage_settings(cfg, stage) -> dict:
+    """The values of the config keys ``stage`` depends on."""
+    out = {}
+    for key in stage.settings:
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        out[key] = json.loads(json.dumps(node))
+    return out
 
 
 # ---------------------------------------------------------------------------- stages
@@ -319,7 +284,7 @@ def _export_crops(det, out_dir, size, seed):
     from detectron2.structures import BoxMode
     from PIL import Image
 
-    from .api import register_datasets
+    from .detection import register_datasets
 
     train_name, test_name = register_datasets(det["train"], det["test"])
     classes = MetadataCatalog.get(train_name).thing_classes
@@ -376,7 +341,7 @@ def _export_crops(det, out_dir, size, seed):
 
 
 def _pretrain(cfg, p, ctx):
-    import resdet
+    from .pretrain.run import pretrain
 
     data = p.data()
     classes = sorted(
@@ -386,10 +351,11 @@ def _pretrain(cfg, p, ctx):
         raise DatasetError(
             f"{data['classification']}: pretraining needs at least two classes, found {classes}"
         )
-    metrics = resdet.pretrain(
+    metrics = pretrain(
         p.pretrain_config,
         data=data["classification"],
         output_dir=p.pretrain_dir,
+        overwrite=True,  # the stage runs again: its outputs are out of date
         overrides=["SEED", cfg.SEED] + list(cfg.PRETRAIN.OPTS),
     )
     keep = {k: metrics[k] for k in ("top1", "top5", "bad_images") if k in metrics}
@@ -397,7 +363,7 @@ def _pretrain(cfg, p, ctx):
 
 
 def _convert(cfg, p, ctx):
-    from .api import convert_weights
+    from .convert import convert_weights
 
     result = convert_weights(
         p.pretrained, p.backbone, layout=cfg.CONVERT.LAYOUT, verify=True, size=cfg.DATA.CROP_SIZE
@@ -407,15 +373,16 @@ def _convert(cfg, p, ctx):
 
 
 def _detect(cfg, p, ctx):
-    import resdet
+    from .detection import train_detector
 
     det = p.data()["detection"]
-    return resdet.train_detector(
+    return train_detector(
         p.detect_config,
         weights=p.backbone,
         train=det["train"],
         test=det["test"],
         output_dir=p.detect_dir,
+        overwrite=True,  # the stage runs again: its outputs are out of date
         overrides=["SEED", cfg.SEED] + list(cfg.DETECT.OPTS),
     )
 
@@ -423,12 +390,12 @@ def _detect(cfg, p, ctx):
 def _evaluate(cfg, p, ctx):
     """Re-score the detector's saved predictions with no model, on the ground truth of
     exactly the split that was predicted: COCO AP and (VOC data) VOC07 AP50."""
-    import resdet
+    from .evaluation.files import evaluate_predictions
 
     gt = p.data()["detection"]["gt"]
     results = {}
     for metric in ("coco", "voc07") if "voc" in gt else ("coco",):
-        results[metric] = resdet.evaluate_predictions(gt, p.predictions, metric)["bbox"]
+        results[metric] = evaluate_predictions(gt, p.predictions, metric)["bbox"]
     with atomic_write(p.evaluation, "w") as f:
         json.dump(_json_safe(results), f, indent=1)
     headline = {"AP": results["coco"].get("AP"), "AP50": results["coco"].get("AP50")}
@@ -452,22 +419,27 @@ def _report(cfg, p, ctx):
 
 # The pipeline, in order: what each stage reads and writes is what its checksums cover.
 PIPELINE_STAGES = (
-    Stage("data", _data, inputs=lambda cfg, p: [], outputs=_data_outputs),
+    Stage(
+        "data", _data, inputs=lambda cfg, p: [], outputs=_data_outputs, settings=("DATA", "SEED")
+    ),
     Stage(
         "pretrain",
         _pretrain,
         inputs=lambda cfg, p: [p.data_json, p.pretrain_config],
         outputs=lambda cfg, p: [p.pretrained, p.pretrain_dir / "curves.png"],
+        settings=("PRETRAIN", "SEED"),
     ),
     Stage(
         "convert",
         _convert,
         inputs=lambda cfg, p: [p.pretrained],
-        outputs=lambda cfg, p: [p.backbone, p.backbone.with_suffix(".yaml")],
+        outputs=lambda cfg, p: [p.backbone],
+        settings=("CONVERT", "DATA.CROP_SIZE"),
     ),
     Stage(
         "detect",
         _detect,
+        settings=("DETECT", "SEED"),
         inputs=lambda cfg, p: [p.data_json, p.backbone, p.detect_config],
         outputs=lambda cfg, p: [
             p.detector,
@@ -489,6 +461,7 @@ PIPELINE_STAGES = (
         _report,
         inputs=lambda cfg, p: [],
         outputs=lambda cfg, p: [p.out / "report.md", p.out / "report.html"],
+        settings=("REPORT",),
         always=True,
     ),
 )
@@ -500,17 +473,12 @@ PIPELINE_STAGES = (
 def check_pipeline_cfg(cfg):
     """What would stop a stage, checked before any stage writes: the stage configs with
     their OPTS, the layout, the data settings (one-line ConfigErrors naming the key)."""
-    from .config import get_resdet_cfg, merge_config_file, merge_overrides
+    from .config import load_config
     from .convert import LAYOUTS
-    from .pretrain import get_pretrain_cfg
 
     p = RunPaths(cfg)
-    merge_overrides(
-        merge_config_file(get_pretrain_cfg(), p.pretrain_config), cfg.PRETRAIN.OPTS, "PRETRAIN.OPTS"
-    )
-    merge_overrides(
-        merge_config_file(get_resdet_cfg(), p.detect_config), cfg.DETECT.OPTS, "DETECT.OPTS"
-    )
+    load_config(p.pretrain_config, list(cfg.PRETRAIN.OPTS), kind="pretrain")
+    load_config(p.detect_config, list(cfg.DETECT.OPTS), kind="detection")
     if cfg.CONVERT.LAYOUT not in LAYOUTS:
         raise ConfigError(f"CONVERT.LAYOUT {cfg.CONVERT.LAYOUT!r}: allowed {', '.join(LAYOUTS)}")
     d = cfg.DATA
@@ -527,37 +495,44 @@ def check_pipeline_cfg(cfg):
     return cfg
 
 
-def run_pipeline(cfg, stages=PIPELINE_STAGES) -> dict:
-    """Run (or skip, when still valid) each stage; return the summary written to
-    OUTPUT_DIR/summary.json: {"AP50": ..., "AP": ..., "elapsed_seconds": ..., "stages": {...}}."""
+def run_pipeline(cfg, stages=PIPELINE_STAGES, *, overwrite=False) -> dict:
+    """Run (or skip, when its inputs, settings and outputs are unchanged) each stage; return
+    the summary written to OUTPUT_DIR/summary.json: {"AP50": ..., "AP": ...,
+    "elapsed_seconds": ..., "stages": {...}}. The output folder is a pipeline run folder
+    (resdet.run_folder): a rerun continues it; ``overwrite`` starts it again."""
+    from .run_folder import RunFolder
+
     check_pipeline_cfg(cfg)
     p = RunPaths(cfg)
-    p.out.mkdir(parents=True, exist_ok=True)
+    with RunFolder(p.out, "pipeline", resume=not overwrite, overwrite=overwrite) as run:
+        return _run_stages(cfg, stages, p, run)
+
+
+def _run_stages(cfg, stages, p, run):
     manifest = _Manifest(p.out / "manifest.json")
-    manifest.data["pipeline_config"] = json.loads(json.dumps(cfg))
     ctx = {"manifest": manifest, "start": time.perf_counter()}
-    configs = {"pretrain": cfg.PRETRAIN.CONFIG, "detect": cfg.DETECT.CONFIG}
     ran = {}
     upstream_changed = False
     for stage in stages:
-        inputs = stage.inputs(cfg, p)
-        if not stage.always and not upstream_changed and manifest.valid(stage.name, inputs):
+        inputs, settings = stage.inputs(cfg, p), stage_settings(cfg, stage)
+        valid = manifest.valid(stage.name, inputs, settings)
+        if not stage.always and not upstream_changed and valid:
             logger.info(f"stage {stage.name}: outputs valid (checksums match), skipped")
             ran[stage.name] = "skipped"
+            run.started()
             continue
         upstream_changed = True
         logger.info(f"stage {stage.name}: running")
         t = time.perf_counter()
         metrics = stage.run(cfg, p, ctx)
         manifest.record(
-            stage.name,
-            inputs,
-            stage.outputs(cfg, p),
-            metrics,
-            time.perf_counter() - t,
-            config=configs.get(stage.name),
+            stage.name, inputs, stage.outputs(cfg, p), metrics, time.perf_counter() - t, settings
         )
         ran[stage.name] = "ran"
+        run.started()  # a finished stage stays valid whatever fails later
+    # the config the recorded stages ran with (a skipped stage ran with the same settings)
+    manifest.data["pipeline_config"] = json.loads(json.dumps(cfg))
+    manifest.save()
     elapsed = time.perf_counter() - ctx["start"]
     ev = manifest.data["stages"].get("evaluate", {}).get("metrics", {})
     summary = {

@@ -65,6 +65,15 @@ def _link_or_copy(src, dst):
     return dst
 
 
+def _without_meta(src, dst):
+    """``src`` as a checkpoint from before weights carried their settings (no ``meta``)."""
+    data = torch.load(src, weights_only=True)
+    data.pop("meta", None)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(data, dst)
+    return dst
+
+
 def _classifier(path, depth=18, dataset="imagenet", num_classes=10, **meta):
     """A resdet pretraining checkpoint in contract-1 form (random weights)."""
     from resdet.io import atomic_save
@@ -216,8 +225,9 @@ class Corpus:
 
     @cached_property
     def nofrag(self) -> Path:
-        """r18_fpn.pth copied without its YAML fragment."""
-        return _link_or_copy(self.r18, self.root / "nofrag" / "r18_fpn.pth")
+        """r18_fpn.pth as an old conversion, with neither meta nor a fragment: its settings
+        are unknown, so an R50 config keeps its depth."""
+        return _without_meta(self.r18, self.root / "nofrag" / "r18_fpn.pth")
 
     @cached_property
     def tv18(self) -> Path:
@@ -389,14 +399,13 @@ REPORT:
     def run(self) -> Path:
         """A finished 2-iteration run of ``det`` with a checkpoint at every iteration
         (model_0000000.pth, model_final.pth, config.yaml beside them)."""
-        from resdet.detection import Trainer, setup_cfg
+        from resdet.detection import train
+        from resdet.engine import load
 
         out = self.root / "run"
         opts = ["OUTPUT_DIR", str(out), "SOLVER.CHECKPOINT_PERIOD", "1", "DATASETS.TEST", "()"]
         with quiet_logging():
-            trainer = Trainer(setup_cfg(str(self.det), opts))
-            trainer.resume_or_load(resume=False)
-            trainer.train()
+            train(load(str(self.det), overrides=opts, datasets=True))
         assert (out / "model_0000000.pth").is_file() and (out / "config.yaml").is_file()
         return out
 
@@ -436,12 +445,12 @@ REPORT:
         torch.save({"model": c8["model"], "meta": {}}, b / "meta_empty.pth")
         wrong = dict(c8["meta"], depth=20)
         torch.save({"model": c8["model"], "meta": wrong}, b / "meta_depth20.pth")
-        # converted weights whose YAML fragment is broken / names an unknown key
+        # old conversions (no meta) whose YAML fragment is broken / names an unknown key
         for name, frag in (
             ("frag_broken", "MODEL:\n  RESNETS:\n    DEPTH: 18\n   STRIDE: [\n"),
             ("frag_unknown", "MODEL:\n  RESNETS:\n    DEPTH: 18\n    DEPTHS: 18\n"),
         ):
-            _link_or_copy(self.r18, b / name / "r18_fpn.pth")
+            _without_meta(self.r18, b / name / "r18_fpn.pth")
             _write(b / name / "r18_fpn.yaml", frag)
 
     def _bad_configs(self, b):
@@ -628,7 +637,9 @@ def _voc_cat4(c):
 
 
 def _run_noconfig(c):
-    _link_or_copy(c.run / "model_0000000.pth", c.root / "run_noconfig" / "model_0000000.pth")
+    """A Detectron2 training checkpoint that carries no settings (what Detectron2's own
+    trainer writes), with no config given for it."""
+    _without_meta(c.run / "model_0000000.pth", c.root / "run_noconfig" / "model_0000000.pth")
     return c.root / "run_noconfig"
 
 

@@ -12,7 +12,7 @@ from conftest import REPO, load_tool
 from test_train_det import _pretrained
 
 import resdet
-from resdet.errors import CheckpointError, ConfigError
+from resdet.errors import CheckpointError, ConfigError, ResdetError
 
 TOOLS = [
     "convert_weights",
@@ -126,15 +126,16 @@ def test_predictor_equals_default_predictor_on_coco128(detector, shared_data):
     )
     # the BN of the prepared model is folded: no FrozenBatchNorm2d left
     assert not any(type(m).__name__ == "FrozenBatchNorm2d" for m in predictor.model.modules())
-    rgb = [im[:, :, ::-1].copy() for im in bgr]
+    from PIL import Image
+
     images = [
         str(paths[0]),
-        rgb[1],
-        torch.from_numpy(rgb[2]).permute(2, 0, 1),
-        torch.from_numpy(rgb[3]),
+        bgr[1],
+        torch.from_numpy(bgr[2].copy()).permute(2, 0, 1),
+        Image.fromarray(bgr[3][:, :, ::-1].copy()),
         grey,
-        portrait[:, :, ::-1].copy(),
-    ]  # a path, HWC arrays, CHW and HWC tensors
+        portrait,
+    ]  # a path, BGR arrays (OpenCV's order, as DefaultPredictor), a CHW tensor, a PIL image
     got = predictor(images)
     assert len(got) == len(images)
     for w, g in zip(want, got):
@@ -142,14 +143,21 @@ def test_predictor_equals_default_predictor_on_coco128(detector, shared_data):
     assert [len(w) > 0 for w in want] == [True, True, True, True, False, True]
     assert got[4]["instances"].pred_boxes.tensor.shape == (0, 4)  # no detections, still Instances
     assert got[5]["instances"].image_size == portrait.shape[:2]  # original coordinates
-    # DefaultPredictor's own call: one BGR image in, one dict out
-    single = resdet.Predictor(cfg, weights, input_format="BGR")(bgr[0])
+    # DefaultPredictor's own call: one BGR image in, one dict out, with the class names
+    single = predictor(bgr[0])
     _same(want[0], single["instances"])
+    assert (
+        single["class_names"] == predictor.metadata.thing_classes
+        and len(single["class_names"]) == 80
+    )
+    # arrays in RGB when told so
+    rgb = resdet.Predictor(cfg, weights, input_format="RGB")(bgr[0][:, :, ::-1].copy())
+    _same(want[0], rgb["instances"])
 
 
 def test_predictor_refuses_what_would_predict_garbage(detector, tmp_path):
     cfg, weights = detector
-    with pytest.raises(CheckpointError, match="no such weights file"):
+    with pytest.raises(ResdetError, match="none.pth: no such file"):
         resdet.Predictor(cfg, tmp_path / "none.pth")
     state = torch.load(weights, weights_only=True)["model"]
     k0 = next(iter(state))
@@ -165,7 +173,7 @@ def test_predictor_refuses_what_would_predict_garbage(detector, tmp_path):
         resdet.Predictor(cfg, extra)
     with pytest.raises(ConfigError, match="input_format"):
         resdet.Predictor(cfg, weights, input_format="RGBA")
-    with pytest.raises(ConfigError, match=r"nope.*resdet\[deploy\]"):
+    with pytest.raises(ConfigError, match=r"runtime 'nope': choose one of"):
         resdet.Predictor(cfg, weights, runtime="nope")
     predictor = resdet.Predictor(cfg, weights)
     with pytest.raises(ConfigError, match="uint8"):
@@ -269,11 +277,21 @@ def test_convert_weights_reports_what_it_found(tmp_path, capsys):
         "fpn",
     )
     assert set(r["diffs"]) == {"res2", "res3", "res4", "res5"} and r["max_abs_diff"] < 1e-4
-    assert (tmp_path / "r18.pth").is_file() and (tmp_path / "r18.yaml").is_file()
+    # the settings travel inside the checkpoint; nothing is written beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cls.pth", "r18.pth"]
+    meta = torch.load(tmp_path / "r18.pth", weights_only=True)["meta"]
+    assert (meta["format"], meta["depth"], meta["layout"], meta["input_format"]) == (
+        "resdet-backbone",
+        18,
+        "fpn",
+        "RGB",
+    )
+    assert r["config_keys"]["MODEL.RESNETS.DEPTH"] == 18
     tool = load_tool("convert_weights")
-    assert tool.main([str(src), str(tmp_path / "c4.pth")]) == 0
-    assert (tmp_path / "c4.yaml").read_text() == (tmp_path / "r18.yaml").read_text()
     capsys.readouterr()
+    assert tool.main([str(src), str(tmp_path / "c4.pth")]) == 0
+    printed = capsys.readouterr().out
+    assert "MODEL.RESNETS.DEPTH 18" in printed and 'INPUT.FORMAT "RGB"' in printed
     assert tool.main([str(tmp_path / "missing.pth"), str(tmp_path / "x.pth")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "missing.pth" in err[0]
@@ -296,7 +314,7 @@ def test_every_tool_is_main_argv_returning_an_exit_code(name):
         (
             "train_det",
             ["--config", "configs/coco_r50.yaml", "SOLVER.MAX_ITER"],
-            "KEY VALUE pairs expected",
+            "overrides are KEY VALUE pairs; 'SOLVER.MAX_ITER' has no value",
         ),
         (
             "train_det",
@@ -304,11 +322,16 @@ def test_every_tool_is_main_argv_returning_an_exit_code(name):
             "unknown config key SOLVER.MAX_ITERS; did you mean SOLVER.MAX_ITER",
         ),
         ("train_det", ["--config", "x.py"], "x.py: no such file"),
-        # a LazyConfig .py goes to resdet.lazy.train_lazy, with its KEY=VALUE overrides
+        # a LazyConfig .py takes KEY=VALUE overrides, checked as YAML ones
         (
             "train_det",
             ["--config", "lazy/faster_rcnn_r50_c4.py", "train.max_iter"],
-            "override 'train.max_iter'",
+            "'train.max_iter' is not KEY=VALUE",
+        ),
+        (
+            "train_det",
+            ["--config", "lazy/faster_rcnn_r50_c4.py", "train.max_iters=2"],
+            "unknown config key train.max_iters; did you mean train.max_iter",
         ),
         (
             "pipeline",

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from bad_inputs_fixtures import Corpus, quiet_logging
 from conftest import REPO
@@ -116,7 +117,7 @@ CASES = [
         "cw-training-ckpt-without-config",
         CW,
         "{run_noconfig}/model_0000000.pth {out}/r18.pth",
-        "config.yaml",
+        "--config",
     ),
     C("cw-depth-mismatch", CW, CWA + " --depth 50", "resnet18.pth"),
     C("cw-depth-unsupported", CW, CWA + " --depth 77", "77"),
@@ -374,7 +375,15 @@ CASES = [
     C("td-unknown-flag", TD, "--config {det} --lr 0.1 OUTPUT_DIR {out}", "--lr"),
     C("td-config-flag-without-value", TD, "--config", "--config"),
     C("td-num-gpus-not-a-number", TD, "--num-gpus two " + TDA, "two"),
-    C("td-num-gpus-2-without-cuda", TD, "--num-gpus 2 " + TDA, "--num-gpus"),
+    # checked before any process starts: an out-of-range rank used to wait forever
+    C(
+        "td-machine-rank-out-of-range",
+        TD,
+        "--num-machines 2 --machine-rank 2 " + TDA,
+        "--machine-rank 2",
+    ),
+    C("td-machines-without-dist-url", TD, "--num-machines 2 " + TDA, "--dist-url"),
+    C("td-dist-url-not-a-url", TD, "--num-machines 2 --dist-url host:29500 " + TDA, "host:29500"),
     # ---- pretrain_imagenet: config problems -----------------------------------------------
     C("pt-config-missing", PT, "--config {tmp}/nope.yaml --output {out}", "nope.yaml"),
     C(
@@ -456,6 +465,13 @@ CASES = [
     C("pt-output-cannot-be-created", PT, "--config {pre} --output /proc/resdet", "/proc/resdet"),
     C("pt-no-config-argument", PT, "--data {cf}", "--config"),
     C("pt-num-gpus-not-a-number", PT, "--num-gpus two " + PTA, "two"),
+    C(
+        "pt-machine-rank-out-of-range",
+        PT,
+        "--num-machines 2 --machine-rank 5 " + PTA,
+        "--machine-rank 5",
+    ),
+    C("pt-machines-without-dist-url", PT, "--num-machines 3 " + PTA, "--dist-url"),
     C("pt-unknown-flag-first", PT, "--lr 0.1 " + PTA, "--lr"),
     C("pt-unknown-flag-last", PT, PTA + " --lr 0.1", "--lr"),
     # ---- pipeline -------------------------------------------------------------------------
@@ -901,19 +917,27 @@ def test_voc_json_category_ids_are_written_down(corpus, tmp_path, capfd):
 
 
 def test_training_checkpoint_converts_with_its_runs_settings(corpus, tmp_path, capfd):
-    """A Detectron2 training checkpoint of a resdet detector: the fragment comes from the
-    run's config.yaml beside it (RGB, its pixel statistics), or the tool refuses; never a guess."""
+    """A training checkpoint of a resdet detector carries its run's settings (RGB, its
+    pixel statistics); the conversion takes them from it, never from a guess."""
     run_cfg = yaml.safe_load((corpus.run / "config.yaml").read_text())
     argv = [str(corpus.run / "model_0000000.pth"), str(tmp_path / "r18.pth")]
     rc, out, err, what = _ok(CW, argv, capfd)
-    assert "Traceback" not in out + err, what
-    if rc != 0:
-        assert rc == 2 and "config.yaml" in _last_line(err), what
-        return
-    frag = yaml.safe_load((tmp_path / "r18.yaml").read_text())
-    assert frag["INPUT"]["FORMAT"] == run_cfg["INPUT"]["FORMAT"] == "RGB", frag
-    assert frag["MODEL"]["PIXEL_STD"] == pytest.approx(run_cfg["MODEL"]["PIXEL_STD"]), frag
-    assert frag["MODEL"]["PIXEL_MEAN"] == pytest.approx(run_cfg["MODEL"]["PIXEL_MEAN"]), frag
+    assert rc == 0 and "Traceback" not in out + err, what
+    meta = torch.load(tmp_path / "r18.pth", weights_only=True)["meta"]
+    assert meta["input_format"] == run_cfg["INPUT"]["FORMAT"] == "RGB", meta
+    assert meta["pixel_std"] == pytest.approx(run_cfg["MODEL"]["PIXEL_STD"]), meta
+    assert meta["pixel_mean"] == pytest.approx(run_cfg["MODEL"]["PIXEL_MEAN"]), meta
+    # one without the settings converts when given the config it was trained with
+    argv = [
+        str(corpus.get("run_noconfig") / "model_0000000.pth"),
+        str(tmp_path / "given.pth"),
+        "--config",
+        str(corpus.run / "config.yaml"),
+    ]
+    rc, out, err, what = _ok(CW, argv, capfd)
+    assert rc == 0, what
+    given = torch.load(tmp_path / "given.pth", weights_only=True)["meta"]
+    assert given["pixel_std"] == pytest.approx(meta["pixel_std"]) and given["input_format"] == "RGB"
 
 
 @pytest.mark.parametrize("tool,base", [(PT, PTA), (TD, TDA)])

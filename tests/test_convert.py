@@ -4,7 +4,6 @@ features equal to the source network's own, and bad input refused with nothing w
 import pickle
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 import resdet.convert as rc
-from resdet import get_resdet_cfg
 from resdet.io import CheckpointError
 from resdet.modeling import build_resnet
 
@@ -55,13 +53,12 @@ def _tv_stages(net, x):
 
 
 def _detector(out, layout):
-    """Build the detector as the trainer does (base config + fragment), load ``out``."""
-    cfg = get_resdet_cfg()
-    cfg.merge_from_file(
-        str(REPO / "configs" / ("Base-RCNN-C4.yaml" if layout == "c4" else "Base-RCNN-FPN.yaml"))
-    )
-    cfg.merge_from_file(str(Path(out).with_suffix(".yaml")))
-    cfg.MODEL.DEVICE = "cpu"
+    """Build the detector as the trainer does (base config + what the weights carry),
+    load ``out``."""
+    from resdet.engine import load
+
+    base = REPO / "configs" / ("Base-RCNN-C4.yaml" if layout == "c4" else "Base-RCNN-FPN.yaml")
+    cfg = load(base, out, device="cpu").cfg
     model = build_model(cfg).eval()
     checkpointer, seen = DetectionCheckpointer(model), []
     checkpointer._log_incompatible_keys = seen.append
@@ -167,7 +164,7 @@ def test_resdet_checkpoint_to_both_layouts(tmp_path, layout, arch):
         "linear" in k for k in torch.load(tmp_path / "out.pth", weights_only=True)["model"]
     )
     cfg, model = _detector(tmp_path / "out.pth", layout)
-    # the fragment carries the metadata, not the base config's defaults
+    # the weights carry their settings, not the base config's defaults
     assert (cfg.INPUT.FORMAT, list(cfg.MODEL.PIXEL_STD)) == ("BGR", [1.0, 1.0, 1.0])
     assert (cfg.MODEL.RESDET.SHORTCUT, cfg.MODEL.RESDET.RESIDUAL) == (
         arch["shortcut"],
@@ -248,10 +245,14 @@ def test_detectron2_sources_caffe2_pkl_and_reconversion(tmp_path):
     with torch.no_grad():
         _assert_close(_det_stages(model, "c4", x), net(x))
 
-    # resdet's own C4 output re-laid out as FPN keeps its fragment
+    # resdet's own C4 output re-laid out as FPN keeps its settings
     again = rc.convert(tmp_path / "c4.pth", tmp_path / "fpn.pth", layout="fpn")
     assert again.source.kind == "detectron2"
-    assert (tmp_path / "fpn.yaml").read_text() == (tmp_path / "c4.yaml").read_text()
+    metas = [torch.load(tmp_path / f, weights_only=True)["meta"] for f in ("c4.pth", "fpn.pth")]
+    drop = ("layout", "versions", "source")
+    assert [{k: v for k, v in m.items() if k not in drop} for m in metas][0] == {
+        k: v for k, v in metas[1].items() if k not in drop
+    }
     _, model = _detector(tmp_path / "fpn.pth", "fpn")
     with torch.no_grad():
         _assert_close(_det_stages(model, "fpn", x), net(x))
@@ -389,14 +390,14 @@ def _wide(path):
 def test_bad_input_is_one_line_error_and_writes_nothing(tmp_path, make, kwargs, message):
     if make is not None:
         make(tmp_path / "src.pth")
-    (tmp_path / "out.yaml").write_text("old fragment")  # an earlier result stays untouched
+    (tmp_path / "out.pth").write_text("an earlier result")  # stays untouched
     with pytest.raises(CheckpointError, match=message) as e:
         rc.convert(tmp_path / "src.pth", tmp_path / "out.pth", **kwargs)
     assert "\n" not in str(e.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["out.yaml"] + (["src.pth"] if make else [])
+        ["out.pth"] + (["src.pth"] if make else [])
     )
-    assert (tmp_path / "out.yaml").read_text() == "old fragment"
+    assert (tmp_path / "out.pth").read_text() == "an earlier result"
 
 
 def test_failed_verification_writes_nothing(tmp_path, monkeypatch):
@@ -427,16 +428,14 @@ def test_tool_verifies_on_a_real_image(tmp_path, shared_data):
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| res")]
     assert [r.split("|")[1].strip() for r in rows] == ["res2", "res3", "res4", "res5"]
     assert all(float(v) < 1e-4 for r in rows for v in r.split("|")[2:4])
-    assert (
-        "torchvision" in proc.stdout
-        and (tmp_path / "r18_fpn.pth").is_file()
-        and (tmp_path / "r18_fpn.yaml").is_file()
-    )
+    assert "torchvision" in proc.stdout and (tmp_path / "r18_fpn.pth").is_file()
+    assert not (tmp_path / "r18_fpn.yaml").exists()  # the settings are inside the .pth
 
 
 def test_training_checkpoint_of_a_detector_takes_its_run_config(tmp_path):
-    """Detectron2's checkpointer saves no __author__: the input settings come from the run's
-    config.yaml beside the checkpoint, never from Detectron2's BGR defaults."""
+    """Detectron2's checkpointer saves no settings: they come from the config the run was
+    trained with, given by name (--config), never from a config.yaml that happens to stand
+    beside the checkpoint, nor from Detectron2's BGR defaults."""
     from resdet.config import get_resdet_cfg
     from resdet.convert import convert, load_source, to_detectron2
 
@@ -444,21 +443,18 @@ def test_training_checkpoint_of_a_detector_takes_its_run_config(tmp_path):
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), src)
     run = tmp_path / "run"
     run.mkdir()
-    ckpt = {
-        "model": to_detectron2(load_source(src), "fpn")["model"],
-        "iteration": 1,
-        "optimizer": {},
-    }
-    torch.save(ckpt, run / "model_0000001.pth")
-    with pytest.raises(CheckpointError, match="without its run's config.yaml beside it"):
-        load_source(run / "model_0000001.pth")
-    assert not (run / "out.pth").exists()
+    model = to_detectron2(load_source(src), "fpn")["model"]
+    torch.save({"model": model, "iteration": 1, "optimizer": {}}, run / "model_0000001.pth")
     cfg = get_resdet_cfg()
     cfg.INPUT.FORMAT, cfg.MODEL.PIXEL_STD = "RGB", [58.395, 57.12, 57.375]
     (run / "config.yaml").write_text(cfg.dump())
-    convert(run / "model_0000001.pth", tmp_path / "out.pth", layout="fpn")
-    frag = (tmp_path / "out.yaml").read_text()
-    assert "FORMAT: RGB" in frag and "58.395" in frag
+    with pytest.raises(CheckpointError, match=r"give the config it was trained with \(--config"):
+        load_source(run / "model_0000001.pth")
+    convert(
+        run / "model_0000001.pth", tmp_path / "out.pth", layout="fpn", config=run / "config.yaml"
+    )
+    meta = torch.load(tmp_path / "out.pth", weights_only=True)["meta"]
+    assert meta["input_format"] == "RGB" and meta["pixel_std"] == [58.395, 57.12, 57.375]
 
 
 def test_refuses_non_finite_weights_and_overwriting_the_source(tmp_path):
@@ -475,4 +471,4 @@ def test_refuses_non_finite_weights_and_overwriting_the_source(tmp_path):
         CheckpointError, match=r"res3\.0\.conv1\.weight holds NaN or infinite values"
     ):
         convert(src, tmp_path / "out.pth")
-    assert not (tmp_path / "out.pth").exists() and not (tmp_path / "out.yaml").exists()
+    assert not (tmp_path / "out.pth").exists()

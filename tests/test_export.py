@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO / "tools"))
 from bench_detection import calibrate_norms  # noqa: E402
 
 import resdet  # noqa: E402,F401
+from resdet.engine import load  # noqa: E402
 from resdet.errors import ConfigError  # noqa: E402
 
 FORMATS = ("onnx", "openvino", "torchscript")
@@ -112,7 +113,6 @@ def exported(shared_data, tmp_path_factory):
     out = {}
     for kind in KINDS:
         cfg, model, inputs = _detector(kind, shared_data)
-        # not <weights>.yaml: that name is the weights' own fragment (resdet.convert)
         weights, config = root / f"{kind}.pth", root / f"{kind}_config.yaml"
         torch.save({"model": model.state_dict()}, weights)
         config.write_text(cfg.dump())
@@ -136,7 +136,7 @@ def exported(shared_data, tmp_path_factory):
         else:
             export_model(str(config), weights, "onnx", dirs["onnx"])
         # the IR from the same ONNX graph: the graph export is most of the time
-        export_dense(model, cfg, "openvino", dirs["openvino"], onnx_export=dirs["onnx"])
+        export_dense(model, load(cfg), "openvino", dirs["openvino"], onnx_export=dirs["onnx"])
         export_model(cfg, weights, "torchscript", dirs["torchscript"])
         out[kind] = (cfg, model, dirs, _pytorch_results(model, inputs))
     return inputs, out
@@ -207,7 +207,7 @@ def test_runtime_detector_gives_pytorch_detections(exported, kind, fmt):
 
     inputs, models = exported
     cfg, model, dirs, pytorch = models[kind]
-    hybrid = runtime_model(model, cfg, RUNTIME_OF[fmt], export_dir=dirs[fmt])
+    hybrid = runtime_model(model, load(cfg), RUNTIME_OF[fmt], export_dir=dirs[fmt])
     for batch, want in zip(_detection_batches(inputs), pytorch["detections"]):
         with torch.no_grad():
             got = hybrid(batch)
@@ -238,7 +238,7 @@ def test_openvino_bf16_detector_agrees_with_fp32(exported):
 
     inputs, models = exported
     cfg, model, dirs, pytorch = models["FPN"]
-    low = runtime_model(model, cfg, "openvino", "bf16", export_dir=dirs["openvino"])
+    low = runtime_model(model, load(cfg), "openvino", "bf16", export_dir=dirs["openvino"])
     with torch.no_grad():
         got = [low(batch) for batch in _detection_batches(inputs)]
     assert _found(pytorch["detections"], got) >= 0.8
@@ -303,7 +303,7 @@ def test_export_of_other_weights_is_refused(exported):
     with torch.no_grad():
         other.backbone.bottom_up.stem.conv1.weight.mul_(1.01)
     with pytest.raises(ConfigError, match="other weights"):
-        runtime_model(other, cfg, "onnxruntime", export_dir=dirs["onnx"])
+        runtime_model(other, load(cfg), "onnxruntime", export_dir=dirs["onnx"])
 
 
 @pytest.mark.parametrize("case", ["format", "weights", "output"])
@@ -382,11 +382,11 @@ def test_lazyconfig_detector_exports_and_runs_as_pytorch(shared_data, tmp_path):
     from detectron2.data import detection_utils
 
     from resdet import model_zoo
+    from resdet.config import load_config
     from resdet.export import RuntimeRCNN
-    from resdet.lazy import load_lazy_config
 
     config = model_zoo.get_config_file("lazy/faster_rcnn_r50_fpn.py")
-    _, cfg, _ = load_lazy_config(config, LAZY_OVERRIDES)
+    cfg = load_config(config, LAZY_OVERRIDES).cfg
     torch.manual_seed(0)
     model = instantiate(cfg.model).eval()
     images = [str(shared_data / "coco128" / "train2017" / name) for name in IMAGES]
@@ -408,7 +408,7 @@ def test_lazyconfig_detector_exports_and_runs_as_pytorch(shared_data, tmp_path):
     assert len(meta["class_names"]) == 80 and meta["class_names"][0] == "person"
     assert meta["architecture"]["depth"] == 18 and meta["weights"] == str(weights)
 
-    _, cfg, _ = load_lazy_config(config, LAZY_OVERRIDES)
+    cfg = load_config(config, LAZY_OVERRIDES).cfg
     torch_pred = resdet.Predictor(cfg, weights)
     onnx_pred = resdet.Predictor(cfg, weights, runtime="onnxruntime")
     assert isinstance(onnx_pred.model, RuntimeRCNN)
@@ -444,7 +444,7 @@ def int8_exports(exported, shared_data, tmp_path_factory):
     assert list(cwd.iterdir()) == []
     export_dense(
         model,
-        cfg,
+        load(cfg),
         "openvino",
         root / "openvino",
         onnx_export=dirs["onnx"],
@@ -490,7 +490,7 @@ def test_int8_detector_agrees_with_fp32(exported, int8_exports):
     inputs, models = exported
     cfg, model, _, pytorch = models["FPN"]
     for rt, fmt in (("onnxruntime", "onnx"), ("openvino", "openvino")):
-        low = runtime_model(model, cfg, rt, "int8", export_dir=int8_exports[fmt])
+        low = runtime_model(model, load(cfg), rt, "int8", export_dir=int8_exports[fmt])
         with torch.no_grad():
             got = [low(batch) for batch in _detection_batches(inputs)]
         assert _found(pytorch["detections"], got) >= 0.7, rt
@@ -507,13 +507,13 @@ def test_int8_misuse_is_one_line(exported, int8_exports, tmp_path):
     with pytest.raises(ConfigError, match="needs an int8 export"):
         load_dense(dirs["onnx"], precision="int8")
     with pytest.raises(ConfigError, match="give int8_calibration"):
-        runtime_model(model, cfg, "onnxruntime", "int8", export_dir=tmp_path / "none")
+        runtime_model(model, load(cfg), "onnxruntime", "int8", export_dir=tmp_path / "none")
     with pytest.raises(ConfigError, match="no int8 path"):
-        runtime_model(model, cfg, "torchscript", "int8")
+        runtime_model(model, load(cfg), "torchscript", "int8")
     with pytest.raises(ConfigError, match="not torchscript"):
-        export_dense(model, cfg, "torchscript", tmp_path / "ts", int8_calibration=tmp_path)
+        export_dense(model, load(cfg), "torchscript", tmp_path / "ts", int8_calibration=tmp_path)
     with pytest.raises(DatasetError, match="no images"):
-        export_dense(model, cfg, "onnx", tmp_path / "q", int8_calibration=tmp_path)
+        export_dense(model, load(cfg), "onnx", tmp_path / "q", int8_calibration=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 

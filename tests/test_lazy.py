@@ -1,5 +1,6 @@
 """LazyConfig: resdet's Python configs build the YAML configs' models, a resdet trunk drops
-into a Detectron2 zoo LazyConfig, and train_lazy trains, checkpoints and resumes.
+into a Detectron2 zoo LazyConfig, and the detection trainer trains, checkpoints and
+resumes it as it does YAML configs.
 
 The R101-C4 pair is built once; test time keeps 50 proposals per image (the C4 head runs
 res5 on every proposal) and a score threshold of 0 so detections exist with random weights.
@@ -18,8 +19,10 @@ from detectron2.modeling import build_model
 from torch import nn
 
 from resdet import model_zoo
-from resdet.errors import CheckpointError, ConfigError
-from resdet.lazy import resdet_bottom_up, train_lazy
+from resdet.detection import evaluate_detector, train_detector
+from resdet.engine import load
+from resdet.errors import ConfigError
+from resdet.lazy import resdet_bottom_up
 from resdet.modeling import BottleneckBlock, build_resnet
 
 TEST_PROPOSALS = 16
@@ -219,7 +222,7 @@ def test_train_lazy_trains_checkpoints_resumes_and_evaluates(shared_data, tmp_pa
     register_coco_json("lazy_test_val4", val4, images)
     out = tmp_path / "run"
     overrides = _tiny_fpn_overrides("lazy_test_train", "lazy_test_val4", 2)
-    results = train_lazy("lazy/faster_rcnn_r50_fpn.py", overrides, output_dir=out)
+    results = train_detector("lazy/faster_rcnn_r50_fpn.py", overrides=overrides, output_dir=out)
 
     final = torch.load(out / "model_final.pth", weights_only=True)
     assert final["iteration"] == 1 and (out / "last_checkpoint").read_text() == "model_final.pth"
@@ -232,7 +235,7 @@ def test_train_lazy_trains_checkpoints_resumes_and_evaluates(shared_data, tmp_pa
     assert (out / "inference" / "predictions.json").is_file() and (out / "curves.png").is_file()
 
     overrides[overrides.index("train.max_iter=2")] = "train.max_iter=3"
-    train_lazy("lazy/faster_rcnn_r50_fpn.py", overrides, output_dir=out, resume=True)
+    train_detector("lazy/faster_rcnn_r50_fpn.py", overrides=overrides, output_dir=out, resume=True)
     log = [json.loads(line) for line in (out / "train_log.json").read_text().splitlines()]
     assert [r["iteration"] for r in log if "total_loss" in r] == [0, 1, 2]  # one more, not three
     resumed = torch.load(out / "model_final.pth", weights_only=True)
@@ -244,11 +247,8 @@ def test_train_lazy_trains_checkpoints_resumes_and_evaluates(shared_data, tmp_pa
 
     # --eval-only of the final weights (BN folded) finds what the run's last evaluation found
     ev = tmp_path / "eval"
-    results = train_lazy(
-        "lazy/faster_rcnn_r50_fpn.py",
-        overrides + [f"train.init_checkpoint={out / 'model_final.pth'}"],
-        output_dir=ev,
-        eval_only=True,
+    results = evaluate_detector(
+        "lazy/faster_rcnn_r50_fpn.py", out / "model_final.pth", overrides=overrides, output_dir=ev
     )
     assert json.loads((ev / "metrics.json").read_text())["bbox"].keys() == results["bbox"].keys()
     assert not (ev / "model_final.pth").exists()
@@ -267,43 +267,46 @@ def test_train_lazy_trains_checkpoints_resumes_and_evaluates(shared_data, tmp_pa
         assert np.allclose(p["bbox"], evaluated[i]["bbox"], atol=0.1), (p, evaluated[i])
 
 
-def test_train_lazy_bad_input_is_one_line(tmp_path):
-    with pytest.raises(ConfigError, match=r"override 'train.max_iter': .*KEY=VALUE") as e:
-        train_lazy("lazy/faster_rcnn_r50_c4.py", ["train.max_iter"], output_dir=tmp_path)
+def test_lazy_run_bad_input_is_one_line(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match=r"'train.max_iter' is not KEY=VALUE") as e:
+        train_detector("lazy/faster_rcnn_r50_c4.py", overrides=["train.max_iter"], output_dir=out)
     assert "\n" not in str(e.value)
     with pytest.raises(ConfigError, match=r"close names: lazy/faster_rcnn_r50_c4.py"):
-        train_lazy("lazy/faster_rcnn_r50_c5.py", [], output_dir=tmp_path)
-    with pytest.raises(ConfigError, match="a LazyConfig is a .py file"):
-        train_lazy("coco_r50.yaml", [], output_dir=tmp_path)
-    assert not any(tmp_path.iterdir())  # nothing written before the config is known good
+        train_detector("lazy/faster_rcnn_r50_c5.py", output_dir=out)
+    with pytest.raises(ConfigError, match="unknown config key train.max_iters"):
+        train_detector(
+            "lazy/faster_rcnn_r50_c4.py", overrides=["train.max_iters=2"], output_dir=out
+        )
+    assert not out.exists()  # nothing written before the config is known good
 
 
-def test_converted_weights_fragment_sets_what_the_weights_need(tmp_path):
+def test_converted_weights_set_what_they_need(tmp_path):
     """torchvision R18 weights into resdet's R50-FPN config and into a Detectron2 zoo
-    config (BGR, Caffe2 means): the fragment's depth, input format and statistics win."""
+    config (BGR, Caffe2 means): the depth, input format and statistics the converted
+    weights carry win, and each change is said."""
     import torchvision
     from detectron2 import model_zoo as d2_zoo
 
     from resdet.convert import convert
-    from resdet.lazy import merge_weights_fragment
 
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "tv.pth")
-    convert(tmp_path / "tv.pth", tmp_path / "r18_fpn.pth", layout="fpn")
+    weights = tmp_path / "r18_fpn.pth"
+    convert(tmp_path / "tv.pth", weights, layout="fpn")
     tv_mean, tv_std = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 
-    ours = model_zoo.get_config("lazy/faster_rcnn_r50_fpn.py")
-    assert merge_weights_fragment(ours) == []  # no weights, nothing to merge
-    ours.train.init_checkpoint = str(tmp_path / "r18_fpn.pth")
-    changes = merge_weights_fragment(ours)
-    assert changes == [
-        "model.backbone.bottom_up.depth: 50 -> 18 (MODEL.RESNETS.DEPTH of r18_fpn.yaml)"
+    assert load("lazy/faster_rcnn_r50_fpn.py").notes == []  # no weights, nothing to merge
+    setup = load("lazy/faster_rcnn_r50_fpn.py", weights)
+    assert [msg for _, msg in setup.notes] == [
+        f"model.backbone.bottom_up.depth: 50 -> 18 (what {weights} need)"
     ]
-    assert instantiate(ours.model).backbone.bottom_up.res5[0].conv1.weight.shape == (512, 256, 3, 3)
+    model = instantiate(setup.cfg.model)
+    assert model.backbone.bottom_up.res5[0].conv1.weight.shape == (512, 256, 3, 3)
 
     zoo = d2_zoo.get_config("new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ.py")
     zoo.model.backbone.bottom_up = resdet_bottom_up(50, norm="SyncBN", freeze_at=0)
-    zoo.train.init_checkpoint = str(tmp_path / "r18_fpn.pth")
-    changed = {c.split(":")[0] for c in merge_weights_fragment(zoo)}
+    setup = load(zoo, weights, device="cpu")
+    changed = {msg.split(":")[0] for _, msg in setup.notes if " -> " in msg}
     assert changed == {
         "model.input_format",
         "dataloader.train.mapper.image_format",
@@ -311,9 +314,6 @@ def test_converted_weights_fragment_sets_what_the_weights_need(tmp_path):
         "model.pixel_std",
         "model.backbone.bottom_up.depth",
     }
+    zoo = setup.cfg
     assert (zoo.model.input_format, zoo.dataloader.test.mapper.image_format) == ("RGB", "RGB")
     assert list(zoo.model.pixel_mean) == tv_mean and list(zoo.model.pixel_std) == tv_std
-
-    (tmp_path / "r18_fpn.yaml").write_text("- not a mapping\n")
-    with pytest.raises(CheckpointError, match="r18_fpn.yaml: expected a mapping"):
-        merge_weights_fragment(zoo)

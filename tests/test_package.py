@@ -20,6 +20,7 @@ import yaml
 from conftest import REPO
 
 from resdet import model_zoo
+from resdet.config import configs_root, resolve_config_file
 from resdet.errors import ConfigError
 
 # Run by the installed resdet in an empty folder; prints one JSON line of what it saw.
@@ -30,10 +31,11 @@ from pathlib import Path
 import torch, torchvision
 import resdet
 from resdet import model_zoo
+from resdet.config import configs_root, resolve_config_file
 from resdet.convert import convert
 
 data, out = Path(sys.argv[1]), Path(sys.argv[2])
-report = {"resdet": resdet.__file__, "configs_root": str(model_zoo.configs_root())}
+report = {"resdet": resdet.__file__, "configs_root": str(configs_root())}
 
 # 1. conversion with --verify of a torchvision ResNet-18 (random weights: no download)
 out.mkdir(parents=True)
@@ -45,8 +47,8 @@ report["verify"] = {s: max(d.values()) for s, d in conv.diffs.items()}
 report["configs"] = {}
 for name in model_zoo.list_configs():
     cfg = model_zoo.get_config(name)
-    kind = model_zoo.config_kind(model_zoo.get_config_file(name))
-    report["configs"][name] = [kind, type(cfg).__name__]
+    from resdet.config import kind_of
+    report["configs"][name] = [kind_of(cfg), type(cfg).__name__]
 
 # 3. the degradation study's config
 from resdet.analysis.degradation import net_cfg
@@ -55,7 +57,8 @@ report["study"] = [cfg.PRETRAIN.DATASET, cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESD
                    cfg.SOLVER.WARMUP_METHOD]
 
 # 4. two iterations of Faster R-CNN R18-FPN on coco128 at 128 px from the converted weights
-from resdet.detection import Trainer, setup_cfg
+from resdet.detection import DetectionTrainer
+from resdet.engine import load
 coco = data / "coco128"
 opts = ["MODEL.WEIGHTS", str(out / "r18_fpn.pth"),
         "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.ROI_BOX_HEAD.FC_DIM", "128",
@@ -66,12 +69,14 @@ opts = ["MODEL.WEIGHTS", str(out / "r18_fpn.pth"),
         "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64", "SOLVER.IMS_PER_BATCH", "2",
         "SOLVER.BASE_LR", "0.005", "SOLVER.STEPS", "()", "SOLVER.MAX_ITER", "2",
         "DATALOADER.NUM_WORKERS", "0", "SEED", "0", "OUTPUT_DIR", str(out / "det")]
-trainer = Trainer(setup_cfg(str(model_zoo.get_config_file("coco_r50_fpn.yaml")), opts))
-trainer.resume_or_load(resume=False)
-trainer.train()
+setup = load("coco_r50_fpn.yaml", overrides=opts, datasets=True)
+with setup.run() as run:
+    trainer = DetectionTrainer(setup, run)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
 final = torch.load(out / "det" / "model_final.pth", weights_only=True)
-report["det"] = {"iteration": final["iteration"], "depth": trainer.cfg.MODEL.RESNETS.DEPTH,
-                 "loss": [v for v, _ in trainer.storage.history("total_loss").values()]}
+report["det"] = {"iteration": final["iteration"], "depth": setup.cfg.MODEL.RESNETS.DEPTH,
+                 "loss": [v for v, _ in trainer.trainer.storage.history("total_loss").values()]}
 print("REPORT " + json.dumps(report))
 """
 
@@ -193,13 +198,13 @@ def test_installed_wheel_works_outside_a_checkout(installed, shared_data, tmp_pa
     assert report["study"] == ["cifar", 20, False, "linear"]
     det = report["det"]
     assert det["iteration"] == 1
-    assert det["depth"] == 18  # from the converted weights' fragment
+    assert det["depth"] == 18  # what the converted weights carry
     assert len(det["loss"]) == 2 and all(0 < v < 100 for v in det["loss"])
     assert not any(empty.iterdir())  # nothing written where it was run but what it was told
 
 
 def test_every_base_resolves_inside_the_shipped_configs():
-    root = model_zoo.configs_root()
+    root = configs_root()
     for name in model_zoo.list_configs():
         path = root / name
         while path.suffix == ".yaml":
@@ -211,9 +216,10 @@ def test_every_base_resolves_inside_the_shipped_configs():
 
 
 def test_in_a_checkout_the_configs_are_the_top_level_folder():
-    assert model_zoo.configs_root() == (REPO / "configs").resolve()
+    assert configs_root() == (REPO / "configs").resolve()
     want = REPO / "configs" / "coco_r101.yaml"
-    assert model_zoo.get_config_file("configs/coco_r101.yaml") == want
+    # a str, as Detectron2's: LazyConfig.load(model_zoo.get_config_file(name)) works
+    assert model_zoo.get_config_file("configs/coco_r101.yaml") == str(want)
     assert {
         "coco_r101.yaml",
         "imagenet/r50.yaml",
@@ -242,10 +248,22 @@ def test_unknown_config_name_is_one_line_with_close_names(tmp_path):
         model_zoo.get_config("coco_r100.yaml")
     assert "\n" not in str(e.value)
     with pytest.raises(ConfigError, match="no such file, and"):
-        model_zoo.resolve_config_file(tmp_path / "nope.yaml")
+        resolve_config_file(tmp_path / "nope.yaml")
     mine = tmp_path / "mine.yaml"
     mine.write_text("MODEL:\n  RESNETS:\n    DEPTH: 50\n")
-    assert model_zoo.resolve_config_file(mine) == mine  # an existing file is used as given
+    assert resolve_config_file(mine) == mine  # an existing file is used as given
+
+
+def test_model_zoo_is_detectron2s_idiom_after_import_resdet():
+    """``import resdet`` then ``resdet.model_zoo``, and Detectron2's own idiom
+    ``LazyConfig.load(model_zoo.get_config_file(name))`` (a str path, as Detectron2's)."""
+    from detectron2.config import LazyConfig
+
+    import resdet
+
+    path = resdet.model_zoo.get_config_file("lazy/faster_rcnn_r50_fpn.py")
+    assert isinstance(path, str)
+    assert LazyConfig.load(path).model.backbone.bottom_up.depth == 50
 
 
 @pytest.mark.parametrize(

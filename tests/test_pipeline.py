@@ -95,6 +95,23 @@ def test_rerun_skips_finished_stages_and_redoes_damaged_ones(demo):
     assert [summary["stages"][s] for s in ("convert", "detect", "evaluate")] == ["ran"] * 3
 
 
+def test_rerun_with_changed_settings_reruns_those_stages_and_records_them(demo):
+    """A stage's fingerprint covers the pipeline settings it depends on: changing the
+    detector's options reruns detect (and evaluate after it), and manifest.json records
+    the settings each stage ran with."""
+    out, _ = demo
+    opts = list(SHORT)
+    i = opts.index("DETECT.OPTS") + 1
+    opts[i] = opts[i].replace("'RESDET.EVAL.NUM_VIS','2'", "'RESDET.EVAL.NUM_VIS','1'")
+    summary = run(out, opts=opts)
+    assert [summary["stages"][s] for s in ("data", "pretrain", "convert")] == ["skipped"] * 3
+    assert summary["stages"]["detect"] == summary["stages"]["evaluate"] == "ran"
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    assert "'RESDET.EVAL.NUM_VIS', '1'" in str(stages["detect"]["settings"]["DETECT"])
+    assert len(list((out / "detect" / "predictions").glob("*.jpg"))) == 1
+    assert run(out, opts=opts)["stages"]["detect"] == "skipped"  # the same settings again
+
+
 def test_missing_user_data_is_a_one_line_error(tmp_path, capsys):
     assert (
         load_tool("pipeline").main(

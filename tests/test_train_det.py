@@ -20,31 +20,16 @@ from conftest import REPO, CodeOnLoad
 from PIL import Image
 from torch import nn
 
-from resdet.detection import (
-    ResdetCheckpointer,
-    Trainer,
-    explicit_keys,
-    merge_weights_fragment,
-    setup_cfg,
-)
+from resdet.checkpoint import ResdetCheckpointer
+from resdet.detection import DetectionTrainer
+from resdet.engine import load
+from resdet.errors import ResdetError
 from resdet.io import CheckpointError, atomic_save
 from resdet.modeling import build_resnet
 
 FPN_CONFIG = str(REPO / "configs" / "coco_r50_fpn.yaml")
 TV_MEAN, TV_STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 ITERS, EVAL_PERIOD = 12, 6
-
-
-def _args(config, opts, **flags):
-    return Namespace(
-        config_file=config,
-        opts=list(opts),
-        resume=flags.get("resume", False),
-        eval_only=flags.get("eval_only", False),
-        num_gpus=1,
-        num_machines=1,
-        machine_rank=0,
-    )
 
 
 def _pretrained(path, pixel_std=TV_STD):
@@ -154,18 +139,20 @@ def _opts(shared_data, work, out, weights, iters=ITERS):
     ]
 
 
-def _train(args):
-    cfg = setup_cfg(args.config_file, args.opts)
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    start = trainer.start_iter
-    first = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    trainer.train()
+def _train(config, opts, resume=False):
+    setup = load(config, overrides=opts, kind="detection", datasets=True)
+    with setup.run(resume=resume) as run:
+        trainer = DetectionTrainer(setup, run)
+        trainer.resume_or_load(resume=resume)
+        start = trainer.start_iter
+        first = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        trainer.train()
+    loop = trainer.trainer
     return Namespace(
         start=start,
-        end=trainer.iter,
+        end=loop.iter,
         first=first,
-        losses=[v for v, _ in trainer.storage.history("total_loss").values()],
+        losses=[v for v, _ in loop.storage.history("total_loss").values()],
     )
 
 
@@ -176,16 +163,14 @@ def run(shared_data, tmp_path_factory):
     out = work / "out"
     weights = _converted(work)
     opts = _opts(shared_data, work, out, weights)
-    first = _train(_args(FPN_CONFIG, opts))
+    first = _train(FPN_CONFIG, opts)
     final_metrics = json.loads((out / "metrics.json").read_text())
     outputs = {p.name: p.read_bytes() for p in [out / "curves.png", out / "last_checkpoint"]}
     predictions = sorted((out / "predictions").glob("*.jpg"))
     final = torch.load(out / "model_final.pth", weights_only=True)
     log = [json.loads(line) for line in (out / "train_log.json").read_text().splitlines()]
     best_record = json.loads((out / "model_best.json").read_text())
-    resumed = _train(
-        _args(FPN_CONFIG, _opts(shared_data, work, out, weights, ITERS + 4), resume=True)
-    )
+    resumed = _train(FPN_CONFIG, _opts(shared_data, work, out, weights, ITERS + 4), resume=True)
     return Namespace(
         work=work,
         out=out,
@@ -273,18 +258,11 @@ def test_resume_continues_from_the_last_checkpoint(run):
 
 def test_eval_only_tool_reproduces_the_final_evaluation(run, tmp_path):
     """tools/train_det.py --eval-only on model_final.pth gives the AP the run measured at
-    its end (same weights, same images); the weights carry no fragment, so depth is given."""
+    its end (same weights, same images)."""
     out = tmp_path / "eval"
     opts = [o if o != str(run.out) else str(out) for o in run.opts]
     opts[opts.index("MODEL.WEIGHTS") + 1] = str(run.out / "model_final.pth")
-    opts += [
-        "MODEL.RESNETS.DEPTH",
-        "18",
-        "MODEL.RESNETS.RES2_OUT_CHANNELS",
-        "64",
-        "RESDET.EVAL.NUM_VIS",
-        "0",
-    ]
+    opts += ["RESDET.EVAL.NUM_VIS", "0"]  # depth and widths: the weights carry them
     r = subprocess.run(
         [sys.executable, "tools/train_det.py", "--config", FPN_CONFIG, "--eval-only", *opts],
         cwd=REPO,
@@ -306,7 +284,7 @@ def test_c4_model_trains_from_converted_weights(shared_data, tmp_path):
         "DATASETS.TEST",
         "()",
     ]
-    result = _train(_args(str(REPO / "configs" / "coco_r50.yaml"), opts))
+    result = _train(str(REPO / "configs" / "coco_r50.yaml"), opts)
     converted = torch.load(weights, weights_only=True)["model"]
     assert any(k.startswith("roi_heads.res5.") for k in converted)
     for k, v in converted.items():
@@ -315,44 +293,59 @@ def test_c4_model_trains_from_converted_weights(shared_data, tmp_path):
     assert (tmp_path / "out" / "curves.png").is_file()
 
 
-def test_fragment_is_merged_and_contradictions_warned(tmp_path):
-    """Weights pretrained with mean subtraction only (std 1): the fragment wins over the
-    config file's PIXEL_STD and DEPTH with a warning each; RES2_OUT_CHANNELS, which the user
-    never set, is merged silently."""
+def test_weights_settings_are_merged_and_contradictions_warned(tmp_path):
+    """Weights pretrained with mean subtraction only (std 1) carry it in their meta: it wins
+    over the config file's PIXEL_STD and DEPTH with a warning each in the run's log;
+    RES2_OUT_CHANNELS, which the user never set, is merged silently."""
     weights = _converted(tmp_path, pixel_std=[1.0, 1.0, 1.0])
+    assert not weights.with_suffix(".yaml").exists()  # no file beside the weights
     out = tmp_path / "out"
-    cfg = setup_cfg(
-        FPN_CONFIG,
-        ["MODEL.WEIGHTS", str(weights), "MODEL.RESDET.SHORTCUT", "B", "OUTPUT_DIR", str(out)],
-    )
+    setup = load(FPN_CONFIG, weights, ["MODEL.RESDET.SHORTCUT", "B"], out)
+    with setup.run():
+        pass
+    cfg = setup.cfg
     assert cfg.MODEL.RESNETS.DEPTH == 18 and cfg.MODEL.RESNETS.RES2_OUT_CHANNELS == 64
     assert list(cfg.MODEL.PIXEL_STD) == [1.0, 1.0, 1.0] and cfg.MODEL.DEVICE == "cpu"
-    warned = [
-        line
-        for line in (out / "log.txt").read_text().splitlines()
-        if "resdet.detection.train WARNING" in line
-    ]
+    warned = [line for line in (out / "log.txt").read_text().splitlines() if "WARNING" in line]
+    warned = [w for w in warned if "so the weights are used as trained" in w]
     assert len(warned) == 2, warned
     assert any("MODEL.RESNETS.DEPTH: the config sets 50" in w and "need 18" in w for w in warned)
     assert any("MODEL.PIXEL_STD" in w for w in warned)
     assert "DEPTH: 18" in (out / "config.yaml").read_text()
 
 
-def test_bad_fragment_names_file_and_key(tmp_path):
-    from resdet.config import get_resdet_cfg
+def test_a_yaml_beside_weights_is_not_read(tmp_path):
+    """A config saved beside its weights (det.yaml next to det.pth), as people keep them,
+    changes nothing: the weights' settings travel inside them."""
+    weights = _converted(tmp_path, pixel_std=[1.0, 1.0, 1.0])
+    beside = weights.with_suffix(".yaml")
+    beside.write_text("MODEL:\n  WEIGHTS: ''\n  PIXEL_STD: [9.0, 9.0, 9.0]\n")
+    cfg = load(FPN_CONFIG, weights).cfg
+    assert list(cfg.MODEL.PIXEL_STD) == [1.0, 1.0, 1.0]
+    assert cfg.MODEL.WEIGHTS == str(weights)
+
+
+def test_legacy_fragment_loads_with_a_warning_and_bad_ones_name_file_and_key(tmp_path, caplog):
+    """A resdet conversion from before the weights carried their settings (no meta, its
+    OUT.yaml fragment beside it) still loads, with a warning; a broken fragment is one line
+    naming it."""
+    from resdet.weights import read_meta
 
     weights = tmp_path / "w.pth"
-    atomic_save({"model": {}}, weights)
+    atomic_save({"model": {}, "__author__": "resdet", "matching_heuristics": False}, weights)
+    (tmp_path / "w.yaml").write_text("MODEL:\n  RESNETS:\n    DEPTH: 34\n  PIXEL_STD: [1, 1, 1]\n")
+    with caplog.at_level("WARNING"):
+        meta = read_meta(weights)
+    assert meta["depth"] == 34 and meta["pixel_std"] == [1, 1, 1]
+    assert "Convert the weights again" in caplog.text
     for text, message in [
         ("MODEL:\n  RESNETS:\n    DEPTHH: 18\n", "unknown config key MODEL.RESNETS.DEPTHH"),
         ("MODEL: [1, 2\n", "not valid YAML"),
-        ("MODEL:\n  RESNETS:\n    DEPTH: deep\n", "Type mismatch"),
+        ("MODEL:\n  RESNETS:\n    DEPTH: deep\n", "must be a whole number"),
     ]:
         (tmp_path / "w.yaml").write_text(text)
-        cfg = get_resdet_cfg()
-        cfg.MODEL.WEIGHTS = str(weights)
-        with pytest.raises(CheckpointError, match=message) as e:
-            merge_weights_fragment(cfg, explicit_keys(FPN_CONFIG))
+        with pytest.raises(ResdetError, match=message) as e:
+            read_meta(weights)
         assert str(e.value).startswith(str(tmp_path / "w.yaml")) and "\n" not in str(e.value)
 
 

@@ -6,8 +6,8 @@ from conftest import REPO
 from detectron2.modeling import build_model
 from test_train_det import _converted, _pretrained
 
+from resdet.checkpoint import ResdetCheckpointer, load_weights
 from resdet.config import get_resdet_cfg
-from resdet.detection import ResdetCheckpointer
 from resdet.errors import CheckpointError
 
 
@@ -87,3 +87,64 @@ def test_strict_false_loads_what_fits(weights):
     assert torch.equal(
         src["backbone.bottom_up.stem.conv1.weight"], model.backbone.bottom_up.stem.conv1.weight
     )
+
+
+def test_inference_needs_every_parameter_from_the_file(weights):
+    """--eval-only, evaluate_detector, the Predictor and export load under the inference
+    policy: a backbone for fine-tuning would leave the heads random."""
+    with pytest.raises(CheckpointError, match=r"model parameters are not in the file.*random"):
+        load_weights(_model("coco_r50_fpn.yaml", 18), weights["fpn"], "inference")
+    with pytest.raises(CheckpointError, match="not converted for Detectron2"):
+        load_weights(_model("coco_r50_fpn.yaml", 18), weights["classifier"], "inference")
+
+
+def test_inference_refuses_a_detector_of_other_classes(tmp_path):
+    """Detector weights for 3 classes in an 80-class model: a shape error naming the key."""
+    cfg = get_resdet_cfg()
+    cfg.merge_from_file(str(REPO / "configs" / "coco_r50_fpn.yaml"))
+    cfg.merge_from_list(["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64"])
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.NUM_CLASSES", "3"])
+    path = tmp_path / "three.pth"
+    torch.save({"model": build_model(cfg).state_dict()}, path)
+    with pytest.raises(CheckpointError, match=r"roi_heads.box_predictor.* has shape"):
+        load_weights(_model("coco_r50_fpn.yaml", 18), path, "inference")
+    load_weights(_model("coco_r50_fpn.yaml", 18), path, "fine-tune")  # new heads are fine
+
+
+def test_class_names_must_match_exactly(tmp_path):
+    from resdet.weights import check_class_names
+
+    meta = {"class_names": ["RBC ", "WBC", "Platelets"]}
+    check_class_names("w.pth", meta, ["RBC", "WBC", "Platelets"])  # stripped
+    with pytest.raises(CheckpointError, match=r"class 1: 'WBC' vs 'wbc'"):
+        check_class_names("w.pth", meta, ["RBC", "wbc", "Platelets"])
+
+
+@pytest.mark.parametrize(
+    "content,fragment",
+    [
+        ([1, 2, 3], "holds a list, not a dict of named weights"),
+        (torch.zeros(3), "holds a Tensor, not a dict of named weights"),
+        ({"epoch": 3, "w": torch.zeros(2)}, "entry 'epoch' is a int, not a tensor"),
+    ],
+)
+def test_checkpoints_that_hold_no_named_weights(tmp_path, content, fragment):
+    path = tmp_path / "odd.pth"
+    torch.save(content, path)
+    with pytest.raises(CheckpointError, match=fragment):
+        load_weights(_model("coco_r50_fpn.yaml", 18), path, "fine-tune")
+
+
+def test_torchvision_reference_script_checkpoints_load(tmp_path):
+    """torchvision's references/classification saves {"model", "optimizer", "epoch",
+    "args": Namespace}: the Namespace is plain data, not code, and is read safely."""
+    from argparse import Namespace
+
+    from resdet.io import safe_torch_load
+
+    path = tmp_path / "checkpoint.pth"
+    torch.save(
+        {"model": {"fc.weight": torch.zeros(2, 2)}, "epoch": 3, "args": Namespace(lr=0.1)}, path
+    )
+    data = safe_torch_load(path)
+    assert data["epoch"] == 3 and data["args"].lr == 0.1

@@ -1,5 +1,5 @@
 """Convert ResNet weights (resdet, torchvision, timm, Detectron2/MSRA) into a Detectron2
-checkpoint OUT.pth plus the OUT.yaml fragment of settings those weights require.
+checkpoint OUT.pth that carries the settings those weights require.
 
     python tools/convert_weights.py resnet50.pth r50_c4.pth --verify
     python tools/convert_weights.py R-101.pkl r101_fpn.pth --layout fpn --verify cat.jpg
@@ -37,6 +37,11 @@ def parser():
         help="require this depth instead of reading it off the weights",
     )
     ap.add_argument(
+        "--config",
+        default=None,
+        help="for a Detectron2 training checkpoint that carries no settings: its config",
+    )
+    ap.add_argument(
         "--verify",
         nargs="?",
         const=True,
@@ -50,17 +55,21 @@ def parser():
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    return cli.run(
-        lambda: resdet.convert_weights(
+    def work():
+        result = resdet.convert_weights(
             args.src,
             args.out,
             layout=args.layout,
             verify=args.verify,
             kind=args.kind,
             depth=args.depth,
-        ),
-        debug=args.debug,
-    )
+            config=args.config,
+        )
+        # resdet reads these from the checkpoint; a plain Detectron2 config needs them set
+        keys = " ".join(f"{k} {v!r}".replace("'", '"') for k, v in result["config_keys"].items())
+        print(f"wrote {result['out']}; in a plain Detectron2 config set: {keys}")
+
+    return cli.run(work, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,11 @@ def parser():
     p.add_argument("--output", help="output folder (OUTPUT_DIR)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint")
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a finished run in OUTPUT_DIR (its outputs are removed first)",
+    )
+    p.add_argument(
         "--eval-only",
         action="store_true",
         help="evaluate MODEL.WEIGHTS or OUTPUT_DIR/model_final.pth",
@@ -54,6 +59,7 @@ def main(argv=None) -> int:
             data=args.data,
             output_dir=args.output,
             resume=args.resume,
+            overwrite=args.overwrite,
             overrides=args.opts,
             eval_only=args.eval_only,
             num_gpus=args.num_gpus,

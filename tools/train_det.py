@@ -16,32 +16,41 @@ from detectron2.engine import default_argument_parser
 
 import resdet  # first: it quiets Detectron2's import-time warnings
 from resdet import cli
-from resdet.errors import ConfigError
 
 
 def parser():
-    return cli.add_debug_flag(default_argument_parser())
+    ap = default_argument_parser()
+    # Detectron2's default is a fixed local port: with --num-machines above 1 a missing
+    # --dist-url would then wait for machines that never come; "auto" makes it required
+    ap.set_defaults(dist_url="auto")
+    ap.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a finished run in OUTPUT_DIR (its outputs are removed first)",
+    )
+    return cli.add_debug_flag(ap)
 
 
 def main(argv=None) -> int:
     args = cli.parse_args(parser(), argv)
 
     def work():
-        # a LazyConfig .py takes KEY=VALUE overrides (Detectron2's lazyconfig_train_net)
-        if not args.config_file.endswith(".py") and len(args.opts) % 2:
-            raise ConfigError(
-                f"overrides: KEY VALUE pairs expected, got {len(args.opts)} values "
-                f"(last: {args.opts[-1]!r})"
-            )
-        run = resdet.evaluate_detector if args.eval_only else resdet.train_detector
-        return run(
-            args.config_file,
-            overrides=args.opts,
-            resume=args.resume,
+        dist = dict(
             num_gpus=args.num_gpus,
             num_machines=args.num_machines,
             machine_rank=args.machine_rank,
             dist_url=args.dist_url,
+        )
+        if args.eval_only:
+            return resdet.evaluate_detector(
+                args.config_file, overrides=args.opts, resume=args.resume, **dist
+            )
+        return resdet.train_detector(
+            args.config_file,
+            overrides=args.opts,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            **dist,
         )
 
     return cli.run(work, debug=args.debug)

@@ -6,6 +6,7 @@
 from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
 
+from resdet.config import default_device
 from resdet.evaluation import DetectionEvaluator
 from resdet.lazy import resdet_bottom_up
 
@@ -27,3 +28,4 @@ optimizer = model_zoo.get_config("common/optim.py").SGD
 lr_multiplier = model_zoo.get_config("common/coco_schedule.py").lr_multiplier_1x
 train = model_zoo.get_config("common/train.py").train
 train.output_dir = "output/lazy/faster_rcnn_r50_fpn"
+train.device = default_device()  # CUDA when this machine has it, else the CPU

@@ -21,5 +21,6 @@ from .datasets import (  # noqa: F401
     load_voc_folder,
     voc_class_names,
 )
+from .inputs import model_input, read_image  # noqa: F401
 
 register_standard_datasets()

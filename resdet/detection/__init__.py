@@ -1,10 +1,7 @@
-"""Detection fine-tuning on Detectron2: the trainer, safe checkpoints, run outputs.
+"""Detection fine-tuning and evaluation on Detectron2, one trainer for YAML and LazyConfig
+configs (resdet.detection.train) and the runs as one call with datasets given as paths
+(resdet.detection.run: ``train_detector``, ``evaluate_detector``)."""
 
-``setup_cfg(config, opts)`` then ``train(cfg, resume)`` or ``evaluate(cfg)``; ``train_net``
-is both in one call, what Detectron2's ``launch`` runs in each process
-(tools/train_det.py). ``resdet.train_detector`` / ``resdet.evaluate_detector`` wrap them.
-"""
-
-from .checkpoint import ResdetCheckpointer, explicit_keys, merge_weights_fragment  # noqa: F401
-from .train import Trainer, best_metric, evaluate, setup_cfg, train, train_net  # noqa: F401
+from .run import dataset_overrides, evaluate_detector, register_datasets, train_detector  # noqa: F401
+from .train import DetectionTrainer, best_metric, evaluate, train, train_net  # noqa: F401
 from .visualize import draw_predictions, plot_detection_curves  # noqa: F401

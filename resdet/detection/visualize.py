@@ -18,41 +18,36 @@ MAX_DRAWN = 20
 
 
 @torch.no_grad()
-def draw_predictions(cfg, model, dataset_name, out_dir, num_images):
-    """Draw the model's boxes, class names and scores on the first test images.
+def draw_predictions(setup, model, dataset_name, out_dir, num_images, thresh=0.5):
+    """Draw the model's boxes, class names and scores on the first images of a test set.
 
-    Images go through the test loader (the model sees exactly what evaluation sees);
-    only detections scoring RESDET.EVAL.VIS_THRESH or more are drawn, so the picture stays
-    readable. Returns the
-    written paths (``<out_dir>/<image name>.jpg``).
-    """
-    from detectron2.data import (
-        DatasetCatalog,
-        DatasetMapper,
-        MetadataCatalog,
-        build_detection_test_loader,
-    )
-    from detectron2.data.detection_utils import read_image
+    Images are preprocessed as the Predictor does (the config's test resize and input
+    format, resdet.data.model_input); only detections scoring ``thresh`` or more are drawn,
+    at most MAX_DRAWN per image, so the picture stays readable. Returns the written paths
+    (``<out_dir>/<image name>.jpg``)."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.utils.visualizer import Visualizer
+
+    from ..data import model_input, read_image
 
     dicts = DatasetCatalog.get(dataset_name)[:num_images]
     if not dicts:
         return []
-    loader = build_detection_test_loader(dataset=dicts, mapper=DatasetMapper(cfg, is_train=False))
     metadata = MetadataCatalog.get(dataset_name)
+    aug = setup.test_augmentation()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model.eval()
     written = []
     try:
-        for (inputs,) in loader:
-            with torch.no_grad():  # no autograd graph (and the compiled path's frozen weights)
-                instances = model([inputs])[0]["instances"].to("cpu")
-            instances = instances[instances.scores >= cfg.RESDET.EVAL.VIS_THRESH][:MAX_DRAWN]
-            image = read_image(inputs["file_name"], format="RGB")
-            drawn = Visualizer(image, metadata).draw_instance_predictions(instances).get_image()
-            path = out_dir / (Path(inputs["file_name"]).stem + ".jpg")
+        for record in dicts:
+            image = read_image(record["file_name"], format=setup.input_format)
+            instances = model([model_input(image, aug)])[0]["instances"].to("cpu")
+            instances = instances[instances.scores >= thresh][:MAX_DRAWN]
+            rgb = image if setup.input_format == "RGB" else image[:, :, ::-1]
+            drawn = Visualizer(rgb, metadata).draw_instance_predictions(instances).get_image()
+            path = out_dir / (Path(record["file_name"]).stem + ".jpg")
             with atomic_write(path) as f:
                 Image.fromarray(drawn).save(f, format="JPEG", quality=90)
             written.append(path)

@@ -6,16 +6,11 @@ only when an export or a runtime model needs them, so ``import resdet.export`` w
 without them.
 """
 
+from .backends import PRECISIONS, RUNTIMES, load_dense  # noqa: F401
 from .dense import DenseRCNN, dense_outputs  # noqa: F401
-from .exporter import (  # noqa: F401
-    FORMATS,
-    build_detector,
-    export_dense,
-    export_model,
-    load_config,
-    read_export,
-)
-from .runtime import PRECISIONS, RUNTIMES, RuntimeRCNN, load_dense, runtime_model  # noqa: F401
+from .exporter import export_dense, export_model  # noqa: F401
+from .formats import FORMATS, read_export  # noqa: F401
+from .runtime import RuntimeRCNN, runtime_model  # noqa: F401
 
 __all__ = [
     "FORMATS",
@@ -25,8 +20,6 @@ __all__ = [
     "export_dense",
     "runtime_model",
     "load_dense",
-    "load_config",
-    "build_detector",
     "read_export",
     "RuntimeRCNN",
     "DenseRCNN",

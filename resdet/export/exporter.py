@@ -10,7 +10,6 @@ that fails leaves nothing behind.
 
 import contextlib
 import copy
-import importlib
 import json
 import os
 import shutil
@@ -20,137 +19,34 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, OutputError, ResdetError
+from ..engine import load
+from ..errors import ConfigError, OutputError, ResdetError, one_line
+from ..version import __version__
 from .dense import INPUT_NAME, DenseRCNN, check_exportable, dense_outputs, fingerprint
+from .formats import FORMATS, METADATA, MODEL_FILES, read_export, require
 
-__all__ = [
-    "FORMATS",
-    "MODEL_FILES",
-    "load_config",
-    "build_detector",
-    "export_model",
-    "export_dense",
-    "read_export",
-    "require",
-    "write_onnx",
-]
+__all__ = ["export_model", "export_dense", "write_onnx"]
 
-FORMATS = ("onnx", "openvino", "torchscript")
-MODEL_FILES = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.ts"}
-METADATA = "export.json"
 # what the export check tolerates on random input (parity on real images is the tests' job)
 VERIFY_RTOL = 1e-3
 INT8_VERIFY_RL2 = 0.25
-# the pip package behind each module; all in the "deploy" extra
-PACKAGES = {
-    "onnx": "onnx",
-    "onnxscript": "onnxscript",
-    "onnxruntime": "onnxruntime",
-    "openvino": "openvino",
-}
-
-
-def require(module: str, what: str):
-    """Import an optional runtime module, or a one-line ConfigError saying how to get it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ConfigError(
-            f"{what} needs the Python package {PACKAGES.get(module, module)}, which is "
-            f"not installed: pip install 'resdet[deploy]'"
-        ) from None
-
-
-def is_lazy(cfg) -> bool:
-    """Whether ``cfg`` is a LazyConfig (an omegaconf DictConfig) rather than a CfgNode."""
-    from omegaconf import DictConfig
-
-    return isinstance(cfg, DictConfig)
-
-
-def load_config(config, weights=None, opts=()):
-    """The detector's config on the CPU, with ``weights`` as its weights: a YAML file
-    (resdet defaults + the file + ``opts`` as KEY VALUE ... + the YAML fragment beside the
-    weights), a LazyConfig ``.py`` (``opts`` as KEY=VALUE, weights as
-    train.init_checkpoint), or a CfgNode / LazyConfig object (copied). (The training
-    tools' ``setup_cfg`` also sets up logging and output folders, which an export must
-    not do.)"""
-    from detectron2.config import CfgNode
-
-    if is_lazy(config) or str(config).endswith(".py"):
-        return _load_lazy(config, weights, opts)
-    from ..config import get_resdet_cfg, merge_config_file, merge_overrides
-    from ..detection.checkpoint import merge_weights_fragment
-
-    if isinstance(config, CfgNode):
-        cfg = config.clone()
-        cfg.defrost()
-    else:
-        cfg = merge_config_file(get_resdet_cfg(), config)
-    merge_overrides(cfg, list(opts or []))
-    if weights is not None:
-        cfg.MODEL.WEIGHTS = str(weights)
-    cfg.MODEL.DEVICE = "cpu"  # the runtimes here run on the CPU
-    merge_weights_fragment(cfg)
-    return cfg
-
-
-def _load_lazy(config, weights, opts):
-    from detectron2.config import LazyConfig
-
-    from ..lazy import load_lazy_config, merge_weights_fragment
-
-    if is_lazy(config):
-        cfg = LazyConfig.apply_overrides(copy.deepcopy(config), list(opts or []))
-    else:
-        _, cfg, _ = load_lazy_config(config, list(opts or []))
-    if weights is not None:
-        cfg.train.init_checkpoint = str(weights)
-    if "train" in cfg:
-        cfg.train.device = "cpu"
-    merge_weights_fragment(cfg)
-    return cfg
-
-
-def build_detector(cfg):
-    """The detector of ``cfg`` (a CfgNode or a LazyConfig) with its weights loaded
-    (MODEL.WEIGHTS or train.init_checkpoint), in eval mode. Every parameter must come from
-    the weights: an export with randomly initialised layers would be wrong."""
-    from ..detection.checkpoint import load_detector_weights
-
-    weights = _weights_of(cfg)
-    key = "--weights (train.init_checkpoint)" if is_lazy(cfg) else "--weights (MODEL.WEIGHTS)"
-    if not weights:
-        raise CheckpointError(f"{key} is empty: give the trained detector to export")
-    if not Path(weights).is_file():
-        raise CheckpointError(f"{weights}: weights file not found")
-    if is_lazy(cfg):
-        if "model" not in cfg:
-            raise ConfigError("the LazyConfig has no 'model' to build")
-        from detectron2.config import instantiate
-
-        model = instantiate(cfg.model)
-    else:
-        from detectron2.modeling import build_model
-
-        model = build_model(cfg)
-    return load_detector_weights(model.cpu().eval(), weights)
 
 
 def export_model(
-    cfg,
+    config,
     weights=None,
     fmt="onnx",
     output_dir="export",
     *,
-    opts=(),
+    opts=None,
     verify=True,
     int8_calibration=None,
     calibration_images=None,
 ) -> Path:
-    """Export the trained detector of ``cfg`` with ``weights`` (default: the config's own)
-    to ``output_dir`` in ``fmt``. ``cfg``: a YAML or LazyConfig file (merged with ``opts``:
-    KEY VALUE pairs for YAML, KEY=VALUE for a LazyConfig), a CfgNode or a LazyConfig.
+    """Export the trained detector of ``config`` with ``weights`` (default: the config's
+    own) to ``output_dir`` in ``fmt``. ``config``: anything resdet.engine.load takes (a
+    YAML or LazyConfig file, a CfgNode, a LazyConfig), ``opts`` its overrides. The weights
+    load under the inference policy: every parameter must come from the file.
 
     An existing export in ``output_dir`` is replaced; any other non-empty folder is
     refused. ``int8_calibration``: a folder of images to calibrate an int8 export on (up
@@ -160,12 +56,10 @@ def export_model(
         raise ConfigError(
             f"--format {fmt!r}: not an export format; choose one of {', '.join(FORMATS)}"
         )
-    if weights is not None and not Path(weights).is_file():
-        raise CheckpointError(f"{weights}: weights file not found")
-    cfg = load_config(cfg, weights, opts)
+    setup = load(config, weights, opts, device="cpu", kind="detection")  # the runtimes: CPU
     return export_dense(
-        build_detector(cfg),
-        cfg,
+        setup.build_model(weights="inference").eval(),
+        setup,
         fmt,
         output_dir,
         verify=verify,
@@ -176,7 +70,7 @@ def export_model(
 
 def export_dense(
     model,
-    cfg,
+    setup,
     fmt,
     output_dir,
     *,
@@ -205,7 +99,7 @@ def export_dense(
     reference = DenseRCNN(model).eval()
     dense = fold_frozen_batchnorm(copy.deepcopy(reference))
     div = model.backbone.size_divisibility
-    metadata = _metadata(model, cfg, fmt, outputs)
+    metadata = _metadata(model, setup, fmt, outputs)
     names = [o["name"] for o in outputs]
     batches = None
     if int8_calibration is not None:
@@ -215,7 +109,7 @@ def export_dense(
             raise ConfigError("--int8: int8 exports are onnx or openvino, not torchscript")
         batches = calibration_batches(
             model,
-            metadata["test_resize"],
+            setup.test_augmentation(),
             int8_calibration,
             calibration_images or DEFAULT_CALIBRATION_IMAGES,
         )
@@ -251,7 +145,7 @@ def export_dense(
         except Exception as e:  # the converters' own errors, e.g. an op a format lacks
             raise ConfigError(
                 f"{type(model.backbone).__name__} cannot be exported to {fmt}: "
-                f"{type(e).__name__}: {_first_line(e)}"
+                f"{type(e).__name__}: {one_line(e)[:300]}"
             ) from e
         metadata["files"] = sorted(p.name for p in tmp.iterdir())
         (tmp / METADATA).write_text(json.dumps(metadata, indent=1))
@@ -281,34 +175,9 @@ def _write_int8(dense, folder, names, div, fmt, batches, onnx_file=None) -> dict
         shutil.rmtree(work, ignore_errors=True)
 
 
-def read_export(export_dir) -> dict:
-    """The metadata of an export folder, or a one-line error if it is not one."""
-    path = Path(export_dir) / METADATA
-    if not path.is_file():
-        raise ConfigError(f"{export_dir}: not a resdet export (no {METADATA}); run tools/export.py")
-    try:
-        meta = json.loads(path.read_text())
-    except ValueError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e}); export again") from None
-    model_file = Path(export_dir) / MODEL_FILES.get(meta.get("format"), "?")
-    if not model_file.is_file():
-        raise ConfigError(
-            f"{export_dir}: {METADATA} names format {meta.get('format')!r} "
-            f"but {model_file.name} is missing; export again"
-        )
-    return meta
-
-
-def _first_line(e):
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else ""
-
-
-def _metadata(model, cfg, fmt, outputs) -> dict:
-    import resdet
-
+def _metadata(model, setup, fmt, outputs) -> dict:
     div = model.backbone.size_divisibility
-    versions = {"resdet": resdet.__version__, "torch": torch.__version__}
+    versions = {"resdet": __version__, "torch": str(torch.__version__)}
     runtime_modules = {
         "onnx": ("onnx", "onnxruntime"),
         "openvino": ("openvino",),
@@ -334,8 +203,8 @@ def _metadata(model, cfg, fmt, outputs) -> dict:
             "size_divisibility": div,
             "dynamic": ["batch", "height", "width"],
         },
-        "test_resize": _test_resize(cfg),
-        "class_names": _class_names(cfg, num_classes),
+        "test_resize": setup.test_resize,
+        "class_names": _class_names(setup, num_classes),
         "num_classes": num_classes,
         "outputs": outputs,
         "architecture": {
@@ -345,70 +214,21 @@ def _metadata(model, cfg, fmt, outputs) -> dict:
             "roi_heads": type(model.roi_heads).__name__,
         },
         "in_pytorch": "anchor decoding, RPN top-k and NMS, ROI heads, per-class NMS, rescaling",
-        "weights": _weights_of(cfg),
+        "weights": setup.weights,
         "fingerprint": fingerprint(model),
         "versions": versions,
     }
 
 
-def _weights_of(cfg):
-    if not is_lazy(cfg):
-        return cfg.MODEL.WEIGHTS
-    from omegaconf import OmegaConf
-
-    return OmegaConf.select(cfg, "train.init_checkpoint", default="") or ""
-
-
-def _test_resize(cfg):
-    """The test-time resize of the config: INPUT.MIN/MAX_SIZE_TEST, or a LazyConfig's
-    ResizeShortestEdge in dataloader.test.mapper.augmentations (None if it has none)."""
-    note = "shortest side to min_size, longest at most max_size, before preprocess"
-    if not is_lazy(cfg):
-        return {
-            "min_size": cfg.INPUT.MIN_SIZE_TEST,
-            "max_size": cfg.INPUT.MAX_SIZE_TEST,
-            "note": note,
-        }
-    from omegaconf import OmegaConf
-
-    augs = OmegaConf.select(cfg, "dataloader.test.mapper.augmentations", default=None) or []
-    for aug in augs:
-        target = aug.get("_target_") if hasattr(aug, "get") else None
-        if getattr(target, "__name__", str(target)).endswith("ResizeShortestEdge"):
-            short = aug.get("short_edge_length")
-            short = OmegaConf.to_container(short) if OmegaConf.is_config(short) else short
-            return {"min_size": short, "max_size": aug.get("max_size"), "note": note}
-    return None
-
-
-def _dataset_names(cfg):
-    if not is_lazy(cfg):
-        return list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
-    from omegaconf import OmegaConf
-
-    names = []
-    for part in ("test", "train"):
-        found = OmegaConf.select(cfg, f"dataloader.{part}.dataset.names", default=None)
-        if found is not None:
-            names += [found] if isinstance(found, str) else list(found)
-    return names
-
-
-def _class_names(cfg, num_classes):
-    """The class names of the config's datasets when known; None when not registered."""
-    from detectron2.data import MetadataCatalog
-
-    for name in _dataset_names(cfg):
-        classes = MetadataCatalog.get(name).get("thing_classes")
-        if classes is None:
-            continue
-        if len(classes) != num_classes:
-            raise ConfigError(
-                f"datasets: {name} has {len(classes)} classes but the detector has "
-                f"{num_classes}; export the config it was trained with"
-            )
-        return list(classes)
-    return None
+def _class_names(setup, num_classes):
+    """The names of the detector's classes (what the weights carry, else the data's)."""
+    classes = setup.class_names
+    if classes is not None and len(classes) != num_classes:
+        raise ConfigError(
+            f"the detector has {num_classes} classes but its class names are {len(classes)}; "
+            f"export the config it was trained with"
+        )
+    return classes
 
 
 @contextlib.contextmanager
@@ -507,7 +327,7 @@ def _verify(reference, folder, fmt, div, int8_batches=None):
     to VERIFY_RTOL (fp32), or for an int8 export on a real calibration image, to
     INT8_VERIFY_RL2 relative L2 error (a broken graph, not the precision's cost: that is
     an AP change, measured by bench/precision_ap.py)."""
-    from .runtime import load_dense
+    from .backends import load_dense
 
     meta = json.loads((folder / METADATA).read_text())
     if int8_batches is None:

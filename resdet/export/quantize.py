@@ -11,12 +11,11 @@ outputs are decoded into boxes directly.
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ..errors import ConfigError, DatasetError
-from .exporter import require
+from .formats import require
 
 __all__ = ["DEFAULT_CALIBRATION_IMAGES", "calibration_batches", "quantize_onnx"]
 
@@ -40,31 +39,24 @@ def _image_files(source, limit):
     return files[: int(limit)]
 
 
-def calibration_batches(model, test_resize, source, limit=DEFAULT_CALIBRATION_IMAGES):
+def calibration_batches(model, augmentation, source, limit=DEFAULT_CALIBRATION_IMAGES):
     """Up to ``limit`` images of ``source`` (a folder or a list of paths), each as the dense
-    graph sees it at inference: read in the model's input format, resized as the config's
-    test resize, normalised and padded by the model's own ``preprocess_image``."""
-    from detectron2.data import detection_utils
-    from detectron2.data.transforms import ResizeShortestEdge
+    graph sees it at inference: read in the model's input format, resized by the test-time
+    ``augmentation`` (resdet.data.model_input, as the Predictor), normalised and padded by
+    the model's own ``preprocess_image``."""
+    from ..data import model_input, read_image
 
     if int(limit) < 1:
         raise ConfigError(f"calibration images {limit}: must be at least 1")
-    resize = (
-        ResizeShortestEdge(test_resize["min_size"], test_resize["max_size"])
-        if test_resize
-        else None
-    )
     batches = []
     for path in _image_files(source, limit):
         try:
-            image = detection_utils.read_image(str(path), format=model.input_format)
+            image = read_image(path, format=model.input_format)
         except (OSError, ValueError) as e:
             raise DatasetError(f"{path}: cannot read this calibration image ({e})") from None
-        if resize is not None:
-            image = resize.get_transform(image).apply_image(image)
-        tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         with torch.no_grad():
-            batches.append(model.preprocess_image([{"image": tensor}]).tensor.cpu().numpy())
+            inputs = [model_input(image, augmentation)]
+            batches.append(model.preprocess_image(inputs).tensor.cpu().numpy())
     return batches
 
 

@@ -1,7 +1,7 @@
 """Run an exported dense part on an inference runtime, and the hybrid detector around it.
 
-``runtime_model(model, cfg, runtime)`` returns a module with GeneralizedRCNN's inference
-call contract (a list of ``{"image": CHW tensor in cfg.INPUT.FORMAT, "height", "width"}``
+``runtime_model(model, setup, runtime)`` returns a module with GeneralizedRCNN's inference
+call contract (a list of ``{"image": CHW tensor in the model's input format, "height", "width"}``
 in, a list of ``{"instances": Instances}`` out) whose backbone, FPN and RPN head run in
 ONNX Runtime, OpenVINO or TorchScript, while anchor decoding, the RPN's top-k and NMS, the
 ROI heads and the rescaling run in PyTorch with the model's own Detectron2 modules, so
@@ -20,153 +20,12 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .backends import RUNTIMES, TorchDense, check_choice, load_dense
 from .dense import check_exportable, fingerprint
-from .exporter import MODEL_FILES, export_dense, read_export, require
+from .exporter import export_dense
+from .formats import read_export
 
-__all__ = ["RUNTIMES", "PRECISIONS", "load_dense", "RuntimeRCNN", "runtime_model"]
-
-# runtime -> the export formats it reads, the first one being what it exports on the fly
-RUNTIMES = {
-    "onnxruntime": ("onnx",),
-    "openvino": ("openvino", "onnx"),
-    "torchscript": ("torchscript",),
-    "torch": (),
-}
-# fp32 and bf16 are how a runtime computes an fp32 export; int8 is an export of its own
-PRECISIONS = ("fp32", "bf16", "int8")
-
-
-class OrtDense:
-    """The dense graph in an ONNX Runtime CPU session (all graph optimisations on)."""
-
-    def __init__(self, path, names, threads):
-        ort = require("onnxruntime", "runtime onnxruntime")
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        # idle ORT threads would otherwise spin and take the cores from the PyTorch half
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-        self.names = names
-
-    def __call__(self, x):
-        outs = self.session.run(self.names, {self.input: x.float().contiguous().numpy()})
-        return {n: torch.from_numpy(o) for n, o in zip(self.names, outs)}
-
-
-class OpenVinoDense:
-    """The dense graph compiled by OpenVINO for the CPU, fp32 or bf16 (its inference
-    precision hint: weights stay fp32 on disk, the CPU plugin computes in bf16)."""
-
-    def __init__(self, path, names, threads, precision):
-        ov = require("openvino", "runtime openvino")
-        core = ov.Core()
-        config = {
-            "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
-            "INFERENCE_NUM_THREADS": threads,
-            "PERFORMANCE_HINT": "LATENCY",
-        }
-        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
-        self.request = self.compiled.create_infer_request()
-        index = {}
-        for i, out in enumerate(self.compiled.outputs):
-            for n in out.get_names():
-                index[n] = i
-        missing = [n for n in names if n not in index]
-        if missing:
-            raise ConfigError(f"{path}: has no output {missing[0]}; export again")
-        self.outputs = [(n, index[n]) for n in names]
-
-    def __call__(self, x):
-        self.request.infer({0: x.float().contiguous().numpy()})
-        # the request's buffers are reused by the next call: copy out
-        return {
-            n: torch.from_numpy(self.request.get_output_tensor(i).data.copy())
-            for n, i in self.outputs
-        }
-
-
-class TorchScriptDense:
-    """The traced, frozen dense graph, run by TorchScript on channels_last input."""
-
-    def __init__(self, path, names):
-        with warnings.catch_warnings():  # torch deprecates TorchScript as a whole
-            warnings.simplefilter("ignore", FutureWarning)
-            self.module = torch.jit.load(str(path), map_location="cpu").eval()
-        self.names = names
-
-    def __call__(self, x):
-        # without the profiling executor's re-optimisation at every new input shape (seconds
-        # each, for no gain on a frozen conv graph)
-        with torch.no_grad(), torch.jit.optimized_execution(False):
-            outs = self.module(x.contiguous(memory_format=torch.channels_last))
-        return dict(zip(self.names, outs))
-
-
-class TorchDense:
-    """The dense part in eager PyTorch (norms folded, channels_last): the reference path,
-    and bf16 through ``torch.autocast``."""
-
-    def __init__(self, model, names, precision):
-        from ..modeling import fold_frozen_batchnorm
-        from .dense import DenseRCNN
-
-        dense = fold_frozen_batchnorm(copy.deepcopy(DenseRCNN(model)).eval())
-        self.module = dense.to(memory_format=torch.channels_last)
-        self.names = names
-        self.bf16 = precision == "bf16"
-
-    def __call__(self, x):
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            outs = self.module(x.contiguous(memory_format=torch.channels_last))
-        return {n: o.float() for n, o in zip(self.names, outs)}
-
-
-def load_dense(export_dir, runtime=None, precision="fp32", threads=None):
-    """A callable ``images (N,3,H,W) -> {output name: tensor}`` running an export folder
-    on ``runtime`` (default: the one its format is made for)."""
-    meta = read_export(export_dir)
-    fmt = meta["format"]
-    runtime = (
-        runtime
-        or {"onnx": "onnxruntime", "openvino": "openvino", "torchscript": "torchscript"}[fmt]
-    )
-    _check_choice(runtime, precision)
-    if fmt not in RUNTIMES[runtime]:
-        raise ConfigError(
-            f"{export_dir}: a {fmt} export cannot run on {runtime}; export to "
-            f"{' or '.join(RUNTIMES[runtime])}"
-        )
-    exported = meta.get("precision", "fp32")
-    if (precision == "int8") != (exported == "int8"):
-        need = "an int8 export (tools/export.py --int8 IMAGES)" if precision == "int8" else "fp32"
-        raise ConfigError(f"{export_dir}: an {exported} export; precision {precision} needs {need}")
-    threads = threads or torch.get_num_threads()
-    path = Path(export_dir) / MODEL_FILES[fmt]
-    names = [o["name"] for o in meta["outputs"]]
-    if runtime == "onnxruntime":
-        return OrtDense(path, names, threads)
-    if runtime == "openvino":
-        # an int8 graph: its quantized ops run in int8 whatever the hint; the rest in fp32
-        return OpenVinoDense(path, names, threads, "fp32" if precision == "int8" else precision)
-    return TorchScriptDense(path, names)
-
-
-def _check_choice(runtime, precision):
-    if runtime not in RUNTIMES:
-        raise ConfigError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if precision == "bf16" and runtime not in ("openvino", "torch"):
-        raise ConfigError(
-            f"precision bf16: runtime {runtime} has no bf16 CPU path; use openvino or torch"
-        )
-    if precision == "int8" and runtime not in ("onnxruntime", "openvino"):
-        raise ConfigError(
-            f"precision int8: runtime {runtime} has no int8 path; use onnxruntime or openvino"
-        )
+__all__ = ["RuntimeRCNN", "runtime_model", "int8_linears"]
 
 
 class Bf16(nn.Module):
@@ -192,7 +51,6 @@ def int8_linears(module):
     PyTorch deprecates torch.ao.quantization in favour of torchao, a dependency resdet
     does not take; it is still the one CPU int8 linear the pinned torch ships, and
     tests/test_export.py fails the day it goes."""
-    import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -291,11 +149,12 @@ class RuntimeRCNN(nn.Module):
 
 
 def runtime_model(
-    model, cfg, runtime, precision="fp32", export_dir=None, int8_calibration=None
+    model, setup, runtime, precision="fp32", export_dir=None, int8_calibration=None
 ) -> nn.Module:
     """``model`` (a GeneralizedRCNN, weights loaded) with its dense part on ``runtime``
     ("onnxruntime", "openvino", "torchscript", or "torch" for eager PyTorch).
 
+    ``setup``: its resdet.engine Setup (the test resize and class names of export.json).
     ``export_dir``: an export of this model to use; exported there first if it holds
     none; an export of other weights is refused. None: exported to a temporary folder
     that lives as long as the returned module. ``precision`` "bf16" (openvino or torch):
@@ -303,7 +162,7 @@ def runtime_model(
     fp32. "int8" (onnxruntime or openvino): the dense part is an int8 export, made here
     from ``int8_calibration`` (a folder of images) if ``export_dir`` holds none, and the
     box head's FCs are quantized dynamically (:func:`int8_linears`)."""
-    _check_choice(runtime, precision)
+    check_choice(runtime, precision)
     check_exportable(model)
     if next(model.parameters()).device.type != "cpu":
         raise ConfigError("MODEL.DEVICE: the runtimes run on the CPU; set MODEL.DEVICE cpu")
@@ -327,7 +186,7 @@ def runtime_model(
                     "ones to detect on) or an export_dir holding an int8 export"
                 )
             calibration = int8_calibration if precision == "int8" else None
-            export_dense(model, cfg, fmt, export_dir, int8_calibration=calibration)
+            export_dense(model, setup, fmt, export_dir, int8_calibration=calibration)
         meta = read_export(export_dir)
         if meta.get("fingerprint") != fingerprint(model):
             raise ConfigError(

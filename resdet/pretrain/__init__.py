@@ -37,7 +37,7 @@ is the total batch over all processes, as in Detectron2.
 import sys as _sys  # noqa: E402
 import types as _types  # noqa: E402
 
-from .config import add_pretrain_config, get_pretrain_cfg  # noqa: F401
+from ..config import add_pretrain_config, get_pretrain_cfg  # noqa: F401
 from .data import load_splits  # noqa: F401
 from .engine import (  # noqa: F401
     PretrainTrainer,
@@ -51,11 +51,12 @@ from .evaluate import build_test_loader, evaluate, evaluate_modes, predict  # no
 
 
 class _CallablePackage(_types.ModuleType):
-    """``resdet.pretrain(config, data=..., output_dir=...)`` is :func:`resdet.api.pretrain`:
-    the API's name is this package's, so the package itself is the call."""
+    """``resdet.pretrain(config, data=..., output_dir=...)`` is
+    :func:`resdet.pretrain.run.pretrain`: the API's name is this package's, so the package
+    itself is the call."""
 
     def __call__(self, config, **kwargs):
-        from ..api import pretrain
+        from .run import pretrain
 
         return pretrain(config, **kwargs)
 

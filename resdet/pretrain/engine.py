@@ -30,7 +30,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from ..checkpoint import ResdetCheckpointer, RNGState, divergence_error
-from ..config import check_device, check_solver
+from ..config import check_solver
 from ..errors import ConfigError, DatasetError
 from ..io import CheckpointError, atomic_save, atomic_write, safe_torch_load
 from ..modeling import build_resnet
@@ -136,7 +136,6 @@ def _device(cfg) -> torch.device:
 
 def check_cfg(cfg):
     """One-line ConfigError for pretraining values Detectron2 does not check."""
-    check_device(cfg)
     for key in ("CROP_SIZE", "TEST_SIZE"):
         if cfg.INPUT[key] <= 0:
             raise ConfigError(f"INPUT.{key} must be positive, got {cfg.INPUT[key]}")

@@ -1,0 +1,179 @@
+"""Detectron2's DefaultPredictor for many images at once, with resdet's model.
+
+predictor = resdet.Predictor("output/run/config.yaml", "output/run/model_final.pth")
+predictor = resdet.Predictor("output/run/model_final.pth")    # the config it carries
+outputs = predictor(["a.jpg", cv2.imread("b.jpg")])           # [{"instances": ...}, ...]
+Visualizer(image_rgb, predictor.metadata).draw_instance_predictions(...)  # class names
+"""
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .engine import load
+from .errors import ConfigError
+
+__all__ = ["Predictor", "RUNTIMES", "DEPLOY_HINT"]
+
+RUNTIMES = ("torch",)  # others come from resdet.export (pip install -e '.[deploy]')
+DEPLOY_HINT = "pip install 'resdet[deploy]' (from a checkout: pip install -e '.[deploy]')"
+_WEIGHT_SUFFIXES = (".pth", ".pkl", ".pt")
+
+
+class Predictor:
+    """``Predictor(config, weights)(images)`` returns, per image,
+    ``{"instances": Instances, "class_names": [...]}`` in the image's original coordinates,
+    exactly as Detectron2's ``DefaultPredictor``: the config's test-time resize, the
+    channel order flipped to the model's input format, the model prepared for inference
+    (frozen BN folded into the convs). A single image (not in a list) gives a single dict,
+    so code written for DefaultPredictor keeps working.
+
+    ``config``: a config (shipped name, path, CfgNode, LazyConfig), or None with weights
+    that carry their config (a resdet detection run's checkpoint; ``Predictor(weights)``
+    works too). The weights are loaded under the inference policy (resdet.weights): every
+    parameter must come from the file.
+
+    Images: paths (read in the model's channel order), HWC uint8 NumPy arrays in
+    ``input_format`` (BGR by default, OpenCV's order, as DefaultPredictor reads them; grey
+    HW arrays too), PIL images (RGB) or uint8 tensors (CHW or HWC, in ``input_format``).
+    Images whose resized, padded shapes are equal run as one batch of up to ``batch_size``
+    (padding is then the same as one at a time, so batching changes no detection).
+
+    ``device``: the one device policy of resdet.engine (``auto``, ``cpu``, ``cuda[:N]``;
+    default the config's). ``runtime``: "torch", or a back-end of resdet.export
+    (onnxruntime, openvino; the extra ``deploy``). ``precision``: "fp32", "bf16" (openvino,
+    torch) or "int8" (onnxruntime, openvino; calibrated on ``int8_calibration``, a folder
+    of images like the ones to detect on).
+    """
+
+    def __init__(
+        self,
+        config,
+        weights=None,
+        *,
+        input_format="BGR",
+        device=None,
+        runtime="torch",
+        precision="fp32",
+        int8_calibration=None,
+        overrides=None,
+        batch_size=8,
+    ):
+        from .modeling import prepare_for_inference
+
+        if input_format not in ("RGB", "BGR"):
+            raise ConfigError(f"input_format {input_format!r}: must be 'RGB' or 'BGR'")
+        if int(batch_size) < 1:
+            raise ConfigError(f"batch_size {batch_size}: must be at least 1")
+        if weights is None and str(config).endswith(_WEIGHT_SUFFIXES):
+            config, weights = None, config  # Predictor("model_final.pth")
+        if weights is None and config is not None:
+            raise ConfigError("weights: give the trained detector's weights (.pth)")
+        self.input_format, self.batch_size = input_format, int(batch_size)
+        self.setup = load(config, weights, overrides, device=device, kind="detection")
+        self.cfg = self.setup.cfg
+        model = self.setup.build_model(weights="inference")
+        with torch.no_grad():
+            model = prepare_for_inference(model)
+        self.aug = self.setup.test_augmentation()
+        self.class_names = self.setup.class_names
+        self.metadata = _metadata(self.setup, self.class_names)
+        self.model_format = getattr(model, "input_format", self.setup.input_format)
+        backbone = getattr(model, "backbone", None)
+        self._divisibility = getattr(backbone, "size_divisibility", 0)
+        self._square = (getattr(backbone, "padding_constraints", None) or {}).get("square_size", 0)
+        self.runtime = runtime
+        if runtime == "torch" and precision == "fp32":
+            self.model = model
+        else:
+            self.model = _runtime_model(model, self.setup, runtime, precision, int8_calibration)
+
+    @property
+    def device(self):
+        return getattr(self.model, "device", "cpu")
+
+    def _as_array(self, image, index):
+        """HWC uint8 numpy array in the model's channel order."""
+        from .data import read_image
+
+        given = self.input_format
+        if isinstance(image, (str, os.PathLike)):
+            if not Path(image).is_file():
+                raise ConfigError(f"{image}: no such image file")
+            return read_image(image, format=self.model_format)
+        if type(image).__module__.startswith("PIL."):
+            image, given = np.asarray(image.convert("RGB")), "RGB"
+        if isinstance(image, torch.Tensor):
+            if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
+                image = image.permute(1, 2, 0)  # CHW -> HWC
+            image = image.detach().cpu().numpy()
+        if not isinstance(image, np.ndarray):
+            raise ConfigError(
+                f"image {index}: a path, a NumPy array, a PIL image or a tensor, "
+                f"got {type(image).__name__}"
+            )
+        if image.dtype != np.uint8:
+            raise ConfigError(f"image {index}: dtype {image.dtype}; give uint8 pixels (0-255)")
+        if image.ndim == 2:
+            image = image[:, :, None]
+        if image.ndim != 3 or image.shape[2] not in (1, 3) or min(image.shape[:2]) < 1:
+            raise ConfigError(
+                f"image {index}: shape {tuple(image.shape)}; expected HxWx3 (or HxW grey)"
+            )
+        if image.shape[2] == 1:
+            return np.repeat(image, 3, axis=2)
+        return image[:, :, ::-1] if given != self.model_format else image
+
+    def _padded(self, h, w):
+        if self._square:
+            return self._square, self._square
+        d = self._divisibility
+        return (math.ceil(h / d) * d, math.ceil(w / d) * d) if d > 1 else (h, w)
+
+    def __call__(self, images):
+        from .data import model_input
+
+        single = not isinstance(images, (list, tuple))
+        images = [images] if single else list(images)
+        inputs = [model_input(self._as_array(image, i), self.aug) for i, image in enumerate(images)]
+        groups = {}
+        for i, inp in enumerate(inputs):
+            groups.setdefault(self._padded(*inp["image"].shape[1:]), []).append(i)
+        outputs = [None] * len(inputs)
+        with torch.no_grad():
+            for members in groups.values():
+                for k in range(0, len(members), self.batch_size):
+                    chunk = members[k : k + self.batch_size]
+                    for i, out in zip(chunk, self.model([inputs[i] for i in chunk])):
+                        outputs[i] = dict(out, class_names=self.class_names)
+        return outputs[0] if single else outputs
+
+
+def _metadata(setup, class_names):
+    """Detectron2 metadata for drawing (``Visualizer(image, predictor.metadata)``): the
+    test set's (its colours) when its classes are the model's, else the class names."""
+    from detectron2.data import MetadataCatalog
+    from detectron2.data.catalog import Metadata
+
+    for name in setup.dataset_names():
+        meta = MetadataCatalog.get(name)
+        if class_names and meta.get("thing_classes") == class_names:
+            return meta
+    return Metadata(name="resdet_predictor", thing_classes=list(class_names or []))
+
+
+def _runtime_model(model, setup, runtime, precision="fp32", int8_calibration=None):
+    """The model run by another runtime (resdet.export), or a one-line ConfigError."""
+    try:
+        from .export import runtime_model
+    except ImportError as e:
+        raise ConfigError(
+            f"runtime {runtime!r} needs resdet's deploy extras ({e}); {DEPLOY_HINT}"
+        ) from None
+    try:
+        return runtime_model(model, setup, runtime, precision, int8_calibration=int8_calibration)
+    except ImportError as e:
+        raise ConfigError(f"runtime {runtime!r}: {e}; {DEPLOY_HINT}") from None
