@@ -55,6 +55,7 @@ def parser():
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+
     def work():
         result = resdet.convert_weights(
             args.src,
