@@ -2,14 +2,20 @@
 
 torchvision's ``TestRoIAlign`` (test/test_ops.py, with its base ``RoIOpTester``) on
 :func:`resdet.layers.roi_align` and on resdet's ``ROIAlign`` module (a Detectron2
-``ROIAlign`` swapped by ``use_fast_roi_align``). Same inputs, parameters and assertions
-as upstream, plus: values against torchvision's op, and which path ran (resdet's gather or threaded
-kernel, or torchvision's op: the modes resdet's op does not serve fall back visibly).
+``ROIAlign`` swapped by ``use_fast_roi_align``), and the ROIAlign cases of Detectron2's
+tests/modeling/test_roi_pooler.py and test_roi_heads.py on modules built by Detectron2
+and swapped by ``use_fast_roi_align``. Same inputs, parameters and assertions as
+upstream, plus: values against torchvision's op, and which path ran (resdet's gather or
+threaded kernel, or torchvision's op: the modes resdet's op does not serve fall back
+visibly).
 
-Left out: the CUDA and MPS cases (no such device here). Run although upstream skips them
-on a CPU: the ``deterministic=True`` cases of test_forward and test_backward.
+Left out: the CUDA and MPS cases (no such device here), and test_roialignv2_roialignrotated
+(ROIAlignRotated needs Detectron2's compiled ops, absent here; resdet leaves it alone).
+Run although upstream skips them on a CPU: the ``deterministic=True`` cases of
+test_forward and test_backward.
 """
 
+import copy
 import importlib
 from typing import List
 
@@ -17,13 +23,20 @@ import numpy as np
 import pytest
 import torch
 import torch.fx
+from detectron2.config import get_cfg
+from detectron2.export.torchscript_patch import freeze_training_mode, patch_instances
 from detectron2.layers import ROIAlign as D2ROIAlign
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.poolers import ROIPooler
+from detectron2.modeling.roi_heads import StandardROIHeads
+from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.utils.testing import assert_instances_allclose, random_boxes
 from torch import Tensor, nn
 from torch.autograd import gradcheck
 from torchvision import ops
 from torchvision.models.feature_extraction import get_graph_node_names
 
-from resdet.layers import ROIAlign, roi_align, use_fast_roi_align
+from resdet.layers import FastROIPooler, ROIAlign, roi_align, use_fast_roi_align
 
 fast_module = importlib.import_module("resdet.layers.roi_align")
 
@@ -407,3 +420,161 @@ def test_which_modes_use_torchvision(paths):
         check(lambda: compiled(x, rois), "torchvision", 0)
     # autograd: torchvision's kernel on runs of the boxes in parallel
     check(lambda: roi_align(x.clone().requires_grad_(), rois, POOL, 1.0, 0, True), "threaded", 0)
+
+
+def test_pooler_under_cpu_autocast(paths):
+    """Under CPU autocast resdet's pooler gives Detectron2's dtypes and values: float32
+    maps gathered in float32 (what torchvision's op does), bfloat16 maps through
+    Detectron2's forward and resdet's ROIAlign (in float32, output bfloat16)."""
+    features = [torch.rand(2, 4, 16, 16), torch.rand(2, 4, 8, 8)]
+    # boxes for both levels (FPN sends those under 224 px to the first here)
+    small = torch.tensor([[0, 0, 40, 60], [5, 5, 100, 90], [0, 0, 120, 128]], dtype=torch.float)
+    big = torch.tensor([[0, 0, 300, 250], [10, 20, 128, 100]], dtype=torch.float)
+    rois = [Boxes(small), Boxes(big)]
+    args = dict(output_size=7, scales=(1 / 8, 1 / 16), sampling_ratio=0, pooler_type="ROIAlignV2")
+    fast, d2 = _fast_pooler(**args), ROIPooler(**args)
+    with torch.no_grad(), torch.autocast("cpu"):
+        for dtype in (torch.float32, torch.bfloat16):
+            maps = [f.to(dtype) for f in features]
+            got, want = fast(maps, rois), d2(maps, rois)
+            assert got.dtype == want.dtype == dtype
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert paths == {"gather": 4, "threaded": 0, "torchvision": 0}  # two levels, twice
+
+
+# Detectron2's tests/modeling/test_roi_pooler.py
+
+
+def _one_level_inputs(device="cpu"):
+    """test_roi_pooler.py's inputs: one 2x4x10x8 map at scale 1/16, 10 boxes per image."""
+    n, w = 2, 8
+    feature = (torch.rand(n, 4, 10, w) - 0.5) * 2 * 11
+    rois = [Boxes(random_boxes(10, w * 16)).to(device) for _ in range(n)]
+    return [feature.to(device)], rois
+
+
+def _fast_pooler(*args, **kwargs):
+    pooler = use_fast_roi_align(ROIPooler(*args, **kwargs))
+    assert isinstance(pooler, FastROIPooler)
+    return pooler
+
+
+def test_roi_pooler_scriptability():
+    """Scripted, the pooler is Detectron2's forward on torchvision's op: bit-identical to
+    Detectron2's pooler; resdet's eager pooler equals it to float rounding (upstream's
+    torch.equal compares one implementation with itself). Scripting leaves the eager pooler
+    as it was."""
+    features, rois = _one_level_inputs()
+    fast = _fast_pooler(
+        output_size=14, scales=(1 / 16,), sampling_ratio=0, pooler_type="ROIAlignV2"
+    )
+    d2 = ROIPooler(output_size=14, scales=(1 / 16,), sampling_ratio=0, pooler_type="ROIAlignV2")
+    scripted = torch.jit.script(fast)
+    eager = fast(features, rois)
+    want = d2(features, rois)
+    assert torch.equal(scripted(features, rois), want)
+    torch.testing.assert_close(eager, want, rtol=0, atol=1e-5 * features[0].abs().max().item())
+    assert type(fast) is FastROIPooler and type(fast.level_poolers[0]) is ROIAlign
+
+
+def test_multilevel_pooler_scriptability():
+    features = [torch.rand(2, 4, 16, 16), torch.rand(2, 4, 8, 8)]
+    rois = [Boxes(random_boxes(10, 128)), Boxes(random_boxes(10, 256))]
+    args = dict(output_size=7, scales=(1 / 8, 1 / 16), sampling_ratio=0, pooler_type="ROIAlignV2")
+    fast, d2 = _fast_pooler(**args), ROIPooler(**args)
+    assert torch.equal(torch.jit.script(fast)(features, rois), d2(features, rois))
+
+
+def test_no_images():
+    c = 32
+    pooler = _fast_pooler(
+        output_size=14, scales=(1.0,), sampling_ratio=0.0, pooler_type="ROIAlignV2"
+    )
+    output = pooler.forward([torch.rand(0, c, 32, 32) - 0.5], [])
+    assert output.shape == (0, c, 14, 14)
+
+
+def test_roi_pooler_tracing():
+    """torch.jit.trace over resdet's pooler records torchvision's op (Detectron2's forward);
+    the trace generalises to other box counts as upstream asserts, with Detectron2's values."""
+
+    class Model(nn.Module):
+        def __init__(self, roi):
+            super().__init__()
+            self.roi = roi
+
+        def forward(self, x, boxes):
+            return self.roi(x, [Boxes(boxes)])
+
+    feature = (torch.rand(1, 4, 10, 8) - 0.5) * 2 * 11
+    feature = [feature, feature]
+    rois = random_boxes(10, 8 * 16)
+    rois = torch.cat([rois, torch.tensor([[0, 0, 448, 448]])])  # a level with one box
+    args = dict(output_size=14, scales=(1 / 16, 0.5 / 16), sampling_ratio=0, pooler_type="ROIAlign")
+    model = Model(_fast_pooler(**args))
+    d2 = Model(ROIPooler(**args))
+    with torch.no_grad():
+        func = torch.jit.trace(model, (feature, rois))
+        graph = str(func.inlined_graph)
+        assert "torchvision::roi_align" in graph and "embedding_bag" not in graph
+        for boxes, n in ((rois, 11), (rois[:5], 5), (random_boxes(20, 8 * 16), 20)):
+            o = func(feature, boxes)
+            assert o.shape == (n, 4, 14, 14)
+            assert torch.equal(o, d2(feature, boxes))
+
+
+# Detectron2's tests/modeling/test_roi_heads.py
+
+
+def test_StandardROIHeads_scriptability():
+    """StandardROIHeads (box and mask poolers resdet's) scripted: upstream's comparison of
+    eager and scripted detections holds; scripting leaves the eager heads resdet's."""
+    cfg = get_cfg()
+    cfg.MODEL.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"
+    cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 2
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "ROIAlignV2"
+    cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS = (10, 10, 5, 5)
+    cfg.MODEL.MASK_ON = True
+    cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST = 0.01
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.01
+    images = ImageList(torch.rand(2, 20, 30), [(10, 10), (20, 30)])
+    features = {"res4": torch.rand(2, 1024, 1, 2)}
+    feature_shape = {"res4": ShapeSpec(channels=1024, stride=16)}
+
+    d2_heads = StandardROIHeads(cfg, feature_shape).eval()
+    roi_heads = use_fast_roi_align(copy.deepcopy(d2_heads))
+    assert isinstance(roi_heads.box_pooler, FastROIPooler)
+    assert isinstance(roi_heads.mask_pooler, FastROIPooler)
+
+    proposal0 = Instances((10, 10))
+    proposal0.proposal_boxes = Boxes(torch.tensor([[1, 1, 3, 3], [2, 2, 6, 6]], dtype=torch.float))
+    proposal0.objectness_logits = torch.tensor([0.5, 0.7], dtype=torch.float32)
+    proposal1 = Instances((20, 30))
+    proposal1.proposal_boxes = Boxes(torch.tensor([[1, 5, 2, 8], [7, 3, 10, 5]], dtype=torch.float))
+    proposal1.objectness_logits = torch.tensor([0.1, 0.9], dtype=torch.float32)
+    proposals = [proposal0, proposal1]
+
+    pred_instances, _ = roi_heads(images, features, proposals)
+    d2_instances, _ = d2_heads(images, features, proposals)
+    fields = {
+        "objectness_logits": torch.Tensor,
+        "proposal_boxes": Boxes,
+        "pred_classes": torch.Tensor,
+        "scores": torch.Tensor,
+        "pred_masks": torch.Tensor,
+        "pred_boxes": Boxes,
+        "pred_keypoints": torch.Tensor,
+        "pred_keypoint_heatmaps": torch.Tensor,
+    }
+    with freeze_training_mode(roi_heads), patch_instances(fields) as new_instances:
+        proposals = [new_instances.from_instances(p) for p in proposals]
+        scripted_roi_heads = torch.jit.script(roi_heads)
+        scripted_pred_instances, _ = scripted_roi_heads(images, features, proposals)
+
+    assert sum(len(i) for i in pred_instances) > 0
+    for instance, scripted_instance in zip(pred_instances, scripted_pred_instances):
+        assert_instances_allclose(instance, scripted_instance, rtol=0)
+    for instance, d2_instance in zip(pred_instances, d2_instances):
+        assert_instances_allclose(instance, d2_instance, rtol=0)
+    assert isinstance(roi_heads.box_pooler, FastROIPooler)
+    assert all(type(p) is ROIAlign for p in roi_heads.mask_pooler.level_poolers)

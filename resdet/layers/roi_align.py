@@ -22,8 +22,9 @@ resdet's in place and checks which path each mode takes):
   GraphModule (``roi_align`` and ``ROIAlign`` are one leaf call under torch.fx, as
   torchvision's are), and under CPU autocast by torchvision's autocast rule for roi_align
   (inputs other than float64 cast to float32, output in the input's dtype).
-- torchvision's op: TorchScript (``torch.jit.script`` compiles ``roi_align`` and
-  ``ROIAlign`` to torchvision's op, the module to Detectron2's own forward); ``torch.jit.trace`` and
+- torchvision's op: TorchScript (``torch.jit.script`` compiles ``roi_align``,
+  ``ROIAlign`` and ``FastROIPooler`` to torchvision's op, the modules to Detectron2's own
+  forwards; scripting leaves the eager modules resdet's); ``torch.jit.trace`` and
   ``torch.compile`` (the graph records torchvision's op: the gather is data-dependent
   Python); float16, and bfloat16 outside autocast (torchvision's kernel computes in them,
   or raises its error); quantized maps (torchvision's quantized kernel; ``ROIAlign``
@@ -37,6 +38,7 @@ resdet's in place and checks which path each mode takes):
 
 import os
 import threading
+import types
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from typing import List, Union
@@ -50,6 +52,7 @@ from detectron2.modeling.poolers import (
     assign_boxes_to_levels,
     convert_boxes_to_pooler_format,
 )
+from detectron2.structures import Boxes
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.jit.annotations import BroadcastingList2
@@ -432,11 +435,26 @@ def _align_module_forward(input, rois, output_size, spatial_scale, sampling_rati
     return align(input, rois.to(dtype=input.dtype), *args)
 
 
+def _renamed(fn, name: str):
+    """A copy of function ``fn`` called ``name`` (same code, globals and source)."""
+    copy = types.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+    copy.__qualname__ = f"{fn.__qualname__.rpartition('.')[0]}.{name}"
+    copy.__annotations__, copy.__doc__ = dict(fn.__annotations__), fn.__doc__
+    copy.__module__ = fn.__module__
+    return copy
+
+
 class FastROIPooler(ROIPooler):
     """Detectron2's ``ROIPooler`` on resdet's ROIAlign: at inference each level's boxes are
     gathered straight into their rows of the output (no zero-filled buffer); with autograd
     it is Detectron2's forward over :class:`ROIAlign` levels (torchvision's kernel over the
-    thread pool). Build it with :meth:`from_pooler`."""
+    thread pool). Scripted, it is Detectron2's forward on torchvision's op. Build it with
+    :meth:`from_pooler`."""
+
+    # Detectron2's forward, for the modes resdet's pooling does not serve and for
+    # TorchScript, which cannot compile ``super()`` but compiles this from Detectron2's
+    # source (under another name: a second method called ``forward`` would clash).
+    _detectron2_forward = _renamed(ROIPooler.forward, "_detectron2_forward")
 
     @classmethod
     def from_pooler(cls, pooler: ROIPooler) -> "FastROIPooler":
@@ -452,7 +470,9 @@ class FastROIPooler(ROIPooler):
         fast.level_poolers = nn.ModuleList(_fast_align(p) for p in pooler.level_poolers)
         return fast
 
-    def forward(self, x, box_lists):
+    def forward(self, x: List[Tensor], box_lists: List[Boxes]):
+        if torch.jit.is_scripting():
+            return self._detectron2_forward(x, box_lists)
         if (
             len(self.level_poolers) == 1
             or len(x) != len(self.level_poolers)
@@ -463,7 +483,7 @@ class FastROIPooler(ROIPooler):
             or not _cpu_ok(x[0])
             or sum(len(b) for b in box_lists) == 0
         ):
-            return super().forward(x, box_lists)
+            return self._detectron2_forward(x, box_lists)
         rois = convert_boxes_to_pooler_format(box_lists).to(dtype=x[0].dtype)
         levels = assign_boxes_to_levels(
             box_lists, self.min_level, self.max_level, self.canonical_box_size, self.canonical_level
