@@ -14,14 +14,34 @@ four scattered pixels per bilinear sample. Two paths replace it:
   is bit-identical; the backward is torchvision's ``_roi_align_backward`` on the whole
   batch, so gradients are exactly torchvision's.
 
-Anything else (GPU, quantized or reduced-precision input, tracing or compiling) goes to
-torchvision as is.
+Which modes take these paths, and which go to torchvision's op as is (tests/
+test_roi_align_upstream.py runs torchvision's and Detectron2's own tests of the op with
+resdet's in place and checks which path each mode takes):
+
+- resdet's paths: float32 and float64 maps on a CPU, run eagerly or from a torch.fx
+  GraphModule (``roi_align`` and ``ROIAlign`` are one leaf call under torch.fx, as
+  torchvision's are), and under CPU autocast by torchvision's autocast rule for roi_align
+  (inputs other than float64 cast to float32, output in the input's dtype).
+- torchvision's op: TorchScript (``torch.jit.script`` compiles ``roi_align``,
+  ``ROIAlign`` and ``FastROIPooler`` to torchvision's op, the modules to Detectron2's own
+  forwards; scripting leaves the eager modules resdet's); ``torch.jit.trace`` and
+  ``torch.compile`` (the graph records torchvision's op: the gather is data-dependent
+  Python); float16, and bfloat16 outside autocast (torchvision's kernel computes in them,
+  or raises its error); quantized maps (torchvision's quantized kernel; ``ROIAlign``
+  dequantizes them first, as Detectron2's does); GPU tensors; no boxes; autograd with one
+  box or one thread (nothing to split); boxes of another dtype than the map (torchvision's
+  error).
+- ``FastROIPooler`` gathers all levels itself at inference; with one level, under
+  autograd, or for a map resdet's paths do not take, it is Detectron2's forward over
+  resdet's ``ROIAlign`` levels.
 """
 
 import os
 import threading
+import types
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
+from typing import List, Union
 
 import torch
 import torch.nn.functional as F
@@ -32,11 +52,13 @@ from detectron2.modeling.poolers import (
     assign_boxes_to_levels,
     convert_boxes_to_pooler_format,
 )
-from torch import nn
+from detectron2.structures import Boxes
+from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+from torch.jit.annotations import BroadcastingList2
 from torch.nn.modules.utils import _pair
 from torchvision.ops import roi_align as tv_roi_align
-from torchvision.ops._utils import convert_boxes_to_roi_format
+from torchvision.ops._utils import check_roi_boxes_shape, convert_boxes_to_roi_format
 
 __all__ = ["roi_align", "ROIAlign", "FastROIPooler", "use_fast_roi_align"]
 
@@ -314,57 +336,125 @@ class _ROIAlignFunction(torch.autograd.Function):
         return grad_input, None, None, None, None, None
 
 
+@torch.fx.wrap  # one call_function node under torch.fx, as torchvision's roi_align is
 def roi_align(
-    input,
-    boxes,
-    output_size,
+    input: Tensor,
+    boxes: Union[Tensor, List[Tensor]],
+    output_size: BroadcastingList2[int],
     spatial_scale: float = 1.0,
     sampling_ratio: int = -1,
     aligned: bool = False,
-):
+) -> Tensor:
     """``torchvision.ops.roi_align``, same arguments and output, faster on a CPU: gathered
     through ``embedding_bag`` at inference (equal to float rounding), torchvision's kernel
-    over a thread pool under autograd (bit-identical, torchvision's gradients)."""
-    rois = boxes if isinstance(boxes, torch.Tensor) else convert_boxes_to_roi_format(boxes)
-    output_size = _pair(output_size)
-    if (
-        rois.dim() != 2
-        or rois.size(1) != 5
-        or len(rois) == 0
-        or input.is_quantized
-        or not _cpu_ok(input)
-    ):
-        return tv_roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
-    args = (float(spatial_scale), tuple(output_size), int(sampling_ratio), bool(aligned))
+    over a thread pool under autograd (bit-identical, torchvision's gradients). The modes
+    it does not serve go to torchvision's op (see the module's docstring)."""
+    if torch.jit.is_scripting():
+        # TorchScript compiles only this branch (the rest is Python it cannot compile)
+        return tv_roi_align(input, boxes, output_size, spatial_scale, sampling_ratio, aligned)
+    return _roi_align(input, boxes, output_size, spatial_scale, sampling_ratio, aligned)
+
+
+def _roi_align(input, boxes, output_size, spatial_scale, sampling_ratio, aligned):
+    args = (output_size, spatial_scale, sampling_ratio, aligned)
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        # a graph records torchvision's op, not the gather's data-dependent Python
+        return tv_roi_align(input, boxes, *args)
+    check_roi_boxes_shape(boxes)  # torchvision's asserts, whichever path runs
+    rois = boxes if isinstance(boxes, Tensor) else convert_boxes_to_roi_format(boxes)
+    if input.is_quantized or rois.is_quantized or input.device.type != "cpu" or len(rois) == 0:
+        return tv_roi_align(input, rois, *args)
+    if torch.is_autocast_enabled("cpu"):
+        return _autocast_roi_align(input, rois, *args)
+    if input.dtype not in (torch.float32, torch.float64) or rois.dtype != input.dtype:
+        # half precision (torchvision's kernel computes in it), or a dtype mismatch
+        # (torchvision's error)
+        return tv_roi_align(input, rois, *args)
+    fast = (float(spatial_scale), _pair(output_size), int(sampling_ratio), bool(aligned))
     if torch.is_grad_enabled() and (input.requires_grad or rois.requires_grad):
         if len(rois) < 2 or torch.get_num_threads() < 2:
-            return tv_roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
-        return _ROIAlignFunction.apply(input, rois, *args)
-    return _gather_forward(input, rois, *args).contiguous()
+            return tv_roi_align(input, rois, *args)
+        return _ROIAlignFunction.apply(input, rois, *fast)
+    return _gather_forward(input, rois, *fast).contiguous()
+
+
+def _autocast_roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned):
+    """torchvision's CPU autocast rule for roi_align (its Autocast kernel): floating inputs
+    other than float64 cast to float32, the op run with autocast off, the output cast to
+    the input's dtype. Here the op is resdet's."""
+
+    def to_f32(t):
+        return t.float() if t.is_floating_point() and t.dtype != torch.float64 else t
+
+    with torch.autocast("cpu", enabled=False):
+        out = _roi_align(
+            to_f32(input), to_f32(rois), output_size, spatial_scale, sampling_ratio, aligned
+        )
+    return out.to(input.dtype)
 
 
 class ROIAlign(D2ROIAlign):
-    """Detectron2's ``ROIAlign`` (same arguments and attributes) on :func:`roi_align`."""
+    """Detectron2's ``ROIAlign`` (same arguments and attributes) on :func:`roi_align`; it
+    also takes torchvision's list-of-boxes form. Scripted, it is Detectron2's forward on
+    torchvision's op."""
 
-    def forward(self, input, rois):
-        if input.is_quantized:
-            return super().forward(input, rois)
-        assert rois.dim() == 2 and rois.size(1) == 5
-        return roi_align(
-            input,
-            rois.to(dtype=input.dtype),
-            self.output_size,
-            self.spatial_scale,
-            self.sampling_ratio,
-            self.aligned,
+    def forward(self, input: Tensor, rois: Union[Tensor, List[Tensor]]) -> Tensor:
+        if torch.jit.is_scripting():
+            # Detectron2's forward; TorchScript compiles only this branch
+            if not isinstance(rois, Tensor):
+                rois = convert_boxes_to_roi_format(rois)
+            assert rois.dim() == 2 and rois.size(1) == 5
+            if input.is_quantized:
+                input = input.dequantize()
+            return tv_roi_align(
+                input,
+                rois.to(dtype=input.dtype),
+                self.output_size,
+                self.spatial_scale,
+                self.sampling_ratio,
+                self.aligned,
+            )
+        return _align_module_forward(
+            input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned
         )
+
+
+@torch.fx.wrap  # torch.fx sees the module as one call, as it sees torchvision's RoIAlign
+def _align_module_forward(input, rois, output_size, spatial_scale, sampling_ratio, aligned):
+    """:class:`ROIAlign`'s eager forward: Detectron2's checks and casts, then :func:`roi_align`
+    (a quantized map: Detectron2's dequantized map on torchvision's op)."""
+    if not isinstance(rois, Tensor):
+        rois = convert_boxes_to_roi_format(rois)
+    assert rois.dim() == 2 and rois.size(1) == 5
+    if input.is_quantized:
+        input = input.dequantize()
+        align = tv_roi_align
+    else:
+        align = roi_align
+    args = (output_size, spatial_scale, sampling_ratio, aligned)
+    return align(input, rois.to(dtype=input.dtype), *args)
+
+
+def _renamed(fn, name: str):
+    """A copy of function ``fn`` called ``name`` (same code, globals and source)."""
+    copy = types.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+    copy.__qualname__ = f"{fn.__qualname__.rpartition('.')[0]}.{name}"
+    copy.__annotations__, copy.__doc__ = dict(fn.__annotations__), fn.__doc__
+    copy.__module__ = fn.__module__
+    return copy
 
 
 class FastROIPooler(ROIPooler):
     """Detectron2's ``ROIPooler`` on resdet's ROIAlign: at inference each level's boxes are
     gathered straight into their rows of the output (no zero-filled buffer); with autograd
     it is Detectron2's forward over :class:`ROIAlign` levels (torchvision's kernel over the
-    thread pool). Build it with :meth:`from_pooler`."""
+    thread pool). Scripted, it is Detectron2's forward on torchvision's op. Build it with
+    :meth:`from_pooler`."""
+
+    # Detectron2's forward, for the modes resdet's pooling does not serve and for
+    # TorchScript, which cannot compile ``super()`` but compiles this from Detectron2's
+    # source (under another name: a second method called ``forward`` would clash).
+    _detectron2_forward = _renamed(ROIPooler.forward, "_detectron2_forward")
 
     @classmethod
     def from_pooler(cls, pooler: ROIPooler) -> "FastROIPooler":
@@ -380,7 +470,9 @@ class FastROIPooler(ROIPooler):
         fast.level_poolers = nn.ModuleList(_fast_align(p) for p in pooler.level_poolers)
         return fast
 
-    def forward(self, x, box_lists):
+    def forward(self, x: List[Tensor], box_lists: List[Boxes]):
+        if torch.jit.is_scripting():
+            return self._detectron2_forward(x, box_lists)
         if (
             len(self.level_poolers) == 1
             or len(x) != len(self.level_poolers)
@@ -391,7 +483,7 @@ class FastROIPooler(ROIPooler):
             or not _cpu_ok(x[0])
             or sum(len(b) for b in box_lists) == 0
         ):
-            return super().forward(x, box_lists)
+            return self._detectron2_forward(x, box_lists)
         rois = convert_boxes_to_pooler_format(box_lists).to(dtype=x[0].dtype)
         levels = assign_boxes_to_levels(
             box_lists, self.min_level, self.max_level, self.canonical_box_size, self.canonical_level
