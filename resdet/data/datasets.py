@@ -151,14 +151,19 @@ def coco_metadata(json_file):
 
 def check_image_file(path, where):
     """Fail now, naming the file, on an image no decoder can open (empty, truncated header,
-    not an image), instead of inside a data-loader worker mid-run. Reads the header only."""
-    from PIL import Image, UnidentifiedImageError
+    not an image, a decompression bomb), instead of inside a data-loader worker mid-run.
+    Reads the header only."""
+    from PIL import UnidentifiedImageError
+
+    from .image import open_image
 
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             im.size  # noqa: B018 - the header parsed
     except FileNotFoundError:
         raise DatasetError(f"{path}: image file not found ({where})") from None
+    except DatasetError as e:
+        raise DatasetError(f"{e} ({where})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         if os.path.isfile(path) and os.path.getsize(path) == 0:
             what = "empty file"
