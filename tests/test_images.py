@@ -1,9 +1,11 @@
 """Reading images: more than 8 bits per channel scaled (a 16-bit PNG used to read as white),
 EXIF orientation as Detectron2 applies it, a decompression bomb one line naming the file;
-the same in the dataset check, the training mapper and pretraining's loaders."""
+the same in the dataset check, the training mapper and pretraining's loaders. Class
+folders with a symbolic link back into themselves are refused, not listed over and over."""
 
 import json
 import logging
+import os
 import shutil
 
 import cv2
@@ -17,6 +19,7 @@ from test_data import coco128
 
 from resdet.data import DatasetError, load_coco_json, read_image
 from resdet.data.mapper import SkipUnreadable
+from resdet.pretrain import get_pretrain_cfg, load_splits
 from resdet.pretrain.data import ClassFolder, decode_tensor, load_image
 
 IMG9 = "000000000009.jpg"  # 640 x 480
@@ -143,3 +146,49 @@ def test_8_bit_images_read_as_detectron2_reads_them(shared_data, tmp_path):
             np.testing.assert_array_equal(
                 read_image(path, fmt), detectron2_read_image(str(path), fmt)
             )
+
+
+# ---------------------------------------------------------------- class folders
+
+
+@pytest.fixture
+def class_folders(shared_data, tmp_path):
+    """hymenoptera's layout, two real images per class and split."""
+    root = tmp_path / "data"
+    for split in ("train", "val"):
+        for c in ("ants", "bees"):
+            (root / split / c).mkdir(parents=True)
+            src = shared_data / "hymenoptera" / split / c
+            for f in sorted(os.listdir(src))[:2]:
+                shutil.copy(src / f, root / split / c / f)
+    cfg = get_pretrain_cfg()
+    cfg.PRETRAIN.DATA.ROOT, cfg.PRETRAIN.DATA.VAL_SPLIT = str(root), "val"
+    return root, cfg
+
+
+@pytest.mark.parametrize(
+    "links,named",
+    [
+        ({"train/ants/loop": "."}, "train/ants/loop"),  # to the folder it is in
+        ({"train/ants/up": ".."}, "train/ants/up"),  # to the split: bees listed as ants
+        ({"train/ants/b": "../bees", "train/bees/a": "../ants"}, "train/ants/b/a"),  # a cycle
+    ],
+)
+def test_symbolic_link_loop_in_a_class_folder_is_one_line(class_folders, links, named):
+    root, cfg = class_folders
+    for link, target in links.items():
+        os.symlink(target, root / link)
+    with pytest.raises(DatasetError, match=rf"{root / named}: a symbolic link back to") as e:
+        load_splits(cfg)
+    assert "\n" not in str(e.value)
+
+
+def test_linked_class_folders_and_images_are_no_loop(class_folders, tmp_path):
+    root, cfg = class_folders
+    shutil.move(root / "train" / "bees", tmp_path / "bees_elsewhere")
+    os.symlink(tmp_path / "bees_elsewhere", root / "train" / "bees")
+    (root / "train" / "ants" / "more").mkdir()
+    first = sorted((root / "train" / "ants").glob("*.jpg"))[0]
+    os.symlink(first, root / "train" / "ants" / "more" / "same.jpg")
+    classes, train, val = load_splits(cfg)
+    assert classes == ["ants", "bees"] and len(train) == 5 and len(val) == 4

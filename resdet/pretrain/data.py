@@ -48,7 +48,28 @@ def _split_dir(root, split) -> Path:
     return d
 
 
+def _check_no_link_loop(folder: Path):
+    """Refuse a symbolic link to a folder that encloses it: torchvision's make_dataset
+    follows links, so such a loop lists the images again under every level of the loop
+    (a link to the split folder puts every class's images into this one) or, with a few
+    such links, never ends."""
+    chain = {}  # folder as walked -> real paths of it and of the walked folders around it
+    for root, dirs, _ in os.walk(folder, followlinks=True):
+        here = os.path.realpath(root)
+        chain[root] = chain.get(os.path.dirname(root), frozenset()) | {here}
+        for d in dirs:
+            target = os.path.realpath(os.path.join(root, d))
+            # a walked folder around it, or one around it on disk (the split folder, /)
+            if target in chain[root] or here.startswith(target.rstrip(os.sep) + os.sep):
+                raise DatasetError(
+                    f"{os.path.join(root, d)}: a symbolic link back to {target}, a folder"
+                    " around it; its images would be listed again and again: remove the link"
+                )
+
+
 def _scan(split_dir: Path, class_to_idx):
+    for name in class_to_idx:
+        _check_no_link_loop(split_dir / name)
     samples = make_dataset(
         str(split_dir), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True
     )
