@@ -394,3 +394,37 @@ def test_all_boxes_invalid_is_one_line(shared_data, tmp_path):
     (tmp_path / "a.json").write_text(json.dumps(d))
     with pytest.raises(DatasetError, match=r"a\.json: all \d+ boxes have zero or negative size"):
         load_coco_json(tmp_path / "a.json", images)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_split_files_written_on_windows_are_read(shared_data, tmp_path, encoding):
+    """ImageSets/Main/*.txt with a byte-order mark and CRLF line ends (Notepad), or in
+    UTF-16 (PowerShell's `>`): the same ids as the plain file."""
+    bccd = shared_data / "bccd"
+    ids = (bccd / "ImageSets" / "Main" / "test.txt").read_text().split()[:4]
+    root = tmp_path / "voc"
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True)
+    for i in ids:
+        shutil.copy(bccd / "Annotations" / f"{i}.xml", root / "Annotations")
+        shutil.copy(bccd / "JPEGImages" / f"{i}.jpg", root / "JPEGImages")
+    (root / "ImageSets" / "Main" / "test.txt").write_bytes(
+        "".join(i + "\r\n" for i in ids).encode(encoding)
+    )
+    records, _ = load_voc_folder(root, "test")
+    assert [r["image_id"] for r in records] == ids
+    plain, _ = load_voc_folder(bccd, "test", check_images=False)
+    expected = {r["image_id"]: r["annotations"] for r in plain if r["image_id"] in ids}
+    assert {r["image_id"]: r["annotations"] for r in records} == expected
+
+
+def test_split_file_that_is_not_text_is_one_line(shared_data, tmp_path):
+    bccd = shared_data / "bccd"
+    root = tmp_path / "voc"
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "Annotations").mkdir()
+    jpg = bccd / "JPEGImages" / "BloodImage_00000.jpg"
+    (root / "ImageSets" / "Main" / "train.txt").write_bytes(jpg.read_bytes()[:2000])
+    with pytest.raises(DatasetError, match=r"train\.txt: not UTF-8 or UTF-16 text") as e:
+        load_voc_folder(root, "train", check_images=False)
+    assert "\n" not in str(e.value)

@@ -19,6 +19,7 @@ are left out of training, while the evaluators see them and ignore detections on
 (neither true nor false positives), as the VOC devkit does.
 """
 
+import codecs
 import hashlib
 import json
 import logging
@@ -274,6 +275,21 @@ def load_coco_json(json_file, image_root=None):
 # ---------------------------------------------------------------------------- VOC
 
 
+def read_text_lines(path):
+    """The lines of a text file written on any system: UTF-8 with or without a byte-order
+    mark, or UTF-16 with one (PowerShell's ``>``); CRLF and CR line ends. A BOM or a ``\\r``
+    left in would become part of the first or of every id."""
+    with open(path, "rb") as f:
+        data = f.read()
+    encoding = "utf-16" if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
+    try:
+        return data.decode(encoding).splitlines()
+    except UnicodeDecodeError as e:
+        raise DatasetError(
+            f"{path}: not UTF-8 or UTF-16 text ({e.reason} at byte {e.start}); save it as UTF-8"
+        ) from None
+
+
 def voc_image_ids(root, split=None):
     """Image ids of a VOC folder: those of ImageSets/Main/<split>.txt, or every annotated
     image (sorted) when ``split`` is None or empty."""
@@ -288,16 +304,15 @@ def voc_image_ids(root, split=None):
     if not os.path.isfile(split_file):
         raise DatasetError(f"{split_file}: no such split file")
     ids = []
-    with open(split_file) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            image_id = line.split()[0]
-            if not os.path.isfile(os.path.join(ann_dir, image_id + ".xml")):
-                raise DatasetError(
-                    f"{split_file}: line {n}: image '{image_id}' has no Annotations/{image_id}.xml"
-                )
-            ids.append(image_id)
+    for n, line in enumerate(read_text_lines(split_file), 1):
+        if not line.strip():
+            continue
+        image_id = line.split()[0]
+        if not os.path.isfile(os.path.join(ann_dir, image_id + ".xml")):
+            raise DatasetError(
+                f"{split_file}: line {n}: image '{image_id}' has no Annotations/{image_id}.xml"
+            )
+        ids.append(image_id)
     return ids
 
 
