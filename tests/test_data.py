@@ -396,6 +396,64 @@ def test_all_boxes_invalid_is_one_line(shared_data, tmp_path):
         load_coco_json(tmp_path / "a.json", images)
 
 
+def test_coco_repeated_annotation_ids_and_missing_areas_are_repaired_and_logged(
+    shared_data, tmp_path, caplog
+):
+    def edit(d):
+        for a in d["annotations"][1:3]:
+            a["id"] = d["annotations"][0]["id"]
+        del d["annotations"][3]["area"]
+
+    json_file, images, d = small_coco(shared_data, tmp_path, edit=edit)
+    with caplog.at_level(logging.WARNING, logger="resdet.data"):
+        records, _ = load_coco_json(json_file, images)
+    assert "2 annotations repeat the id of an earlier one (first: annotations[1] " in caplog.text
+    assert "1 annotations have no 'area' (first: annotations[3] " in caplog.text
+    anns = [a for r in records for a in r["annotations"]]
+    assert len(anns) == len(d["annotations"])  # nothing dropped
+    # COCO's own areas (segment areas, not box areas) are kept; the one missing stays missing
+    assert sorted(a["area"] for a in anns if "area" in a) == sorted(
+        a["area"] for a in d["annotations"] if "area" in a
+    )
+    assert sum("area" not in a for a in anns) == 1
+
+
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("image id", r"small\.json: images\[0\]: id '9' is not an integer; COCO ids are integers"),
+        ("category id", r"small\.json: categories\[0\]: id '1' is not an integer; COCO ids are"),
+        (
+            "annotation image_id",
+            r"small\.json: annotations\[0\] \(id \d+\): image_id '\d+' is not an integer; COCO"
+            r" image_ids are integers",
+        ),
+    ],
+)
+def test_coco_ids_that_are_strings_are_refused_naming_the_entry(
+    shared_data, tmp_path, case, expected
+):
+    """faster-coco-eval turns ids into ints, so "9" would silently stand for 9 (and a
+    results file with 9 for an image "9" could not be told from a wrong one)."""
+
+    def edit(d):
+        if case == "image id":
+            d["images"][0]["id"] = str(d["images"][0]["id"])
+            for a in d["annotations"]:
+                a["image_id"] = str(a["image_id"]) if a["image_id"] == 9 else a["image_id"]
+        elif case == "category id":
+            d["categories"][0]["id"] = "1"
+            for a in d["annotations"]:
+                a["category_id"] = "1" if a["category_id"] == 1 else a["category_id"]
+        else:
+            d["annotations"][0]["image_id"] = str(d["annotations"][0]["image_id"])
+
+    json_file, images, _ = small_coco(shared_data, tmp_path, edit=edit)
+    with pytest.raises(DatasetError, match=expected) as e:
+        load_coco_json(json_file, images)
+    assert "\n" not in str(e.value)
+
+
 @pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
 def test_split_files_written_on_windows_are_read(shared_data, tmp_path, encoding):
     """ImageSets/Main/*.txt with a byte-order mark and CRLF line ends (Notepad), or in
