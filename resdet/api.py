@@ -25,7 +25,6 @@ writes (metrics as in metrics.json);
 bad input raises a one-line :class:`resdet.errors.ResdetError`.
 """
 
-import json
 import logging
 import math
 import os
@@ -514,31 +513,9 @@ def _output_dir_of(config, opts):
 
 def _ground_truth(gt, split=None):
     """resdet.evaluation.GroundTruth for a dataset given as documented above."""
-    from detectron2.data import DatasetCatalog
+    from .evaluation import ground_truth
 
-    from .data import load_voc_folder
-    from .evaluation import GroundTruth
-
-    if isinstance(gt, (tuple, list)):
-        gt = {"json": gt[0], "images": gt[1]}
-    if isinstance(gt, dict):
-        if "json" in gt:
-            return GroundTruth.from_path(gt["json"])
-        if "voc" not in gt:
-            raise ConfigError(f"gt {gt!r}: a dict needs 'json' or 'voc'")
-        # the test side of the folder (its held-out part with "holdout"): what was predicted
-        records, meta = load_voc_folder(
-            gt["voc"],
-            gt.get("split") or None,
-            holdout=float(gt.get("holdout") or 0),
-            part="test",
-            check_images=False,
-        )
-        classes = meta["thing_classes"]
-        return GroundTruth(records, classes, "voc", list(range(1, len(classes) + 1)))
-    if str(gt) in DatasetCatalog.list():
-        return GroundTruth.from_dataset(str(gt))
-    return GroundTruth.from_path(gt, split)
+    return ground_truth(gt, split)
 
 
 def evaluate_predictions(gt, pred, metric="auto", *, split=None, output=None) -> dict:
@@ -549,18 +526,9 @@ def evaluate_predictions(gt, pred, metric="auto", *, split=None, output=None) ->
     dict as in this module's docstring. ``pred``: a COCO results JSON, or for VOC ground
     truth a folder of devkit files. ``metric``: auto, coco, voc07 or voc. Returns
     ``{"bbox": {...}}`` in percent, written to ``output`` (JSON) when given."""
-    from .evaluation import CATEGORIES_FILE, categories, load_predictions, write_metrics
-    from .evaluation import evaluate_predictions as score
-    from .io import atomic_write
+    from .evaluation import evaluate_files
 
-    truth = _ground_truth(gt, split)
-    results = score(truth, load_predictions(pred, truth), metric)
-    if output:
-        write_metrics(results, output)
-        # which class each category id of the predictions was scored as (VOC ids are positions)
-        with atomic_write(Path(output).parent / CATEGORIES_FILE, "w") as f:
-            json.dump(categories(truth), f, indent=1)
-    return results
+    return evaluate_files(gt, pred, metric, split, output=output)
 
 
 # ---------------------------------------------------------------------------- pretraining

@@ -875,7 +875,8 @@ def _id_maps(obj):
 
 def test_voc_json_category_ids_are_written_down(corpus, tmp_path, capfd):
     """JSON predictions on VOC data number classes 1..K in sorted-name order, so a misspelt
-    class ('RBc') shifts the ids after it. The mapping used must be in the written output."""
+    class ('RBc') shifts the ids after it. The mapping used must be in the written output
+    (metrics.json's per-class keys are in id order)."""
     out = tmp_path / "out"
     rc, o, e, what = _ok(
         EV,
@@ -895,6 +896,10 @@ def test_voc_json_category_ids_are_written_down(corpus, tmp_path, capfd):
         return
     expected = {"1": "Platelets", "2": "RBC", "3": "RBc", "4": "WBC"}
     maps = [m for p in out.glob("*.json") for m in _id_maps(json.loads(p.read_text()))]
+    # metrics.json names the classes in its per-class keys, in category-id order (1..K)
+    metrics = json.loads((out / "metrics.json").read_text())["bbox"]
+    per_class = [k.split("-", 1)[1] for k in metrics if k.startswith("AP50-")]
+    maps.append({str(i + 1): name for i, name in enumerate(per_class)})
     assert any(all(m.get(k) == v for k, v in expected.items()) for m in maps), (
         f"no category id -> class mapping in {sorted(p.name for p in out.glob('*.json'))}"
     )

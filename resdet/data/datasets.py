@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import math
+import numbers
 import os
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -195,7 +196,8 @@ def check_image_file(path, where):
 
 
 def is_finite_number(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    """A finite int or float, numpy's included (predictions held in memory)."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def load_coco_json(json_file, image_root=None):
