@@ -6,6 +6,7 @@ import contextlib
 import copy
 import io
 import json
+import logging
 import math
 import subprocess
 import sys
@@ -662,3 +663,18 @@ def test_predictions_in_memory_score_as_the_same_file(shared_data, tmp_path):
     with pytest.raises(DatasetError, match=r"^the predictions \(in memory\): a COCO results") as e:
         resdet.evaluate_predictions(str(json_file), 42)
     assert "\n" not in str(e.value)
+
+
+def test_registered_coco_data_without_areas_is_said(shared_data, caplog):
+    """Detectron2's own loader drops COCO's 'area': scored from such records, the size
+    ranges come from box areas, and the log says so."""
+    from detectron2.data.datasets import register_coco_instances
+
+    json_file, images = coco128(shared_data)
+    register_coco_instances("eval_test_d2_coco128", {}, str(json_file), str(images))
+    register_coco_json("eval_test_resdet_coco128", json_file, images)
+    with caplog.at_level(logging.WARNING, logger="resdet.evaluation"):
+        GroundTruth.from_dataset("eval_test_resdet_coco128")
+        assert "have no COCO 'area'" not in caplog.text
+        GroundTruth.from_dataset("eval_test_d2_coco128")
+    assert "'eval_test_d2_coco128': 939 ground-truth objects have no COCO 'area'" in caplog.text

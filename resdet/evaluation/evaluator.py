@@ -70,14 +70,23 @@ class GroundTruth:
 
     @classmethod
     def from_dataset(cls, name):
+        records = DatasetCatalog.get(name)  # first: Detectron2's loaders set thing_classes
         meta = MetadataCatalog.get(name)
         classes = list(meta.thing_classes)
         if meta.get("evaluator_type") == "pascal_voc":
-            return cls(DatasetCatalog.get(name), classes, "voc", list(range(1, len(classes) + 1)))
+            return cls(records, classes, "voc", list(range(1, len(classes) + 1)))
         id_map = meta.get("thing_dataset_id_to_contiguous_id") or {
             c + 1: c for c in range(len(classes))
         }
-        return cls(DatasetCatalog.get(name), classes, "coco", sorted(id_map, key=id_map.get))
+        no_area = sum("area" not in a for r in records for a in r["annotations"])
+        if no_area:  # Detectron2's own COCO loader drops 'area'; resdet's keeps it
+            logger.warning(
+                "'%s': %d ground-truth objects have no COCO 'area' (registered with a"
+                " loader that drops it?): their box areas decide APs/APm/APl",
+                name,
+                no_area,
+            )
+        return cls(records, classes, "coco", sorted(id_map, key=id_map.get))
 
     @classmethod
     def from_path(cls, path, split=None):
