@@ -24,7 +24,7 @@ return what their command prints and writes; bad input raises a one-line
 from .config import resolve_config_file
 from .convert import convert_weights
 from .detection.run import evaluate_detector, register_datasets, train_detector
-from .evaluation.files import evaluate_predictions
+from .evaluation.files import evaluate_files as evaluate_predictions
 from .predictor import RUNTIMES, Predictor
 from .pretrain.run import pretrain
 

@@ -390,12 +390,12 @@ def _detect(cfg, p, ctx):
 def _evaluate(cfg, p, ctx):
     """Re-score the detector's saved predictions with no model, on the ground truth of
     exactly the split that was predicted: COCO AP and (VOC data) VOC07 AP50."""
-    from .evaluation.files import evaluate_predictions
+    from .evaluation.files import evaluate_files
 
     gt = p.data()["detection"]["gt"]
     results = {}
     for metric in ("coco", "voc07") if "voc" in gt else ("coco",):
-        results[metric] = evaluate_predictions(gt, p.predictions, metric)["bbox"]
+        results[metric] = evaluate_files(gt, p.predictions, metric)["bbox"]
     with atomic_write(p.evaluation, "w") as f:
         json.dump(_json_safe(results), f, indent=1)
     headline = {"AP": results["coco"].get("AP"), "AP50": results["coco"].get("AP50")}

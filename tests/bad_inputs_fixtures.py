@@ -583,7 +583,8 @@ REPORT:
     # class-folder data
     def class_folders(self, name, train="good", test="good", flat=False):
         """train/ and test/ class folders; "good" links cifar images, "zero" writes 0-byte
-        .jpg files, None leaves the split out; ``flat`` puts train images in no class folder."""
+        .jpg files, "bomb" links a decompression bomb (as .png), None leaves the split out;
+        ``flat`` puts train images in no class folder."""
         root = self.root / "bad_data" / name
         for split, kind in (("train", train), ("test", test)):
             if kind is None:
@@ -594,8 +595,47 @@ REPORT:
                 src = sorted((self.shared / "cifar10-mini" / split / c).iterdir())[:3]
                 for f in src:
                     dst = d / f"{c}_{f.name}"
-                    dst.write_bytes(b"") if kind == "zero" else dst.symlink_to(f)
+                    if kind == "zero":
+                        dst.write_bytes(b"")
+                    elif kind == "bomb":
+                        dst.with_suffix(".png").symlink_to(self.bomb("refused"))
+                    else:
+                        dst.symlink_to(f)
         return root
+
+    def bomb(self, kind):
+        """A genuine decompression bomb, a few kB of PNG: black 1-bit pixels, more than
+        twice PIL.Image.MAX_IMAGE_PIXELS ("refused": PIL raises) or more than it ("warned":
+        PIL only warns)."""
+        from PIL import Image
+
+        path = self.root / "bombs" / f"{kind}.png"
+        if not path.exists():
+            side = {"refused": 15000, "warned": 10000}[kind]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("1", (side, side)).save(path)
+        return path
+
+    def coco_bomb(self, kind):
+        """A COCO file of one image (coco128's first, boxes kept) whose file is a bomb."""
+        data = self.coco_data()
+        image = dict(data["images"][0], file_name=f"{kind}_bomb.png")
+        image["width"] = image["height"] = {"refused": 15000, "warned": 10000}[kind]
+        root = self.root / "bad_data" / f"coco_{kind}_bomb"
+        (root / "images").mkdir(parents=True)
+        (root / "images" / image["file_name"]).symlink_to(self.bomb(kind))
+        anns = [a for a in data["annotations"] if a["image_id"] == image["id"]]
+        _write(root / "train.json", json.dumps(dict(data, images=[image], annotations=anns)))
+        return root
+
+    def coco_dict_predictions(self, name, edit):
+        """Perfect predictions of the subset in the COCO dict form (class and file names
+        inside), edited by ``edit``."""
+        data = self.coco_data()
+        anns = [dict(a, score=1.0) for a in data["annotations"] if not a["iscrowd"]]
+        pred = {"images": data["images"], "categories": data["categories"], "annotations": anns}
+        edit(pred)
+        return _write(self.root / "preds" / name, json.dumps(pred))
 
     def pretrain_resume_dir(self, name, truncated=True):
         """An output folder whose last_checkpoint names a truncated (or missing) checkpoint."""
@@ -634,6 +674,43 @@ def _voc_cat4(c):
     preds[0]["category_id"] = 4
     path.write_text(json.dumps(preds))
     return path
+
+
+def _gt_string_ids(c, name, key):
+    """The subset with one id a string: the first image's (key "images") or the first
+    category's (key "categories"), everywhere it is used."""
+    data = c.coco_data()
+    old = data[key][0]["id"]
+    data[key][0]["id"] = str(old)
+    field = "image_id" if key == "images" else "category_id"
+    for a in data["annotations"]:
+        if a[field] == old:
+            a[field] = str(old)
+    return _write(c.root / "bad_data" / name, json.dumps(data))
+
+
+def _sidecar_other_classes(c):
+    """Perfect predictions whose X.categories.json gives their ids other class names."""
+    path = c.predictions("sidecar.json")
+    cats = [dict(k, name=k["name"].upper()) for k in c.coco_data()["categories"]]
+    _write(path.with_name("sidecar.categories.json"), json.dumps(cats))
+    return path
+
+
+def _voc_split_binary(c):
+    """A VOC folder whose ImageSets/Main/train.txt holds the bytes of a JPEG."""
+    root = c.voc_variant("voc_split_binary")
+    jpg = c.shared / "bccd" / "JPEGImages" / f"{VOC_IDS[0]}.jpg"
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "ImageSets" / "Main" / "train.txt").write_bytes(jpg.read_bytes()[:3000])
+    return root
+
+
+def _cf_link_loop(c):
+    """Class folders where a training class folder holds a link to its own parent."""
+    root = c.class_folders("cf_link_loop")
+    (root / "train" / CIFAR_CLASSES[0] / "loop").symlink_to("..")
+    return root
 
 
 def _run_noconfig(c):
@@ -691,6 +768,21 @@ BUILD = {
     "p_file_name_id": _pred("file_name_id.json", lambda p: _first(p, image_id="000000000009.jpg")),
     "p_unknown_cat": _pred("unknown_cat.json", lambda p: _first(p, category_id=999)),
     "gt_empty": lambda c: _write(c.root / "preds" / "gt_empty.json", "{}"),
+    "gt_str_image_id": lambda c: _gt_string_ids(c, "gt_str_image_id.json", "images"),
+    "gt_str_category_id": lambda c: _gt_string_ids(c, "gt_str_category_id.json", "categories"),
+    # boxes as [x0, y0, x1, y1]
+    "p_xyxy": _pred(
+        "xyxy.json",
+        lambda p: [dict(q, bbox=[x, y, x + w, y + h]) for q in p for x, y, w, h in [q["bbox"]]],
+    ),
+    # the COCO dict form (class and file names inside) and X.categories.json
+    "p_dict_unknown_class": lambda c: c.coco_dict_predictions(
+        "dict_unknown_class.json", lambda p: p["categories"][0].update(name="persn")
+    ),
+    "p_dict_unknown_file": lambda c: c.coco_dict_predictions(
+        "dict_unknown_file.json", lambda p: p["images"][0].update(file_name="holiday.jpg")
+    ),
+    "p_sidecar": _sidecar_other_classes,
     # VOC: JSON predictions (ids 1..K over the sorted classes) and devkit result folders
     "p_voc_perfect": lambda c: c.voc_json_predictions("voc_perfect.json"),
     "p_voc_cat4": _voc_cat4,
@@ -712,11 +804,16 @@ BUILD = {
         "negative_boxes", lambda x, y, w, h: [x + w, y + h, -w, -h]
     ),
     "coco_no_annotations": lambda c: c.no_annotations(),
+    "coco_bomb": lambda c: c.coco_bomb("refused"),
+    "coco_over_limit": lambda c: c.coco_bomb("warned"),
+    "voc_split_binary": _voc_split_binary,
     # class folders
     "cf_notest": lambda c: c.class_folders("cf_notest", test=None),
     "cf_flat": lambda c: c.class_folders("cf_flat", flat=True),
     "cf_test_zero": lambda c: c.class_folders("cf_test_zero", test="zero"),
     "cf_train_zero": lambda c: c.class_folders("cf_train_zero", train="zero"),
+    "cf_train_bombs": lambda c: c.class_folders("cf_train_bombs", train="bomb"),
+    "cf_link_loop": _cf_link_loop,
     # checkpoints and run folders
     "run_noconfig": _run_noconfig,
     # a classifier only the "output is the source" case uses (it may be overwritten)

@@ -157,6 +157,10 @@ CASES = [
     C("ev-pred-file-name-as-image-id", EV, EVA + " {p_file_name_id}", IMG9),
     C("ev-pred-unknown-category-id", EV, EVA + " {p_unknown_cat}", "999"),
     C("ev-voc-json-unknown-category", EV, EVV + " {p_voc_cat4}", "voc_cat4.json"),
+    C("ev-pred-boxes-as-corners", EV, EVA + " {p_xyxy}", "xyxy.json", "[x0, y0, x1 - x0, y1 - y0]"),
+    C("ev-pred-dict-unknown-class", EV, EVA + " {p_dict_unknown_class}", "unknown_class", "persn"),
+    C("ev-pred-dict-unknown-file", EV, EVA + " {p_dict_unknown_file}", "unknown_file", "holiday"),
+    C("ev-pred-class-names-differ", EV, EVA + " {p_sidecar}", "sidecar.categories.json"),
     C("ev-devkit-for-coco-gt", EV, EVA + " {dk_perfect}", "dk_perfect"),
     C("ev-devkit-class-typo", EV, EVV + " {dk_typo}", "RBCs"),
     C("ev-devkit-bad-file-name", EV, EVV + " {dk_badname}", "results.txt"),
@@ -169,6 +173,20 @@ CASES = [
     C("ev-gt-not-json", EV, "--gt {bad}/plain.txt --pred {p_perfect}", "plain.txt"),
     C("ev-gt-and-pred-swapped", EV, "--gt {p_perfect} --pred {coco}", "perfect.json"),
     C("ev-gt-empty-object", EV, "--gt {gt_empty} --pred {p_perfect}", "gt_empty.json"),
+    C(
+        "ev-gt-image-id-string",
+        EV,
+        "--gt {gt_str_image_id} --pred {p_perfect}",
+        "gt_str_image_id.json",
+        "images[0]",
+    ),
+    C(
+        "ev-gt-category-id-string",
+        EV,
+        "--gt {gt_str_category_id} --pred {p_perfect}",
+        "gt_str_category_id.json",
+        "categories[0]",
+    ),
     C("ev-gt-folder-not-voc", EV, "--gt {bad}/adir --pred {p_perfect}", "adir"),
     C("ev-gt-voc-malformed-xml", EV, "--gt {voc_badxml} --pred {dk_perfect}", XML7),
     C("ev-gt-voc-split-missing", EV, "--gt {voc} --split test --pred {dk_perfect}", "test.txt"),
@@ -320,6 +338,22 @@ CASES = [
         "RESDET.DATA.TRAIN_IMAGES {coco_trunc}/images",
         IMG9,
     ),
+    C(
+        "td-image-decompression-bomb",
+        TD,
+        TDA + " RESDET.DATA.TRAIN {coco_bomb}/train.json "
+        "RESDET.DATA.TRAIN_IMAGES {coco_bomb}/images",
+        "refused_bomb.png",
+        "MAX_IMAGE_PIXELS",
+    ),
+    C(
+        "td-image-over-pixel-limit",
+        TD,
+        TDA + " RESDET.DATA.TRAIN {coco_over_limit}/train.json "
+        "RESDET.DATA.TRAIN_IMAGES {coco_over_limit}/images",
+        "warned_bomb.png",
+        "MAX_IMAGE_PIXELS",
+    ),
     C("td-image-folder-missing", TD, TDA + " RESDET.DATA.TRAIN_IMAGES {tmp}/nope", "nope"),
     C(
         "td-all-boxes-zero-size",
@@ -359,6 +393,13 @@ CASES = [
         TD,
         TDA + " RESDET.DATA.TRAIN {voc_badxml} RESDET.DATA.TEST ''",
         XML7,
+    ),
+    C(
+        "td-voc-split-not-text",
+        TD,
+        TDA + " RESDET.DATA.TRAIN {voc_split_binary} RESDET.DATA.TRAIN_SPLIT train"
+        " RESDET.DATA.TEST '' DATASETS.TEST ()",
+        "train.txt",
     ),
     C(
         "td-holdout-out-of-range",
@@ -441,6 +482,13 @@ CASES = [
     C("pt-data-no-test-split", PT, PTA + " --data {cf_notest}", "cf_notest"),
     C("pt-data-flat-train-folder", PT, PTA + " --data {cf_flat}", "cf_flat"),
     C("pt-val-all-unreadable", PT, PTA + " --data {cf_test_zero}", "cf_test_zero", started=True),
+    C(
+        "pt-data-symlink-loop",
+        PT,
+        PTA + " --data {cf_link_loop}",
+        "cf_link_loop/train/airplane/loop",
+    ),
+    C("pt-data-train-images-bombs", PT, PTA + " --data {cf_train_bombs}", "MAX_IMAGE_PIXELS"),
     C("pt-eval-only-weights-text", PT, PTE + " MODEL.WEIGHTS {bad}/notes.pth", "notes.pth"),
     C("pt-eval-only-weights-missing", PT, PTE + " MODEL.WEIGHTS {tmp}/nope.pth", "nope.pth"),
     C("pt-eval-only-malicious", PT, PTE + " MODEL.WEIGHTS {bad}/evil.pth", "evil.pth"),
@@ -891,7 +939,8 @@ def _id_maps(obj):
 
 def test_voc_json_category_ids_are_written_down(corpus, tmp_path, capfd):
     """JSON predictions on VOC data number classes 1..K in sorted-name order, so a misspelt
-    class ('RBc') shifts the ids after it. The mapping used must be in the written output."""
+    class ('RBc') shifts the ids after it. The mapping used must be in the written output
+    (metrics.json's per-class keys are in id order)."""
     out = tmp_path / "out"
     rc, o, e, what = _ok(
         EV,
@@ -911,6 +960,10 @@ def test_voc_json_category_ids_are_written_down(corpus, tmp_path, capfd):
         return
     expected = {"1": "Platelets", "2": "RBC", "3": "RBc", "4": "WBC"}
     maps = [m for p in out.glob("*.json") for m in _id_maps(json.loads(p.read_text()))]
+    # metrics.json names the classes in its per-class keys, in category-id order (1..K)
+    metrics = json.loads((out / "metrics.json").read_text())["bbox"]
+    per_class = [k.split("-", 1)[1] for k in metrics if k.startswith("AP50-")]
+    maps.append({str(i + 1): name for i, name in enumerate(per_class)})
     assert any(all(m.get(k) == v for k, v in expected.items()) for m in maps), (
         f"no category id -> class mapping in {sorted(p.name for p in out.glob('*.json'))}"
     )

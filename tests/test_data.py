@@ -394,3 +394,95 @@ def test_all_boxes_invalid_is_one_line(shared_data, tmp_path):
     (tmp_path / "a.json").write_text(json.dumps(d))
     with pytest.raises(DatasetError, match=r"a\.json: all \d+ boxes have zero or negative size"):
         load_coco_json(tmp_path / "a.json", images)
+
+
+def test_coco_repeated_annotation_ids_and_missing_areas_are_repaired_and_logged(
+    shared_data, tmp_path, caplog
+):
+    def edit(d):
+        for a in d["annotations"][1:3]:
+            a["id"] = d["annotations"][0]["id"]
+        del d["annotations"][3]["area"]
+
+    json_file, images, d = small_coco(shared_data, tmp_path, edit=edit)
+    with caplog.at_level(logging.WARNING, logger="resdet.data"):
+        records, _ = load_coco_json(json_file, images)
+    assert "2 annotations repeat the id of an earlier one (first: annotations[1] " in caplog.text
+    assert "1 annotations have no 'area' (first: annotations[3] " in caplog.text
+    anns = [a for r in records for a in r["annotations"]]
+    assert len(anns) == len(d["annotations"])  # nothing dropped
+    # COCO's own areas (segment areas, not box areas) are kept; the one missing stays missing
+    assert sorted(a["area"] for a in anns if "area" in a) == sorted(
+        a["area"] for a in d["annotations"] if "area" in a
+    )
+    assert sum("area" not in a for a in anns) == 1
+
+
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("image id", r"small\.json: images\[0\]: id '9' is not an integer; COCO ids are integers"),
+        ("category id", r"small\.json: categories\[0\]: id '1' is not an integer; COCO ids are"),
+        (
+            "annotation image_id",
+            r"small\.json: annotations\[0\] \(id \d+\): image_id '\d+' is not an integer; COCO"
+            r" image_ids are integers",
+        ),
+    ],
+)
+def test_coco_ids_that_are_strings_are_refused_naming_the_entry(
+    shared_data, tmp_path, case, expected
+):
+    """faster-coco-eval turns ids into ints, so "9" would silently stand for 9 (and a
+    results file with 9 for an image "9" could not be told from a wrong one)."""
+
+    def edit(d):
+        if case == "image id":
+            d["images"][0]["id"] = str(d["images"][0]["id"])
+            for a in d["annotations"]:
+                a["image_id"] = str(a["image_id"]) if a["image_id"] == 9 else a["image_id"]
+        elif case == "category id":
+            d["categories"][0]["id"] = "1"
+            for a in d["annotations"]:
+                a["category_id"] = "1" if a["category_id"] == 1 else a["category_id"]
+        else:
+            d["annotations"][0]["image_id"] = str(d["annotations"][0]["image_id"])
+
+    json_file, images, _ = small_coco(shared_data, tmp_path, edit=edit)
+    with pytest.raises(DatasetError, match=expected) as e:
+        load_coco_json(json_file, images)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_split_files_written_on_windows_are_read(shared_data, tmp_path, encoding):
+    """ImageSets/Main/*.txt with a byte-order mark and CRLF line ends (Notepad), or in
+    UTF-16 (PowerShell's `>`): the same ids as the plain file."""
+    bccd = shared_data / "bccd"
+    ids = (bccd / "ImageSets" / "Main" / "test.txt").read_text().split()[:4]
+    root = tmp_path / "voc"
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True)
+    for i in ids:
+        shutil.copy(bccd / "Annotations" / f"{i}.xml", root / "Annotations")
+        shutil.copy(bccd / "JPEGImages" / f"{i}.jpg", root / "JPEGImages")
+    (root / "ImageSets" / "Main" / "test.txt").write_bytes(
+        "".join(i + "\r\n" for i in ids).encode(encoding)
+    )
+    records, _ = load_voc_folder(root, "test")
+    assert [r["image_id"] for r in records] == ids
+    plain, _ = load_voc_folder(bccd, "test", check_images=False)
+    expected = {r["image_id"]: r["annotations"] for r in plain if r["image_id"] in ids}
+    assert {r["image_id"]: r["annotations"] for r in records} == expected
+
+
+def test_split_file_that_is_not_text_is_one_line(shared_data, tmp_path):
+    bccd = shared_data / "bccd"
+    root = tmp_path / "voc"
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "Annotations").mkdir()
+    jpg = bccd / "JPEGImages" / "BloodImage_00000.jpg"
+    (root / "ImageSets" / "Main" / "train.txt").write_bytes(jpg.read_bytes()[:2000])
+    with pytest.raises(DatasetError, match=r"train\.txt: not UTF-8 or UTF-16 text") as e:
+        load_voc_folder(root, "train", check_images=False)
+    assert "\n" not in str(e.value)

@@ -6,6 +6,7 @@ import contextlib
 import copy
 import io
 import json
+import logging
 import math
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, load_tool
 from detectron2.data import DatasetCatalog
 from detectron2.evaluation.pascal_voc_evaluation import voc_eval as detectron2_voc_eval
 from detectron2.structures import Boxes, Instances
@@ -23,7 +24,13 @@ from test_data import coco128, write_voc
 
 import resdet
 from resdet.data import DatasetError, register_coco_json, register_voc_folder
-from resdet.evaluation import build_evaluator, evaluate_files, voc_eval
+from resdet.evaluation import (
+    GroundTruth,
+    build_evaluator,
+    categories,
+    evaluate_files,
+    voc_eval,
+)
 
 
 def coco_gt_as_results(json_file):
@@ -291,6 +298,10 @@ def test_trainer_evaluator_writes_metrics_that_evaluate_files_reproduces(
     assert 30 < results["bbox"]["AP50"] < 100
     written = json.loads((tmp_path / "inference" / "metrics.json").read_text())
     assert written["bbox"]["AP50"] == pytest.approx(results["bbox"]["AP50"])
+    # the class names of predictions.json travel with it, not in a file for the folder
+    names = json.loads((tmp_path / "inference" / "predictions.categories.json").read_text())
+    assert names == categories(GroundTruth.from_dataset(name))
+    assert not (tmp_path / "inference" / "categories.json").exists()
     again = evaluate_files(
         gt_path,
         tmp_path / "inference" / "predictions.json",
@@ -405,3 +416,265 @@ def test_evaluate_tool(shared_data, tmp_path):
         run.stderr.strip().splitlines()[-1]
         == f"error: {pred}: entry 0: image_id 123456 is not in the ground truth"
     )
+
+
+# ---------------------------------------------------------------- the one data contract
+
+COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def edited_coco128(shared_data, tmp_path, edit, name="gt.json"):
+    json_file, _ = coco128(shared_data)
+    d = json.loads(json_file.read_text())
+    edit(d)
+    out = tmp_path / name
+    out.write_text(json.dumps(d))
+    return out
+
+
+def write_json(path, data):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data))
+    return Path(path)
+
+
+def test_coco128_scores_exactly_what_the_raw_file_gives(shared_data, tmp_path):
+    """Scored from the checked records, coco128 still gives what COCOeval gives on the
+    file itself: its image and category ids, its segment areas (not box areas: they put
+    objects in other size ranges here), its crowd regions."""
+    from faster_coco_eval import COCO, COCOeval_faster
+
+    json_file, _ = coco128(shared_data)
+    raw = json.loads(json_file.read_text())
+    bucket = lambda area: (area >= 32**2) + (area >= 96**2)  # noqa: E731
+    assert any(bucket(a["area"]) != bucket(a["bbox"][2] * a["bbox"][3]) for a in raw["annotations"])
+    results = noisy_coco_results(json_file)
+    r = evaluate_files(json_file, write_json(tmp_path / "pred.json", results))["bbox"]
+    gt = COCO(str(json_file))
+    ev = COCOeval_faster(gt, gt.loadRes(copy.deepcopy(results)), "bbox")
+    ev.run()
+    assert [r[k] for k in COCO_STATS] == [float(s * 100) for s in ev.stats[:6]]
+
+
+def test_repeated_annotation_ids_do_not_cost_ap(shared_data, tmp_path):
+    """COCOeval matches ground truth by annotation id: read from the file, perfect
+    predictions scored 67.8 AP here."""
+
+    def edit(d):
+        for a in d["annotations"][1::2]:
+            a["id"] = d["annotations"][0]["id"]
+
+    gt = edited_coco128(shared_data, tmp_path, edit)
+    pred = write_json(tmp_path / "pred.json", coco_gt_as_results(coco128(shared_data)[0]))
+    r = evaluate_files(gt, pred)["bbox"]
+    assert [r[k] for k in COCO_STATS] == pytest.approx([100.0] * 6)
+
+
+def test_missing_areas_size_objects_by_their_boxes(shared_data, tmp_path):
+    """Without 'area' every object fell in the small range (APm, APl NaN); with box areas
+    the result is what pycocotools gives on the file whose area is the box area."""
+
+    def no_area(d):
+        for a in d["annotations"]:
+            del a["area"]
+
+    def box_area(d):
+        for a in d["annotations"]:
+            a["area"] = a["bbox"][2] * a["bbox"][3]
+
+    json_file, _ = coco128(shared_data)
+    results = noisy_coco_results(json_file)
+    pred = write_json(tmp_path / "pred.json", results)
+    r = evaluate_files(edited_coco128(shared_data, tmp_path, no_area), pred)["bbox"]
+    stats, _ = pycocotools_metrics(
+        edited_coco128(shared_data, tmp_path, box_area, "b.json"), results
+    )
+    assert not any(math.isnan(r[k]) for k in COCO_STATS)
+    np.testing.assert_allclose([r[k] / 100 for k in COCO_STATS], stats, atol=1e-4)
+
+
+def test_metrics_output_leaves_nothing_that_refuses_other_predictions(shared_data, tmp_path):
+    """tools/evaluate.py --output results/voc.json wrote results/categories.json, which was
+    then read for every predictions file in results/: a valid COCO evaluation there was
+    refused. Metrics name their classes in their per-class keys; nothing else is written."""
+    evaluate = load_tool("evaluate")
+    bccd, json_file = shared_data / "bccd", coco128(shared_data)[0]
+    results = tmp_path / "results"
+    truth = GroundTruth.from_path(bccd)
+    voc_pred = write_json(
+        results / "voc_pred.json",
+        [
+            {
+                "image_id": r["image_id"],
+                "category_id": a["category_id"] + 1,
+                "bbox": [a["bbox"][0], a["bbox"][1], *np.subtract(a["bbox"][2:], a["bbox"][:2])],
+                "score": 1.0,
+            }
+            for r in truth.records
+            for a in r["annotations"]
+        ],
+    )
+    argv = ["--gt", str(bccd), "--pred", str(voc_pred), "--output", str(results / "voc.json")]
+    assert evaluate.main(argv) == 0
+    coco_pred = write_json(results / "coco_pred.json", coco_gt_as_results(json_file))
+    argv = ["--gt", str(json_file), "--pred", str(coco_pred), "--output", str(results / "c.json")]
+    assert evaluate.main(argv) == 0
+    assert json.loads((results / "c.json").read_text())["bbox"]["AP"] == pytest.approx(100)
+    voc = json.loads((results / "voc.json").read_text())["bbox"]
+    assert [k for k in voc if k.startswith("AP50-")] == [f"AP50-{c}" for c in truth.class_names]
+    assert sorted(p.name for p in results.iterdir()) == [
+        "c.json",
+        "coco_pred.json",
+        "voc.json",
+        "voc_pred.json",
+    ]
+
+
+def _as_coco_dict(json_file):
+    """coco128's ground truth as scored detections in the COCO dict form a predict tool
+    writes: its own image and category numbering, file and class names inside."""
+    raw = json.loads(Path(json_file).read_text())
+    images = [
+        {"id": k + 1, "file_name": im["file_name"], "width": im["width"], "height": im["height"]}
+        for k, im in enumerate(reversed(raw["images"]))
+    ]
+    image_id = {im["id"]: k + 1 for k, im in enumerate(reversed(raw["images"]))}
+    cats = sorted(raw["categories"], key=lambda c: c["name"])  # ids by name order, not COCO's
+    category_id = {c["id"]: k + 1 for k, c in enumerate(cats)}
+    return {
+        "images": images,
+        "categories": [{"id": k + 1, "name": c["name"]} for k, c in enumerate(cats)],
+        "annotations": [
+            {
+                "id": n + 1,
+                "image_id": image_id[a["image_id"]],
+                "category_id": category_id[a["category_id"]],
+                "bbox": a["bbox"],
+                "score": 1.0,
+            }
+            for n, a in enumerate(r for r in raw["annotations"] if not r["iscrowd"])
+        ],
+    }
+
+
+def test_coco_dict_predictions_carry_their_class_and_file_names(shared_data, tmp_path):
+    json_file, _ = coco128(shared_data)
+    pred = _as_coco_dict(json_file)
+    r = evaluate_files(json_file, write_json(tmp_path / "pred.json", pred))["bbox"]
+    assert [r[k] for k in COCO_STATS] == pytest.approx([100.0] * 6)
+    in_memory = resdet.evaluate_predictions(str(json_file), pred)["bbox"]
+    assert in_memory == pytest.approx(r, nan_ok=True)
+
+
+@pytest.mark.parametrize(
+    "edit,expected",
+    [
+        (
+            lambda p: p["categories"][0].update(name="persn"),
+            r"pred\.json: categories\[0\]: class 'persn' is not a ground-truth class",
+        ),
+        (
+            lambda p: p["images"][0].update(file_name="holiday.jpg"),
+            r"pred\.json: images\[0\]: file_name 'holiday\.jpg' is not an image of the ground",
+        ),
+        (
+            lambda p: [a.pop("score") for a in p["annotations"]],
+            r"pred\.json: annotations\[0\] has no 'score': this is ground truth",
+        ),
+        (
+            lambda p: p["annotations"][2].update(image_id=999),
+            r"pred\.json: annotations\[2\]: image_id 999 is not in its 'images'",
+        ),
+    ],
+)
+def test_bad_coco_dict_predictions_one_line(shared_data, tmp_path, edit, expected):
+    json_file, _ = coco128(shared_data)
+    pred = _as_coco_dict(json_file)
+    edit(pred)
+    with pytest.raises(DatasetError, match=expected) as e:
+        evaluate_files(json_file, write_json(tmp_path / "pred.json", pred))
+    assert "\n" not in str(e.value)
+
+
+def test_boxes_given_as_corners_are_refused_not_scored_low(shared_data, tmp_path):
+    json_file, _ = coco128(shared_data)
+    corners = [
+        dict(
+            p,
+            bbox=[
+                p["bbox"][0],
+                p["bbox"][1],
+                p["bbox"][0] + p["bbox"][2],
+                p["bbox"][1] + p["bbox"][3],
+            ],
+        )
+        for p in coco_gt_as_results(json_file)
+    ]
+    with pytest.raises(
+        DatasetError,
+        match=r"xyxy\.json: the boxes look like \[x0, y0, x1, y1\], not COCO's \[x, y, width,"
+        r" height\]: read as \[x, y, w, h\], \d+ of 929 reach far outside their image \(first:"
+        r" entry \d+, .*\); convert each box to \[x0, y0, x1 - x0, y1 - y0\]",
+    ) as e:
+        evaluate_files(json_file, write_json(tmp_path / "xyxy.json", corners))
+    assert "\n" not in str(e.value)
+    # VOC ground truth with JSON predictions too
+    bccd = shared_data / "bccd"
+    truth = GroundTruth.from_path(bccd)
+    voc_corners = [
+        {
+            "image_id": r["image_id"],
+            "category_id": a["category_id"] + 1,
+            "bbox": a["bbox"],
+            "score": 1,
+        }
+        for r in truth.records
+        for a in r["annotations"]
+    ]
+    with pytest.raises(DatasetError, match=r"voc\.json: the boxes look like \[x0, y0, x1, y1\]"):
+        evaluate_files(bccd, write_json(tmp_path / "voc.json", voc_corners))
+
+
+def test_predictions_in_memory_score_as_the_same_file(shared_data, tmp_path):
+    json_file, _ = coco128(shared_data)
+    results = noisy_coco_results(json_file)
+    from_file = resdet.evaluate_predictions(
+        str(json_file), write_json(tmp_path / "p.json", results)
+    )
+    # as held in memory: numbers may be numpy's, boxes tuples
+    in_memory = resdet.evaluate_predictions(
+        str(json_file),
+        [
+            dict(
+                p,
+                image_id=np.int64(p["image_id"]),
+                bbox=tuple(np.float64(v) for v in p["bbox"]),
+                score=np.float32(p["score"]),
+            )
+            for p in results
+        ],
+    )
+    assert 20 < in_memory["bbox"]["AP"] < 90
+    assert in_memory["bbox"] == pytest.approx(from_file["bbox"], nan_ok=True)
+    with pytest.raises(
+        DatasetError, match=r"^the predictions \(in memory\): entry 0: image_id"
+    ) as e:
+        resdet.evaluate_predictions(str(json_file), [dict(results[0], image_id=-1)])
+    with pytest.raises(DatasetError, match=r"^the predictions \(in memory\): a COCO results") as e:
+        resdet.evaluate_predictions(str(json_file), 42)
+    assert "\n" not in str(e.value)
+
+
+def test_registered_coco_data_without_areas_is_said(shared_data, caplog):
+    """Detectron2's own loader drops COCO's 'area': scored from such records, the size
+    ranges come from box areas, and the log says so."""
+    from detectron2.data.datasets import register_coco_instances
+
+    json_file, images = coco128(shared_data)
+    register_coco_instances("eval_test_d2_coco128", {}, str(json_file), str(images))
+    register_coco_json("eval_test_resdet_coco128", json_file, images)
+    with caplog.at_level(logging.WARNING, logger="resdet.evaluation"):
+        GroundTruth.from_dataset("eval_test_resdet_coco128")
+        assert "have no COCO 'area'" not in caplog.text
+        GroundTruth.from_dataset("eval_test_d2_coco128")
+    assert "'eval_test_d2_coco128': 939 ground-truth objects have no COCO 'area'" in caplog.text

@@ -9,7 +9,7 @@ from test_data import coco128, write_voc
 
 from resdet.config import get_resdet_cfg
 from resdet.data import DatasetError, load_voc_folder, register_user_datasets
-from resdet.evaluation import CATEGORIES_FILE, GroundTruth, categories, evaluate_files
+from resdet.evaluation import GroundTruth, categories, categories_file, evaluate_files
 
 
 def test_no_predictions_is_ap_zero_where_there_is_ground_truth(shared_data, tmp_path):
@@ -93,7 +93,7 @@ def _gt_as_json(root, out):
     ]
     out.mkdir()
     (out / "predictions.json").write_text(json.dumps(results))
-    (out / CATEGORIES_FILE).write_text(json.dumps(categories(gt)))
+    categories_file(out / "predictions.json").write_text(json.dumps(categories(gt)))
     return out / "predictions.json"
 
 
@@ -107,7 +107,28 @@ def test_a_misspelt_class_cannot_shift_category_ids(tmp_path):
     (root / "Annotations" / "a.xml").write_text(
         (root / "Annotations" / "a.xml").read_text().replace("rbc", "Rbc")
     )
-    with pytest.raises(DatasetError, match=r"category ids .* mean other classes .*'rbc' vs 'Rbc'"):
+    with pytest.raises(
+        DatasetError,
+        match=r"predictions\.json: its category ids \(.*predictions\.categories\.json\) mean other"
+        r" classes .*'rbc' vs 'Rbc'",
+    ):
+        evaluate_files(root, pred)
+
+
+def test_class_names_of_one_predictions_file_do_not_apply_to_another(tmp_path):
+    """X.categories.json belongs to X.json alone; a categories.json for the whole folder
+    (what tools/evaluate.py --output wrote) is not read."""
+    objs = lambda name: [(name, (10, 10, 60, 60), False)]  # noqa: E731
+    root = write_voc(tmp_path / "voc", {"a": (100, 100, objs("rbc")), "b": (100, 100, objs("wbc"))})
+    pred = _gt_as_json(root, tmp_path / "run")
+    other = pred.with_name("other.json")
+    other.write_text(pred.read_text())
+    (pred.parent / "categories.json").write_text(json.dumps([{"id": 1, "name": "cat"}]))
+    categories_file(pred).write_text(
+        json.dumps([{"id": 1, "name": "cat"}, {"id": 2, "name": "wbc"}])
+    )
+    assert evaluate_files(root, other)["bbox"]["AP50"] == pytest.approx(100.0)
+    with pytest.raises(DatasetError, match=r"predictions\.json: its category ids .*'cat' vs 'rbc'"):
         evaluate_files(root, pred)
 
 

@@ -19,10 +19,12 @@ are left out of training, while the evaluators see them and ignore detections on
 (neither true nor false positives), as the VOC devkit does.
 """
 
+import codecs
 import hashlib
 import json
 import logging
 import math
+import numbers
 import os
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -95,12 +97,16 @@ def _log_counts(source, records, counts):
 # ---------------------------------------------------------------------------- COCO
 
 
-def _read_json(path):
+def read_json(path, what="file"):
+    """A JSON file's content; a missing file or malformed JSON is a one-line DatasetError.
+    A UTF-8 byte-order mark (Windows editors write one) is allowed."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             return json.load(f)
     except FileNotFoundError:
-        raise DatasetError(f"{path}: no such file") from None
+        raise DatasetError(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise DatasetError(f"{path}: a folder, not a {what}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DatasetError(f"{path}: malformed JSON: {e}") from None
 
@@ -117,19 +123,29 @@ def _coco_lists(data, json_file):
     return out
 
 
+def _coco_id(value, json_file, entry, what):
+    """``value`` as a COCO id: an integer. A string id is refused rather than matched or
+    converted: the COCO format's ids are integers, faster-coco-eval turns them into ints
+    (so "9" would silently become 9) and a results file holding 9 for an image "9" could
+    not be told from one meant for another image."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise DatasetError(
+        f"{json_file}: {entry}: {what} {value!r} is not an integer; COCO {what}s are"
+        ' integers (write 9, not "9")'
+    )
+
+
 def _coco_meta(categories, json_file):
     """Checked categories as Detectron2 metadata: classes ordered by category id, and the
     category id -> contiguous id map."""
     cats = {}
     for i, c in enumerate(categories):
-        if (
-            not isinstance(c, dict)
-            or not isinstance(c.get("id"), int)
-            or not isinstance(c.get("name"), str)
-        ):
+        if not isinstance(c, dict) or "id" not in c or not isinstance(c.get("name"), str):
             raise DatasetError(
                 f"{json_file}: categories[{i}]: needs an integer 'id' and a string 'name'"
             )
+        _coco_id(c["id"], json_file, f"categories[{i}]", "id")
         if c["id"] in cats:
             raise DatasetError(f"{json_file}: categories[{i}]: duplicate category id {c['id']}")
         cats[c["id"]] = c["name"]
@@ -145,20 +161,25 @@ def _coco_meta(categories, json_file):
 def coco_metadata(json_file):
     """``thing_classes`` (ordered by category id, Detectron2's order) and
     ``thing_dataset_id_to_contiguous_id`` of a COCO JSON file."""
-    _, categories, _ = _coco_lists(_read_json(json_file), json_file)
+    _, categories, _ = _coco_lists(read_json(json_file), json_file)
     return _coco_meta(categories, json_file)
 
 
 def check_image_file(path, where):
     """Fail now, naming the file, on an image no decoder can open (empty, truncated header,
-    not an image), instead of inside a data-loader worker mid-run. Reads the header only."""
-    from PIL import Image, UnidentifiedImageError
+    not an image, a decompression bomb), instead of inside a data-loader worker mid-run.
+    Reads the header only."""
+    from PIL import UnidentifiedImageError
+
+    from .image import open_image
 
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             im.size  # noqa: B018 - the header parsed
     except FileNotFoundError:
         raise DatasetError(f"{path}: image file not found ({where})") from None
+    except DatasetError as e:
+        raise DatasetError(f"{e} ({where})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         if os.path.isfile(path) and os.path.getsize(path) == 0:
             what = "empty file"
@@ -175,11 +196,18 @@ def check_image_file(path, where):
 
 
 def is_finite_number(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    """A finite int or float, numpy's included (predictions held in memory)."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def load_coco_json(json_file, image_root=None):
     """Load a COCO instances file as Detectron2 dicts (boxes only; no masks or keypoints).
+
+    Image and category ids must be integers. What would make a COCO score wrong is
+    repaired and logged: annotations repeating an id are kept (evaluation numbers
+    annotations itself, :func:`resdet.evaluation.records_to_coco`); an annotation without
+    ``area`` gets its box's area (COCO's ``area``, the segment's area, is kept where given:
+    it decides APs/APm/APl).
 
     Args:
         json_file: the COCO JSON.
@@ -191,7 +219,7 @@ def load_coco_json(json_file, image_root=None):
         (contiguous ids follow sorted category ids, as in Detectron2).
     """
     json_file = str(json_file)
-    images, categories, annotations = _coco_lists(_read_json(json_file), json_file)
+    images, categories, annotations = _coco_lists(read_json(json_file), json_file)
     meta = _coco_meta(categories, json_file)
     id_map = meta["thing_dataset_id_to_contiguous_id"]
 
@@ -206,6 +234,7 @@ def load_coco_json(json_file, image_root=None):
             raise DatasetError(
                 f"{json_file}: images[{i}] (id {img['id']}): width/height must be positive numbers"
             )
+        _coco_id(img["id"], json_file, f"images[{i}]", "id")
         if img["id"] in records:
             raise DatasetError(f"{json_file}: images[{i}]: duplicate image id {img['id']}")
         file_name = (
@@ -223,7 +252,7 @@ def load_coco_json(json_file, image_root=None):
             "annotations": [],
         }
 
-    raw, where = {}, {}
+    raw, where, seen_ids, counts = {}, {}, set(), Counter()
     for i, ann in enumerate(annotations):
         entry = (
             f"annotations[{i}] (id {ann.get('id')})"
@@ -232,11 +261,11 @@ def load_coco_json(json_file, image_root=None):
         )
         if not isinstance(ann, dict):
             raise DatasetError(f"{json_file}: {entry}: not an object")
-        if ann.get("image_id") not in records:
+        if _coco_id(ann.get("image_id"), json_file, entry, "image_id") not in records:
             raise DatasetError(
                 f"{json_file}: {entry}: image_id {ann.get('image_id')!r} is not in 'images'"
             )
-        if ann.get("category_id") not in id_map:
+        if _coco_id(ann.get("category_id"), json_file, entry, "category_id") not in id_map:
             raise DatasetError(
                 f"{json_file}: {entry}: category_id {ann.get('category_id')!r} is not in"
                 f" 'categories'"
@@ -246,18 +275,50 @@ def load_coco_json(json_file, image_root=None):
             raise DatasetError(
                 f"{json_file}: {entry}: 'bbox' must be 4 numbers [x, y, w, h], got {bbox!r}"
             )
+        if ann.get("iscrowd", 0) not in (0, 1):
+            raise DatasetError(f"{json_file}: {entry}: 'iscrowd' must be 0 or 1")
         x, y, w, h = bbox
-        raw.setdefault(ann["image_id"], []).append(
-            {
-                "bbox": [x, y, x + w, y + h],
-                "bbox_mode": BoxMode.XYXY_ABS,
-                "category_id": id_map[ann["category_id"]],
-                "iscrowd": int(ann.get("iscrowd", 0)),
-            }
-        )
+        record = {
+            "bbox": [x, y, x + w, y + h],
+            "bbox_mode": BoxMode.XYXY_ABS,
+            "category_id": id_map[ann["category_id"]],
+            "iscrowd": int(ann.get("iscrowd", 0)),
+        }
+        if "area" not in ann:
+            counts["no_area"] += 1
+            counts.setdefault("first_no_area", entry)
+        elif is_finite_number(ann["area"]) and ann["area"] >= 0:
+            record["area"] = ann["area"]
+        else:
+            raise DatasetError(
+                f"{json_file}: {entry}: 'area' must be a number >= 0, got {ann['area']!r}"
+            )
+        ann_id = ann.get("id")
+        if isinstance(ann_id, (int, str)):
+            if ann_id in seen_ids:
+                counts["duplicate_id"] += 1
+                counts.setdefault("first_duplicate_id", entry)
+            seen_ids.add(ann_id)
+        raw.setdefault(ann["image_id"], []).append(record)
         where.setdefault(ann["image_id"], []).append(f"{json_file} {entry}")
+    if counts["duplicate_id"]:
+        logger.warning(
+            "%s: %d annotations repeat the id of an earlier one (first: %s); all are kept,"
+            " and evaluation renumbers them (COCOeval matches by id: shared ids would lose"
+            " matches)",
+            json_file,
+            counts["duplicate_id"],
+            counts["first_duplicate_id"],
+        )
+    if counts["no_area"]:
+        logger.warning(
+            "%s: %d annotations have no 'area' (first: %s); their box area is used for"
+            " COCO's small/medium/large ranges (APs, APm, APl)",
+            json_file,
+            counts["no_area"],
+            counts["first_no_area"],
+        )
 
-    counts = Counter()
     for image_id, anns in raw.items():
         r = records[image_id]
         r["annotations"] = _clip_or_drop(anns, r["width"], r["height"], counts, where[image_id])
@@ -267,6 +328,21 @@ def load_coco_json(json_file, image_root=None):
 
 
 # ---------------------------------------------------------------------------- VOC
+
+
+def read_text_lines(path):
+    """The lines of a text file written on any system: UTF-8 with or without a byte-order
+    mark, or UTF-16 with one (PowerShell's ``>``); CRLF and CR line ends. A BOM or a ``\\r``
+    left in would become part of the first or of every id."""
+    with open(path, "rb") as f:
+        data = f.read()
+    encoding = "utf-16" if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
+    try:
+        return data.decode(encoding).splitlines()
+    except UnicodeDecodeError as e:
+        raise DatasetError(
+            f"{path}: not UTF-8 or UTF-16 text ({e.reason} at byte {e.start}); save it as UTF-8"
+        ) from None
 
 
 def voc_image_ids(root, split=None):
@@ -283,16 +359,15 @@ def voc_image_ids(root, split=None):
     if not os.path.isfile(split_file):
         raise DatasetError(f"{split_file}: no such split file")
     ids = []
-    with open(split_file) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            image_id = line.split()[0]
-            if not os.path.isfile(os.path.join(ann_dir, image_id + ".xml")):
-                raise DatasetError(
-                    f"{split_file}: line {n}: image '{image_id}' has no Annotations/{image_id}.xml"
-                )
-            ids.append(image_id)
+    for n, line in enumerate(read_text_lines(split_file), 1):
+        if not line.strip():
+            continue
+        image_id = line.split()[0]
+        if not os.path.isfile(os.path.join(ann_dir, image_id + ".xml")):
+            raise DatasetError(
+                f"{split_file}: line {n}: image '{image_id}' has no Annotations/{image_id}.xml"
+            )
+        ids.append(image_id)
     return ids
 
 

@@ -3,14 +3,7 @@
 import numpy as np
 import torch
 
-__all__ = ["model_input", "read_image"]
-
-
-def read_image(path, format="RGB"):
-    """An image file as an HWC uint8 array in ``format`` (provisional: Detectron2's)."""
-    from detectron2.data.detection_utils import read_image as d2_read_image
-
-    return d2_read_image(str(path), format=format)
+__all__ = ["model_input"]
 
 
 def model_input(image, augmentation) -> dict:

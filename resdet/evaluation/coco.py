@@ -6,38 +6,57 @@ import numpy as np
 from detectron2.structures import BoxMode
 from faster_coco_eval import COCO, COCOeval_faster
 
-__all__ = ["evaluate_coco", "records_to_coco"]
+__all__ = ["evaluate_coco", "records_to_coco", "coco_image_ids"]
 
 logger = logging.getLogger(__name__)
 
 _STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def records_to_coco(records, class_names):
-    """COCO ground truth from dataset dicts (for data that has no COCO file, e.g. VOC).
+def coco_image_ids(records):
+    """The COCO image id of each record: its own ``image_id`` when those are distinct
+    integers (COCO data: a results file in the dataset's ids scores as it is), else its
+    index (VOC ids are file names)."""
+    ids = [r["image_id"] for r in records]
+    if all(isinstance(i, int) and not isinstance(i, bool) for i in ids) and len(set(ids)) == len(
+        ids
+    ):
+        return ids
+    return list(range(len(records)))
 
-    Image ids are the record indices, category ids 1..K in ``class_names`` order, areas
-    are box areas; "difficult" (VOC) objects become crowd regions, which COCOeval ignores.
+
+def records_to_coco(records, class_names, category_ids=None):
+    """COCO ground truth from dataset dicts: what the COCO metric scores, for every dataset
+    (resdet's checked records, never the raw file, whose duplicate ids or missing areas
+    would change the score).
+
+    Image ids are :func:`coco_image_ids`, category ids ``category_ids`` (one per class of
+    ``class_names``, e.g. the dataset's own; default 1..K), annotation ids 1..N. ``area``
+    is the record's (COCO's segment area, kept by the loader) or else the box area;
+    "difficult" (VOC) objects become crowd regions, which COCOeval ignores.
     """
+    category_ids = list(category_ids or range(1, len(class_names) + 1))
+    image_ids = coco_image_ids(records)
     anns = []
-    for i, r in enumerate(records):
+    for image_id, r in zip(image_ids, records):
         for a in r["annotations"]:
             x0, y0, x1, y1 = BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
             anns.append(
                 {
                     "id": len(anns) + 1,
-                    "image_id": i,
-                    "category_id": a["category_id"] + 1,
+                    "image_id": image_id,
+                    "category_id": category_ids[a["category_id"]],
                     "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "area": (x1 - x0) * (y1 - y0),
+                    "area": a.get("area", (x1 - x0) * (y1 - y0)),
                     "iscrowd": int(a.get("iscrowd", 0) or a.get("difficult", False)),
                 }
             )
     return {
         "images": [
-            {"id": i, "width": r["width"], "height": r["height"]} for i, r in enumerate(records)
+            {"id": i, "width": r["width"], "height": r["height"]}
+            for i, r in zip(image_ids, records)
         ],
-        "categories": [{"id": c + 1, "name": n} for c, n in enumerate(class_names)],
+        "categories": [{"id": c, "name": n} for c, n in zip(category_ids, class_names)],
         "annotations": anns,
     }
 

@@ -4,6 +4,10 @@ Both end in :func:`evaluate_predictions` over the same two inputs: ground truth
 (:class:`GroundTruth`, from a registered dataset or from a COCO JSON / VOC folder) and
 predictions as ``{"image_id", "category_id" (contiguous), "bbox" (0-based XYXY_ABS),
 "score"}`` dicts (from model outputs, a COCO results JSON or devkit result files).
+
+The class names of a COCO results list ``X.json`` travel with it in ``X.categories.json``
+(:func:`categories_file`), or inside it in the COCO dict form; never in a file per folder,
+which another run's results in the same folder would overwrite or contradict.
 """
 
 import itertools
@@ -12,8 +16,10 @@ import logging
 import math
 import os
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import List, Optional
+from pathlib import Path
+from typing import List
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
@@ -21,19 +27,24 @@ from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table
 from tabulate import tabulate
 
-from ..data.datasets import DatasetError, is_finite_number, load_coco_json, load_voc_folder
+from ..data.datasets import (
+    DatasetError,
+    is_finite_number,
+    load_coco_json,
+    load_voc_folder,
+    read_json,
+)
 from ..io import atomic_write
-from .coco import evaluate_coco, records_to_coco
+from .coco import coco_image_ids, evaluate_coco, records_to_coco
 from .voc import evaluate_voc
 
 __all__ = [
     "METRICS",
-    "CATEGORIES_FILE",
     "categories",
+    "categories_file",
     "GroundTruth",
     "DetectionEvaluator",
     "build_evaluator",
-    "evaluate_files",
     "evaluate_predictions",
     "load_predictions",
     "resolve_metric",
@@ -56,26 +67,26 @@ class GroundTruth:
     kind: str  # "coco" or "voc": which layout the data came in
     # category id in prediction files for each contiguous class (COCO: the dataset's ids; VOC: 1..K)
     file_category_ids: List[int]
-    json_file: Optional[str] = (
-        None  # the COCO file itself, the official ground truth for the coco metric
-    )
 
     @classmethod
     def from_dataset(cls, name):
+        records = DatasetCatalog.get(name)  # first: Detectron2's loaders set thing_classes
         meta = MetadataCatalog.get(name)
         classes = list(meta.thing_classes)
         if meta.get("evaluator_type") == "pascal_voc":
-            return cls(DatasetCatalog.get(name), classes, "voc", list(range(1, len(classes) + 1)))
+            return cls(records, classes, "voc", list(range(1, len(classes) + 1)))
         id_map = meta.get("thing_dataset_id_to_contiguous_id") or {
             c + 1: c for c in range(len(classes))
         }
-        return cls(
-            DatasetCatalog.get(name),
-            classes,
-            "coco",
-            sorted(id_map, key=id_map.get),
-            meta.get("json_file"),
-        )
+        no_area = sum("area" not in a for r in records for a in r["annotations"])
+        if no_area:  # Detectron2's own COCO loader drops 'area'; resdet's keeps it
+            logger.warning(
+                "'%s': %d ground-truth objects have no COCO 'area' (registered with a"
+                " loader that drops it?): their box areas decide APs/APm/APl",
+                name,
+                no_area,
+            )
+        return cls(records, classes, "coco", sorted(id_map, key=id_map.get))
 
     @classmethod
     def from_path(cls, path, split=None):
@@ -101,7 +112,7 @@ class GroundTruth:
             )
         records, meta = load_coco_json(path)
         id_map = meta["thing_dataset_id_to_contiguous_id"]
-        return cls(records, meta["thing_classes"], "coco", list(id_map), path)
+        return cls(records, meta["thing_classes"], "coco", list(id_map))
 
 
 def _check_metric(metric):
@@ -119,17 +130,18 @@ def resolve_metric(metric, kind):
 
 
 def evaluate_predictions(gt: GroundTruth, predictions, metric="auto"):
-    """Metrics of ``predictions`` against ``gt`` in Detectron2's shape, in percent."""
+    """Metrics of ``predictions`` against ``gt`` in Detectron2's shape, in percent. COCO AP
+    is computed on ``gt.records`` (:func:`records_to_coco`), in the dataset's image and
+    category ids."""
     metric = resolve_metric(metric, gt.kind)
     if metric != "coco":
         return evaluate_voc(
             gt.records, predictions, gt.class_names, use_07_metric=metric == "voc07"
         )
-    if gt.json_file:
-        return evaluate_coco(gt.json_file, to_coco_results(predictions, gt), gt.class_names)
-    index = {r["image_id"]: i for i, r in enumerate(gt.records)}
+    index = dict(zip((r["image_id"] for r in gt.records), coco_image_ids(gt.records)))
     results = [dict(r, image_id=index[r["image_id"]]) for r in to_coco_results(predictions, gt)]
-    return evaluate_coco(records_to_coco(gt.records, gt.class_names), results, gt.class_names)
+    truth = records_to_coco(gt.records, gt.class_names, gt.file_category_ids)
+    return evaluate_coco(truth, results, gt.class_names)
 
 
 def to_coco_results(predictions, gt):
@@ -150,50 +162,80 @@ def to_coco_results(predictions, gt):
     ]
 
 
-def load_predictions(path, gt: GroundTruth):
-    """Read a COCO results JSON, or (VOC ground truth) a folder of devkit result files
-    ``comp<N>_det_<set>_<class>.txt`` with lines ``image_id score xmin ymin xmax ymax``.
-    Every entry is checked against ``gt``; the first bad one is a one-line DatasetError."""
-    path = str(path)
-    image_ids = {r["image_id"] for r in gt.records}
-    if os.path.isdir(path):
-        return _load_devkit_results(path, gt, image_ids)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: no such predictions file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: malformed JSON: {e}") from None
-    if not isinstance(data, list):
+def load_predictions(pred, gt: GroundTruth):
+    """Predictions checked against ``gt``, in the form :func:`evaluate_predictions` takes.
+
+    ``pred`` is one of:
+
+    - a COCO results list ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]``
+      in the ground truth's image and category ids (a JSON file, or the list itself, as
+      Detectron2's and pycocotools' users hold it); for a file ``X.json``,
+      ``X.categories.json`` (:func:`categories_file`), when it exists, must give its
+      category ids the ground truth's class names;
+    - the COCO dict form ``{"images", "categories", "annotations"}`` (file or dict), the
+      annotations being scored detections: classes are matched by name, images by
+      ``file_name`` (else their ids must be the ground truth's);
+    - (VOC ground truth) a folder of devkit result files ``comp<N>_det_<set>_<class>.txt``
+      with lines ``image_id score xmin ymin xmax ymax``.
+
+    Every entry is checked; the first bad one is a one-line DatasetError, and so are boxes
+    that look like [x0, y0, x1, y1] instead of COCO's [x, y, w, h].
+    """
+    path = os.fspath(pred) if isinstance(pred, (str, os.PathLike)) else None
+    if path is None:
+        source, data = "the predictions (in memory)", pred
+    elif os.path.isdir(path):
+        return _load_devkit_results(path, gt, {r["image_id"] for r in gt.records})
+    else:
+        source, data = path, read_json(path, "predictions file")
+    if isinstance(data, dict) and all(k in data for k in ("images", "categories", "annotations")):
+        return _check_results(_from_coco_dict(data, source, gt), source, gt, "annotations[{}]")
+    if not isinstance(data, (list, tuple)):
         raise DatasetError(
-            f"{path}: a COCO results file is a list of detections, got {type(data).__name__}"
+            f"{source}: a COCO results file is a list of detections (or a dict with 'images',"
+            f" 'categories' and scored 'annotations'), got {type(data).__name__}"
         )
-    _check_categories(path, gt)
+    if path is not None:
+        _check_categories(path, gt)
+    return _check_results(data, source, gt, "entry {}")
+
+
+def _known(value, ids):
+    """``value in ids``, False for a value that cannot be a key (a list from JSON)."""
+    return isinstance(value, Hashable) and value in ids
+
+
+def _has_id(entry):
+    return "id" in entry and isinstance(entry["id"], Hashable)
+
+
+def _check_results(data, source, gt, entry):
+    """COCO results (the ground truth's ids, [x, y, w, h]) checked, in resdet's form."""
+    image_ids = {r["image_id"] for r in gt.records}
     contiguous = {cid: c for c, cid in enumerate(gt.file_category_ids)}
     out = []
     for i, p in enumerate(data):
+        where = f"{source}: {entry.format(i)}"
         if not isinstance(p, dict):
-            raise DatasetError(f"{path}: entry {i}: not an object")
-        if p.get("image_id") not in image_ids:
+            raise DatasetError(f"{where}: not an object")
+        if not _known(p.get("image_id"), image_ids):
             raise DatasetError(
-                f"{path}: entry {i}: image_id {p.get('image_id')!r} is not in the ground truth"
+                f"{where}: image_id {p.get('image_id')!r} is not in the ground truth"
             )
-        if p.get("category_id") not in contiguous:
+        if not _known(p.get("category_id"), contiguous):
             raise DatasetError(
-                f"{path}: entry {i}: category_id {p.get('category_id')!r} is not a ground-truth "
+                f"{where}: category_id {p.get('category_id')!r} is not a ground-truth "
                 f"category (ids {min(contiguous)}..{max(contiguous)})"
             )
         box, score = p.get("bbox"), p.get("score")
+        box = list(box) if isinstance(box, (list, tuple)) else box
         if not (
             isinstance(box, list) and len(box) == 4 and all(map(is_finite_number, box + [score]))
         ):
-            raise DatasetError(
-                f"{path}: entry {i}: needs 'bbox' [x, y, w, h] and 'score' as numbers"
-            )
+            raise DatasetError(f"{where}: needs 'bbox' [x, y, w, h] and 'score' as numbers")
         if box[2] <= 0 or box[3] <= 0:
             raise DatasetError(
-                f"{path}: entry {i}: box {box} has width or height <= 0 ([x, y, w, h] "
+                f"{where}: box {box} has width or height <= 0 ([x, y, w, h] "
                 "is expected; a box given as [x0, y0, x1, y1] must be converted)"
             )
         out.append(
@@ -204,10 +246,117 @@ def load_predictions(path, gt: GroundTruth):
                 "score": score,
             }
         )
+    _check_not_xyxy(out, source, gt, entry)
     return out
 
 
-CATEGORIES_FILE = "categories.json"
+# how far (a share of the image's width or height) a box must reach past the image's right
+# or bottom edge to be taken as an [x0, y0, x1, y1] box read as [x, y, w, h]
+XYXY_MARGIN = 0.1
+
+
+def _check_not_xyxy(results, source, gt, entry):
+    """Refuse boxes given as [x0, y0, x1, y1]: read as [x, y, w, h] they score low, with no
+    error. Such a file is told from the data: every box then has w >= x and h >= y (x1 >= x0),
+    and a box of an object in the right or bottom part of its image reaches far outside
+    it (x0 + x1 > width), which a detector's (clipped) box never does."""
+    sizes = {r["image_id"]: (r["width"], r["height"]) for r in gt.records}
+    far = []
+    for i, p in enumerate(results):
+        x, y, x1, y1 = p["bbox"]
+        w, h = x1 - x, y1 - y
+        if w < x or h < y:
+            return  # impossible for [x0, y0, x1, y1] boxes
+        width, height = sizes[p["image_id"]]
+        if x1 > (1 + XYXY_MARGIN) * width or y1 > (1 + XYXY_MARGIN) * height:
+            far.append(i)
+    if far:
+        i = far[0]
+        x, y, x1, y1 = results[i]["bbox"]
+        width, height = sizes[results[i]["image_id"]]
+        raise DatasetError(
+            f"{source}: the boxes look like [x0, y0, x1, y1], not COCO's [x, y, width,"
+            f" height]: read as [x, y, w, h], {len(far)} of {len(results)} reach far outside"
+            f" their image (first: {entry.format(i)}, bbox {[x, y, x1 - x, y1 - y]} on a"
+            f" {width}x{height} image); convert each box to [x0, y0, x1 - x0, y1 - y0]"
+        )
+
+
+def _file_name_index(gt):
+    """Ground-truth image id by file name: as recorded, and by base name where unique."""
+    index = {r["file_name"]: r["image_id"] for r in gt.records}
+    base = {}
+    for r in gt.records:
+        base.setdefault(os.path.basename(r["file_name"]), []).append(r["image_id"])
+    index.update({name: ids[0] for name, ids in base.items() if len(ids) == 1})
+    return index
+
+
+def _from_coco_dict(data, source, gt):
+    """The scored annotations of a COCO dict in the ground truth's image and category ids:
+    categories matched by name, images by file_name (by id where an image has none)."""
+    for key in ("images", "categories", "annotations"):
+        if not isinstance(data[key], list):
+            raise DatasetError(f"{source}: '{key}' must be a list")
+    by_name = {n: cid for n, cid in zip(gt.class_names, gt.file_category_ids)}
+    category = {}
+    for i, c in enumerate(data["categories"]):
+        if not (isinstance(c, dict) and _has_id(c) and isinstance(c.get("name"), str)):
+            raise DatasetError(f"{source}: categories[{i}]: needs an 'id' and a string 'name'")
+        if c["name"] not in by_name:
+            raise DatasetError(
+                f"{source}: categories[{i}]: class {c['name']!r} is not a ground-truth class"
+                f" ({', '.join(gt.class_names[:8])}{', ...' if len(gt.class_names) > 8 else ''})"
+            )
+        category[c["id"]] = by_name[c["name"]]
+    by_file, gt_ids = _file_name_index(gt), {r["image_id"] for r in gt.records}
+    image = {}
+    for i, im in enumerate(data["images"]):
+        if not (isinstance(im, dict) and _has_id(im)):
+            raise DatasetError(f"{source}: images[{i}]: needs an 'id'")
+        name = im.get("file_name")
+        if name is not None:
+            name = str(name).replace("\\", "/")
+            found = by_file.get(name, by_file.get(os.path.basename(name)))
+            if found is None:
+                raise DatasetError(
+                    f"{source}: images[{i}]: file_name {name!r} is not an image of the ground truth"
+                )
+            image[im["id"]] = found
+        elif im["id"] in gt_ids:
+            image[im["id"]] = im["id"]
+        else:
+            raise DatasetError(
+                f"{source}: images[{i}]: id {im['id']!r} is not a ground-truth image id, and"
+                " no 'file_name' says which image it is"
+            )
+    out = []
+    for i, a in enumerate(data["annotations"]):
+        if not isinstance(a, dict):
+            raise DatasetError(f"{source}: annotations[{i}]: not an object")
+        if "score" not in a:
+            raise DatasetError(
+                f"{source}: annotations[{i}] has no 'score': this is ground truth, not"
+                " predictions (each detection needs its score)"
+            )
+        if not _known(a.get("image_id"), image):
+            raise DatasetError(
+                f"{source}: annotations[{i}]: image_id {a.get('image_id')!r} is not in its 'images'"
+            )
+        if not _known(a.get("category_id"), category):
+            raise DatasetError(
+                f"{source}: annotations[{i}]: category_id {a.get('category_id')!r} is not in"
+                " its 'categories'"
+            )
+        out.append(dict(a, image_id=image[a["image_id"]], category_id=category[a["category_id"]]))
+    return out
+
+
+def categories_file(predictions_file):
+    """Where the class names of a COCO results list ``X.json`` are: ``X.categories.json``."""
+    p = Path(predictions_file)
+    stem = p.name[: -len(".json")] if p.name.endswith(".json") else p.name
+    return p.with_name(stem + ".categories.json")
 
 
 def categories(gt: GroundTruth):
@@ -218,15 +367,15 @@ def categories(gt: GroundTruth):
 
 
 def _check_categories(path, gt):
-    """When ``categories.json`` stands beside a predictions file, its ids must mean the
-    ground truth's classes: otherwise every score would silently go to the wrong class."""
-    side = os.path.join(os.path.dirname(os.path.abspath(path)), CATEGORIES_FILE)
-    if not os.path.isfile(side):
+    """When ``X.categories.json`` stands beside the predictions ``X.json``, its ids must
+    mean the ground truth's classes: otherwise every score would silently go to the wrong
+    class."""
+    side = categories_file(path)
+    if not side.is_file():
         return
     try:
-        with open(side, encoding="utf-8") as f:
-            theirs = {c["id"]: c["name"] for c in json.load(f)}
-    except (ValueError, TypeError, KeyError) as e:
+        theirs = {c["id"]: c["name"] for c in read_json(side)}
+    except (TypeError, KeyError) as e:
         raise DatasetError(f"{side}: not a list of {{'id', 'name'}} categories: {e}") from None
     ours = {c["id"]: c["name"] for c in categories(gt)}
     diff = [
@@ -325,7 +474,8 @@ class DetectionEvaluator(DatasetEvaluator):
     """COCO or VOC metrics for a registered dataset, for Detectron2's inference_on_dataset.
 
     Writes ``output_dir/metrics.json`` and ``output_dir/predictions.json`` (a COCO results
-    file in the dataset's ids, which ``tools/evaluate.py`` re-evaluates exactly).
+    file in the dataset's ids, which ``tools/evaluate.py`` re-evaluates exactly) with its
+    class names in ``predictions.categories.json``.
     """
 
     def __init__(self, dataset_name, metric="auto", output_dir=None, distributed=True):
@@ -364,9 +514,10 @@ class DetectionEvaluator(DatasetEvaluator):
             format_results(results),
         )
         if self._output_dir:
-            with atomic_write(os.path.join(self._output_dir, "predictions.json"), "w") as f:
+            path = os.path.join(self._output_dir, "predictions.json")
+            with atomic_write(path, "w") as f:
                 json.dump(to_coco_results(predictions, gt), f)
-            with atomic_write(os.path.join(self._output_dir, CATEGORIES_FILE), "w") as f:
+            with atomic_write(categories_file(path), "w") as f:
                 json.dump(categories(gt), f, indent=1)
             write_metrics(results, os.path.join(self._output_dir, "metrics.json"))
         return results
@@ -375,9 +526,3 @@ class DetectionEvaluator(DatasetEvaluator):
 def build_evaluator(cfg, dataset_name, output_dir):
     """The evaluator for ``dataset_name`` with the metric of RESDET.EVAL.METRIC."""
     return DetectionEvaluator(dataset_name, cfg.RESDET.EVAL.METRIC, output_dir)
-
-
-def evaluate_files(gt, pred, metric="auto", split=None):
-    """Evaluate a predictions file/folder against a COCO JSON or VOC folder (no model)."""
-    truth = GroundTruth.from_path(gt, split)
-    return evaluate_predictions(truth, load_predictions(pred, truth), metric)

@@ -1,29 +1,34 @@
-"""Scoring a predictions file (or list) against ground truth given as a path or a dataset
-spec, with no model: what ``resdet.evaluate_predictions`` and tools/evaluate.py do."""
+"""Scoring predictions against ground truth with no model: what ``tools/evaluate.py`` and
+``resdet.evaluate_predictions`` do."""
 
-import json
-from pathlib import Path
+import os
 
+from detectron2.data import DatasetCatalog
+
+from ..data.datasets import load_voc_folder
 from ..errors import ConfigError
+from .evaluator import GroundTruth, evaluate_predictions, load_predictions, write_metrics
 
-__all__ = ["evaluate_predictions"]
+__all__ = ["ground_truth", "evaluate_files"]
 
 
-def _ground_truth(gt, split=None):
-    """resdet.evaluation.GroundTruth for a dataset given as documented above."""
-    from detectron2.data import DatasetCatalog
-
-    from ..data import load_voc_folder
-    from .evaluator import GroundTruth
-
+def ground_truth(gt, split=None) -> GroundTruth:
+    """The :class:`GroundTruth` of a dataset given as in ``resdet.api``'s docstring: a COCO
+    JSON, a VOC folder (``split``: an ImageSets/Main name; default test.txt when present,
+    else every annotated image), a registered dataset name, ``(json, images)``,
+    ``{"json": ..., "images": ...}`` or ``{"voc": folder, "split"/"holdout": ...}`` (the
+    held-out part: what a model trained on the rest predicted). No images are needed."""
+    if isinstance(gt, GroundTruth):
+        return gt
     if isinstance(gt, (tuple, list)):
+        if len(gt) != 2:
+            raise ConfigError(f"gt {gt!r}: a COCO dataset is (json_file, image_folder)")
         gt = {"json": gt[0], "images": gt[1]}
     if isinstance(gt, dict):
         if "json" in gt:
             return GroundTruth.from_path(gt["json"])
         if "voc" not in gt:
             raise ConfigError(f"gt {gt!r}: a dict needs 'json' or 'voc'")
-        # the test side of the folder (its held-out part with "holdout"): what was predicted
         records, meta = load_voc_folder(
             gt["voc"],
             gt.get("split") or None,
@@ -38,23 +43,22 @@ def _ground_truth(gt, split=None):
     return GroundTruth.from_path(gt, split)
 
 
-def evaluate_predictions(gt, pred, metric="auto", *, split=None, output=None) -> dict:
-    """Score a predictions file against ground truth with no model (tools/evaluate.py).
+def evaluate_files(gt, pred, metric="auto", split=None, *, output=None) -> dict:
+    """Score predictions against ground truth, with no model.
 
-    ``gt``: a COCO JSON, a VOC folder (``split``: an ImageSets/Main name; default test.txt
-    when present, else every annotated image), a registered dataset name, or a dataset
-    dict as in this module's docstring. ``pred``: a COCO results JSON, or for VOC ground
-    truth a folder of devkit files. ``metric``: auto, coco, voc07 or voc. Returns
-    ``{"bbox": {...}}`` in percent, written to ``output`` (JSON) when given."""
-    from ..io import atomic_write
-    from .evaluator import CATEGORIES_FILE, categories, load_predictions, write_metrics
-    from .evaluator import evaluate_predictions as score
+    Args:
+        gt: a dataset as :func:`ground_truth` takes it.
+        pred: a COCO results JSON (a list, or the COCO dict form with class names and file
+            names inside), the same as a list/dict in memory, or for VOC ground truth a
+            folder of devkit files (:func:`~resdet.evaluation.load_predictions`).
+        metric: auto, coco, voc07 or voc.
+        output: write the metrics here as JSON (their per-class keys name the classes).
 
-    truth = _ground_truth(gt, split)
-    results = score(truth, load_predictions(pred, truth), metric)
+    Returns:
+        ``{"bbox": {...}}`` in percent.
+    """
+    truth = ground_truth(gt, split)
+    results = evaluate_predictions(truth, load_predictions(pred, truth), metric)
     if output:
-        write_metrics(results, output)
-        # which class each category id of the predictions was scored as (VOC ids are positions)
-        with atomic_write(Path(output).parent / CATEGORIES_FILE, "w") as f:
-            json.dump(categories(truth), f, indent=1)
+        write_metrics(results, os.fspath(output))
     return results

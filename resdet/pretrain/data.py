@@ -19,8 +19,9 @@ from torch.utils.data import Dataset
 from torch.utils.data.dataloader import default_collate
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 from torchvision.io import ImageReadMode, decode_image, read_file
-from torchvision.transforms.v2.functional import pil_to_tensor
+from torchvision.transforms.v2.functional import pil_to_tensor, to_dtype
 
+from ..data.image import BAD_IMAGE_ERRORS, open_image, to_8_bit
 from ..errors import DatasetError
 from ..sampling import ResumableSampler, sample_seed, seeded  # noqa: F401 (shared with detection)
 
@@ -37,9 +38,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# what PIL raises for truncated, corrupt or unidentifiable files
-BAD_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
-
 
 def _split_dir(root, split) -> Path:
     d = Path(root) / split
@@ -50,7 +48,28 @@ def _split_dir(root, split) -> Path:
     return d
 
 
+def _check_no_link_loop(folder: Path):
+    """Refuse a symbolic link to a folder that encloses it: torchvision's make_dataset
+    follows links, so such a loop lists the images again under every level of the loop
+    (a link to the split folder puts every class's images into this one) or, with a few
+    such links, never ends."""
+    chain = {}  # folder as walked -> real paths of it and of the walked folders around it
+    for root, dirs, _ in os.walk(folder, followlinks=True):
+        here = os.path.realpath(root)
+        chain[root] = chain.get(os.path.dirname(root), frozenset()) | {here}
+        for d in dirs:
+            target = os.path.realpath(os.path.join(root, d))
+            # a walked folder around it, or one around it on disk (the split folder, /)
+            if target in chain[root] or here.startswith(target.rstrip(os.sep) + os.sep):
+                raise DatasetError(
+                    f"{os.path.join(root, d)}: a symbolic link back to {target}, a folder"
+                    " around it; its images would be listed again and again: remove the link"
+                )
+
+
 def _scan(split_dir: Path, class_to_idx):
+    for name in class_to_idx:
+        _check_no_link_loop(split_dir / name)
     samples = make_dataset(
         str(split_dir), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True
     )
@@ -95,31 +114,39 @@ def load_splits(cfg):
 
 def load_image(path, min_side=None) -> Image.Image:
     """Decode to RGB; JPEGs decode at the largest 1/2, 1/4, 1/8 reduction (libjpeg's DCT
-    scaling via PIL draft mode) whose shorter side still is at least ``min_side``."""
-    with Image.open(path) as img:
+    scaling via PIL draft mode) whose shorter side still is at least ``min_side``. More
+    than 8 bits per channel are scaled, a decompression bomb is a DatasetError
+    (resdet.data.image)."""
+    with open_image(path) as img:
         if min_side:
             img.draft("RGB", (min_side, min_side))
-        return img.convert("RGB")
+        return to_8_bit(img, path).convert("RGB")
 
 
 def decode_tensor(path, reduce: int = 1) -> torch.Tensor:
     """Decode to a uint8 RGB (3, H, W) tensor, the input of the fast training transforms.
 
     ``reduce`` 1: torchvision.io (libjpeg-turbo/libpng straight into a tensor; the same
-    pixels as PIL, faster). 2, 4 or 8: a JPEG decodes at 1/reduce of its size in the DCT
-    domain (PIL draft), several times cheaper than decoding in full and resizing. Formats
-    torchvision.io lacks (BMP, TIFF, ...) and corrupt files go through PIL, whose error
-    then names the problem.
+    pixels as PIL, faster); a 16-bit PNG, which it decodes to uint16, is scaled to 8 bits
+    as :func:`load_image` scales it. 2, 4 or 8: a JPEG decodes at 1/reduce of its size in
+    the DCT domain (PIL draft), several times cheaper than decoding in full and resizing.
+    Formats torchvision.io lacks (BMP, TIFF, ...) and corrupt files go through PIL, whose
+    error then names the problem. The header is read by PIL first either way: torchvision
+    has no decompression-bomb limit.
     """
-    if reduce == 1:
-        try:
-            return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
-        except RuntimeError:
-            pass
-    with Image.open(path) as img:
+    with open_image(path) as img:
+        if reduce == 1:
+            try:
+                return to_dtype(
+                    decode_image(read_file(str(path)), mode=ImageReadMode.RGB),
+                    torch.uint8,
+                    scale=True,
+                )
+            except RuntimeError:
+                pass
         if reduce > 1:
             img.draft("RGB", (max(img.width // reduce, 1), max(img.height // reduce, 1)))
-        return pil_to_tensor(img.convert("RGB"))
+        return pil_to_tensor(to_8_bit(img, path).convert("RGB"))
 
 
 class ClassFolder(Dataset):
