@@ -6,7 +6,7 @@ so any Detectron2 project can use them by name.
 
 The Python API (resdet/api.py, a facade): ``Predictor``, ``train_detector``,
 ``evaluate_detector``, ``evaluate_predictions``, ``pretrain``, ``convert_weights``,
-``export``; each does what one command in tools/ does. ``resdet.model_zoo`` lists and
+``export_model``; each does what one command in tools/ does. ``resdet.model_zoo`` lists and
 loads the shipped configs, as Detectron2's ``model_zoo``.
 """
 
@@ -40,7 +40,7 @@ from .api import (  # noqa: E402,F401
     convert_weights,
     evaluate_detector,
     evaluate_predictions,
-    export,
+    export_model,
     train_detector,
 )
 from .config import add_resdet_config, get_resdet_cfg  # noqa: E402,F401

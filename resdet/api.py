@@ -9,7 +9,7 @@ the library function that does the job, and nothing else.
     resdet.evaluate_predictions("voc_folder/", "predictions.json")   # {"bbox": {...}}
     resdet.convert_weights("resnet50.pth", "r50_c4.pth", verify=True)
     resdet.pretrain("imagenet/r18.yaml", data="datasets/imagenet", output_dir="out/r18")
-    resdet.export("coco_r50_fpn.yaml", "model_final.pth", "onnx", "exported/")
+    resdet.export_model("coco_r50_fpn.yaml", "model_final.pth", "onnx", "exported/")
 
 Configs: a shipped config name (``coco_r101.yaml``, see resdet.model_zoo), a YAML/.py
 path, a CfgNode or a LazyConfig; overrides as a list (``KEY VALUE`` pairs for YAML,
@@ -25,6 +25,7 @@ from .config import resolve_config_file
 from .convert import convert_weights
 from .detection.run import evaluate_detector, register_datasets, train_detector
 from .evaluation.files import evaluate_files as evaluate_predictions
+from .export import export_model
 from .predictor import RUNTIMES, Predictor
 from .pretrain.run import pretrain
 
@@ -35,7 +36,7 @@ __all__ = [
     "evaluate_predictions",
     "pretrain",
     "convert_weights",
-    "export",
+    "export_model",
     "config_file",
     "register_datasets",
     "RUNTIMES",
@@ -46,11 +47,3 @@ def config_file(name) -> str:
     """The file of a config: an existing path as given, else a shipped config name
     (``coco_r101.yaml``, ``demo/det_r18_fpn.yaml``; ``configs/...`` works too)."""
     return str(resolve_config_file(name))
-
-
-def export(config, weights=None, fmt="onnx", output_dir="export", **kwargs):
-    """Export a trained detector for deployment (tools/export.py); see
-    :func:`resdet.export.export_model` (imported here on use: it needs the deploy extra)."""
-    from .export import export_model
-
-    return export_model(config, weights, fmt, output_dir, **kwargs)

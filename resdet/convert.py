@@ -29,7 +29,13 @@ from .config import get_resdet_cfg, load_config, shipped_config_file
 from .errors import one_line
 from .io import CheckpointError, atomic_save, load_checkpoint_file
 from .modeling.resnet import IMAGENET_DEPTHS, build_resnet
-from .weights import backbone_meta, config_of, legacy_fragment, merge_weights_settings
+from .weights import (
+    backbone_meta,
+    config_of,
+    config_settings,
+    legacy_fragment,
+    merge_weights_settings,
+)
 
 __all__ = [
     "FORMATS",
@@ -463,8 +469,6 @@ def load_source(path, kind: str = "auto", depth: Optional[int] = None, config=No
 def config_keys(source: Source, layout: str = "c4") -> dict:
     """``{YAML key: value}`` the converted weights need, for a plain Detectron2 config (a
     resdet command reads them from the checkpoint's meta itself)."""
-    from .weights import config_settings
-
     return config_settings(backbone_meta(source, layout))
 
 

@@ -23,10 +23,22 @@ import time
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from .config import get_pipeline_cfg  # noqa: F401  (the pipeline's keys, re-exported)
+from .config import (
+    get_pipeline_cfg,  # noqa: F401  (the pipeline's keys, re-exported)
+    load_config,
+    override_pairs,
+    resolve_config_file,
+)
+from .convert import LAYOUTS, convert_weights
+from .data.synthetic import generate_dataset
+from .detection import register_datasets, train_detector
 from .engine import load
 from .errors import ConfigError, DatasetError
+from .evaluation.files import evaluate_files
 from .io import atomic_write
+from .pretrain.run import pretrain
+from .report import write_report
+from .run_folder import RunFolder
 from .weights import versions
 
 __all__ = [
@@ -53,8 +65,6 @@ def load_pipeline_cfg(
 ):
     """The pipeline config: defaults + ``config`` (a packaged name or a path) + KEY VALUE
     ``overrides`` + the arguments (one-line ConfigErrors for bad keys or values)."""
-    from .config import override_pairs
-
     given = {"DATA.ROOT": data, "DATA.IMAGES": images}
     opts = {**dict(override_pairs(overrides)), **{k: str(v) for k, v in given.items() if v}}
     return load(config, overrides=opts, output_dir=output_dir, kind="pipeline").cfg
@@ -143,8 +153,6 @@ class RunPaths:
     TEST_SET = "resdet_test"  # the registered name of the detector's test set
 
     def __init__(self, cfg):
-        from .config import resolve_config_file
-
         out = self.out = Path(cfg.OUTPUT_DIR)
         self.data_dir = out / "data"
         self.data_json = out / "data.json"
@@ -195,8 +203,6 @@ def stage_settings(cfg, stage) -> dict:
 
 def _data(cfg, p, ctx):
     """Detection train/test (+ a classification set for pretraining) under out/data."""
-    from .data.synthetic import generate_dataset
-
     if not cfg.DATA.ROOT:
         g = cfg.DATA.GENERATE
         paths = generate_dataset(
@@ -284,8 +290,6 @@ def _export_crops(det, out_dir, size, seed):
     from detectron2.structures import BoxMode
     from PIL import Image
 
-    from .detection import register_datasets
-
     train_name, test_name = register_datasets(det["train"], det["test"])
     classes = MetadataCatalog.get(train_name).thing_classes
     if BACKGROUND in classes:
@@ -341,8 +345,6 @@ def _export_crops(det, out_dir, size, seed):
 
 
 def _pretrain(cfg, p, ctx):
-    from .pretrain.run import pretrain
-
     data = p.data()
     classes = sorted(
         q.name for q in (Path(data["classification"]) / "train").iterdir() if q.is_dir()
@@ -363,8 +365,6 @@ def _pretrain(cfg, p, ctx):
 
 
 def _convert(cfg, p, ctx):
-    from .convert import convert_weights
-
     result = convert_weights(
         p.pretrained, p.backbone, layout=cfg.CONVERT.LAYOUT, verify=True, size=cfg.DATA.CROP_SIZE
     )
@@ -373,8 +373,6 @@ def _convert(cfg, p, ctx):
 
 
 def _detect(cfg, p, ctx):
-    from .detection import train_detector
-
     det = p.data()["detection"]
     return train_detector(
         p.detect_config,
@@ -390,8 +388,6 @@ def _detect(cfg, p, ctx):
 def _evaluate(cfg, p, ctx):
     """Re-score the detector's saved predictions with no model, on the ground truth of
     exactly the split that was predicted: COCO AP and (VOC data) VOC07 AP50."""
-    from .evaluation.files import evaluate_files
-
     gt = p.data()["detection"]["gt"]
     results = {}
     for metric in ("coco", "voc07") if "voc" in gt else ("coco",):
@@ -405,8 +401,6 @@ def _evaluate(cfg, p, ctx):
 
 
 def _report(cfg, p, ctx):
-    from .report import write_report
-
     ctx["report_files"] = write_report(
         p.out,
         ctx["manifest"].data,
@@ -473,9 +467,6 @@ PIPELINE_STAGES = (
 def check_pipeline_cfg(cfg):
     """What would stop a stage, checked before any stage writes: the stage configs with
     their OPTS, the layout, the data settings (one-line ConfigErrors naming the key)."""
-    from .config import load_config
-    from .convert import LAYOUTS
-
     p = RunPaths(cfg)
     load_config(p.pretrain_config, list(cfg.PRETRAIN.OPTS), kind="pretrain")
     load_config(p.detect_config, list(cfg.DETECT.OPTS), kind="detection")
@@ -500,8 +491,6 @@ def run_pipeline(cfg, stages=PIPELINE_STAGES, *, overwrite=False) -> dict:
     the summary written to OUTPUT_DIR/summary.json: {"AP50": ..., "AP": ...,
     "elapsed_seconds": ..., "stages": {...}}. The output folder is a pipeline run folder
     (resdet.run_folder): a rerun continues it; ``overwrite`` starts it again."""
-    from .run_folder import RunFolder
-
     check_pipeline_cfg(cfg)
     p = RunPaths(cfg)
     with RunFolder(p.out, "pipeline", resume=not overwrite, overwrite=overwrite) as run:

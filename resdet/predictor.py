@@ -13,13 +13,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data import model_input, read_image
 from .engine import load
 from .errors import ConfigError
+from .export import runtime_model
+from .modeling import prepare_for_inference
 
-__all__ = ["Predictor", "RUNTIMES", "DEPLOY_HINT"]
+__all__ = ["Predictor", "RUNTIMES"]
 
-RUNTIMES = ("torch",)  # others come from resdet.export (pip install -e '.[deploy]')
-DEPLOY_HINT = "pip install 'resdet[deploy]' (from a checkout: pip install -e '.[deploy]')"
+RUNTIMES = ("torch",)  # the others are resdet.export's (the deploy extra)
 _WEIGHT_SUFFIXES = (".pth", ".pkl", ".pt")
 
 
@@ -62,8 +64,6 @@ class Predictor:
         overrides=None,
         batch_size=8,
     ):
-        from .modeling import prepare_for_inference
-
         if input_format not in ("RGB", "BGR"):
             raise ConfigError(f"input_format {input_format!r}: must be 'RGB' or 'BGR'")
         if int(batch_size) < 1:
@@ -97,8 +97,6 @@ class Predictor:
 
     def _as_array(self, image, index):
         """HWC uint8 numpy array in the model's channel order."""
-        from .data import read_image
-
         given = self.input_format
         if isinstance(image, (str, os.PathLike)):
             if not Path(image).is_file():
@@ -134,8 +132,6 @@ class Predictor:
         return (math.ceil(h / d) * d, math.ceil(w / d) * d) if d > 1 else (h, w)
 
     def __call__(self, images):
-        from .data import model_input
-
         single = not isinstance(images, (list, tuple))
         images = [images] if single else list(images)
         inputs = [model_input(self._as_array(image, i), self.aug) for i, image in enumerate(images)]
@@ -166,14 +162,6 @@ def _metadata(setup, class_names):
 
 
 def _runtime_model(model, setup, runtime, precision="fp32", int8_calibration=None):
-    """The model run by another runtime (resdet.export), or a one-line ConfigError."""
-    try:
-        from .export import runtime_model
-    except ImportError as e:
-        raise ConfigError(
-            f"runtime {runtime!r} needs resdet's deploy extras ({e}); {DEPLOY_HINT}"
-        ) from None
-    try:
-        return runtime_model(model, setup, runtime, precision, int8_calibration=int8_calibration)
-    except ImportError as e:
-        raise ConfigError(f"runtime {runtime!r}: {e}; {DEPLOY_HINT}") from None
+    """The model run by another runtime (resdet.export; its runtime packages are the
+    ``deploy`` extra, imported when used: a missing one is a one-line ConfigError)."""
+    return runtime_model(model, setup, runtime, precision, int8_calibration=int8_calibration)

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from .config import get_resdet_cfg, is_lazy, merge_overrides, read_yaml
 from .errors import CheckpointError, ConfigError
+from .io import load_checkpoint_file
 from .version import __version__
 
 __all__ = [
@@ -172,8 +173,6 @@ def _key(path):
 def read_checkpoint(path, *, keep=False):
     """The content of a checkpoint file, loaded safely (resdet.io); a .pth read by
     :func:`read_meta` just before is not read again. ``keep``: leave it in that cache."""
-    from .io import load_checkpoint_file
-
     path = str(path)
     if not Path(path).is_file():
         raise CheckpointError(

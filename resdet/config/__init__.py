@@ -25,6 +25,7 @@ from .load import (  # noqa: F401
     is_lazy,
     kind_of,
     load_config,
+    merge_config_dict,
     merge_config_file,
     merge_overrides,
     override_pairs,

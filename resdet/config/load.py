@@ -27,6 +27,7 @@ __all__ = [
     "load_config",
     "read_yaml",
     "merge_config_file",
+    "merge_config_dict",
     "merge_overrides",
     "override_pairs",
     "apply_lazy_overrides",
@@ -106,7 +107,7 @@ def _load_yaml_file(path):
     kind = config_kind(loaded)
     if kind == "lazy":  # the config.yaml a LazyConfig run saved (LazyConfig.save)
         return _load_lazy_file(path)
-    return _merge_loaded(DEFAULTS[kind](), loaded, path)
+    return merge_config_dict(DEFAULTS[kind](), loaded, path)
 
 
 def _load_lazy_file(path):
@@ -200,7 +201,9 @@ def _merge_dicts(a, b):
             b[k] = v
 
 
-def _merge_loaded(cfg, loaded, path):
+def merge_config_dict(cfg, loaded, path):
+    """Merge a config mapping (read from ``path``, or recorded in weights) into ``cfg``,
+    checked: its VERSION, every key known, every value of its key's type."""
     version = loaded.pop("VERSION", cfg.get("VERSION"))
     if "VERSION" in cfg and version != cfg.VERSION:
         raise ConfigError(
@@ -213,7 +216,7 @@ def _merge_loaded(cfg, loaded, path):
 
 def merge_config_file(cfg, path):
     """``cfg.merge_from_file(path)`` (with its ``_BASE_`` chain), with one-line errors."""
-    return _merge_loaded(cfg, read_yaml(path), path)
+    return merge_config_dict(cfg, read_yaml(path), path)
 
 
 # ---------------------------------------------------------------------------- yacs keys

@@ -16,7 +16,8 @@ import json
 import os
 from pathlib import Path
 
-from ..config import override_pairs
+from ..config import get_resdet_cfg, is_lazy, merge_overrides, override_pairs
+from ..data import register_user_datasets  # importing resdet.data registers the standard names
 from ..engine import launch, load
 from ..errors import ConfigError
 from .train import train_net
@@ -27,8 +28,6 @@ __all__ = ["train_detector", "evaluate_detector", "register_datasets", "dataset_
 def _dataset(spec, part):
     """(RESDET.DATA overrides, dataset name) for a dataset given as documented above."""
     from detectron2.data import DatasetCatalog
-
-    from ..data import datasets_root  # noqa: F401  (importing it registers the standard names)
 
     if spec is None:
         return {}, None
@@ -80,9 +79,6 @@ def register_datasets(train=None, test=None):
     """Register datasets given as in this module's docstring with Detectron2; returns
     their names ``(train, test)`` (None where not given): registered names stay as they
     are, the others become "resdet_train"/"resdet_test"."""
-    from ..config import get_resdet_cfg, merge_overrides
-    from ..data import register_user_datasets
-
     cfg = merge_overrides(get_resdet_cfg(), dataset_overrides(train, test))
     register_user_datasets(cfg)
     return (
@@ -92,8 +88,6 @@ def register_datasets(train=None, test=None):
 
 
 def _is_lazy_config(config) -> bool:
-    from ..config import is_lazy
-
     return is_lazy(config) or str(config).endswith(".py")
 
 

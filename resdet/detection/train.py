@@ -20,6 +20,7 @@ from detectron2.utils import comm
 from ..checkpoint import ResdetCheckpointer
 from ..engine import load
 from ..engine.train import TRAIN_LOG, MarkStarted, SeedEachStep, Writers, build_trainer
+from ..evaluation import resolve_metric
 from ..io import atomic_write
 from ..modeling import prepare_for_inference
 from ..sampling import ResumableLoader
@@ -32,8 +33,6 @@ def best_metric(setup, dataset_name):
     """The metrics key (``task/metric``) that picks model_best.pth: RESDET.EVAL.BEST_METRIC,
     or for "auto" bbox/AP under the COCO metric and bbox/AP50 under the VOC ones."""
     from detectron2.data import MetadataCatalog
-
-    from ..evaluation import resolve_metric
 
     chosen = "auto" if setup.is_lazy else setup.cfg.RESDET.EVAL.BEST_METRIC
     if chosen != "auto":

@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..data import model_input, read_image
 from ..io import atomic_write
 from ..plots import plot_json_lines, read_json_lines
 
@@ -27,8 +28,6 @@ def draw_predictions(setup, model, dataset_name, out_dir, num_images, thresh=0.5
     (``<out_dir>/<image name>.jpg``)."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.utils.visualizer import Visualizer
-
-    from ..data import model_input, read_image
 
     dicts = DatasetCatalog.get(dataset_name)[:num_images]
     if not dicts:

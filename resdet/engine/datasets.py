@@ -3,6 +3,7 @@
 import difflib
 
 from ..errors import ConfigError, DatasetError
+from ..evaluation import METRICS, resolve_metric
 
 __all__ = ["check_datasets"]
 
@@ -13,8 +14,6 @@ def check_datasets(cfg, eval_only=False):
     --eval-only, a known metric and a best-checkpoint key that evaluation will write.
     Returns the class names of the data (None when no dataset names them)."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    from ..evaluation import METRICS, resolve_metric
 
     registered = DatasetCatalog.list()
     for key in ("TRAIN", "TEST"):

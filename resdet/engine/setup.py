@@ -20,15 +20,23 @@ from typing import Optional
 
 import torch
 
+from ..checkpoint import load_weights
 from ..config import (
     check_solver,
     check_weights_path,
+    get_resdet_cfg,
     load_config,
+    merge_config_dict,
     override_pairs,
     read_yaml,
 )
 from ..config.keys import AUTO_DEVICE
+from ..data import register_user_datasets
+from ..data.mapper import SkipUnreadable
+from ..data.train_loader import build_train_loader, resumable_loader
 from ..errors import ConfigError, one_line
+from ..evaluation import build_evaluator, write_metrics
+from ..run_folder import RunFolder
 from ..weights import (
     check_class_names,
     config_settings,
@@ -36,6 +44,7 @@ from ..weights import (
     merge_weights_settings,
     read_meta,
 )
+from .datasets import check_datasets
 
 __all__ = ["load", "Setup", "resolve_device", "DEFAULT_TEST_RESIZE"]
 
@@ -165,8 +174,6 @@ class Setup:
         """The class names of the config's first dataset that has them, None if none."""
         from detectron2.data import MetadataCatalog
 
-        from ..data import datasets_root  # noqa: F401  (importing it registers the standard names)
-
         for name in self.dataset_names():
             classes = MetadataCatalog.get(name).get("thing_classes")
             if classes is not None:
@@ -205,8 +212,6 @@ class Setup:
     def load_weights(self, model, policy):
         """Load :attr:`weights` into ``model`` under ``policy``; a missing weights file for
         inference is an error (a model with random weights predicts nothing real)."""
-        from ..checkpoint import load_weights
-
         if not self.weights:
             if policy == "inference":
                 key = "train.init_checkpoint" if self.is_lazy else "MODEL.WEIGHTS"
@@ -274,9 +279,6 @@ class Setup:
         uses Detectron2's default training sampler; unreadable images skipped and counted."""
         from detectron2.data import DatasetMapper
 
-        from ..data.mapper import SkipUnreadable
-        from ..data.train_loader import build_train_loader, resumable_loader
-
         if not self.is_lazy:
             return build_train_loader(
                 self.cfg, mapper=SkipUnreadable(DatasetMapper(self.cfg, True))
@@ -310,8 +312,6 @@ class Setup:
         from detectron2.evaluation import inference_on_dataset, print_csv_format
         from detectron2.utils import comm
 
-        from ..evaluation import build_evaluator, write_metrics
-
         results = {}
         if self.is_lazy:
             if "evaluator" in self.cfg.dataloader:
@@ -341,8 +341,6 @@ class Setup:
         then Detectron2's ``default_setup`` (loggers, environment, config.yaml, seed) and
         the notes of loading logged."""
         from detectron2.utils import comm
-
-        from ..run_folder import RunFolder
 
         kind = kind or ("detection" if self.kind == "lazy" else self.kind)
         out = self.output_dir
@@ -540,10 +538,7 @@ def _carried_config(weights, meta):
         )
     import yaml
 
-    from ..config import get_resdet_cfg
-    from ..config.load import _merge_loaded
-
-    return _merge_loaded(get_resdet_cfg(), yaml.safe_load(recorded), f"{weights} (its config)")
+    return merge_config_dict(get_resdet_cfg(), yaml.safe_load(recorded), f"{weights} (its config)")
 
 
 def _yacs_weights(cfg, weights):
@@ -615,9 +610,6 @@ def _finish_yacs(cfg, kind, output_dir, device, notes, datasets, eval_only):
 def _register_datasets(cfg, notes, eval_only):
     """Register RESDET.DATA's datasets, check every dataset of the config, and size the box
     predictor to their classes."""
-    from ..data import register_user_datasets
-    from .datasets import check_datasets
-
     register_user_datasets(cfg)
     classes = check_datasets(cfg, eval_only)
     if classes is not None and len(classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:

@@ -1,7 +1,7 @@
 """Deployment: export a resdet Faster R-CNN's dense part (backbone, FPN, RPN head) to ONNX,
 OpenVINO IR or TorchScript, and run detectors with that part on an inference runtime.
 
-The runtimes are an optional extra (``pip install 'resdet[deploy]'``): they are imported
+The runtimes are an optional extra (``pip install -e '.[deploy]'`` in a checkout): they are imported
 only when an export or a runtime model needs them, so ``import resdet.export`` works
 without them.
 """

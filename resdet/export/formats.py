@@ -25,9 +25,10 @@ def require(module: str, what: str):
     try:
         return importlib.import_module(module)
     except ImportError:
+        package = PACKAGES.get(module, module)
         raise ConfigError(
-            f"{what} needs the Python package {PACKAGES.get(module, module)}, which is "
-            f"not installed: pip install 'resdet[deploy]'"
+            f"{what} needs the Python package {package}, which is not installed: pip install "
+            f"{package} (all runtimes: pip install -e '.[deploy]' in resdet's checkout)"
         ) from None
 
 
