@@ -27,29 +27,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "datasets"))
 from common import SHARED_DATA, emit, interleaved, parser, result  # noqa: E402
 from prepare_imagenet import link_flat  # noqa: E402
 
-from resdet.pretrain import get_pretrain_cfg, load_splits  # noqa: E402
+from resdet.engine import load  # noqa: E402
+from resdet.pretrain import load_splits  # noqa: E402
 from resdet.pretrain.data import ClassFolder, ResumableSampler, collate_skip_bad, decode_tensor  # noqa: E402
 from resdet.pretrain.transforms import build_batch_normalize, build_train_transform  # noqa: E402
 
 SAMPLE = SHARED_DATA / "imagenet-sample"
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "imagenet" / "r50_modern.yaml"
 BATCH = 25
 
 
 def loaders(root, crop):
     """(resdet loader, its batch normaliser, torchvision loader, image paths) over root/train."""
-    cfg = get_pretrain_cfg()
-    cfg.merge_from_file(str(CONFIG))
-    cfg.merge_from_list(
-        [
-            "PRETRAIN.DATA.ROOT",
-            str(root),
-            "INPUT.CROP_SIZE",
-            crop,
-            "PRETRAIN.AUG.TRIVIAL_AUGMENT",
-            False,
-        ]
-    )  # decode + crop + flip only
+    overrides = {
+        "PRETRAIN.DATA.ROOT": str(root),
+        "INPUT.CROP_SIZE": crop,
+        "PRETRAIN.AUG.TRIVIAL_AUGMENT": False,  # decode + crop + flip only
+    }
+    cfg = load("imagenet/r50_modern.yaml", overrides=overrides, kind="pretrain").cfg
     _, train, _ = load_splits(cfg)
     ours = DataLoader(
         ClassFolder(train, build_train_transform(cfg, from_path=True), decode=False),

@@ -15,8 +15,7 @@ import tempfile
 from pathlib import Path
 
 import resdet  # noqa: F401  (registers the backbones)
-from resdet.detection.checkpoint import ResdetCheckpointer
-from resdet.detection.train import Trainer, setup_cfg
+from resdet.engine import load
 from resdet.export import runtime_model
 from resdet.modeling import prepare_for_inference
 
@@ -37,30 +36,32 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     run = Path(args.run)
     tmp = Path(tempfile.mkdtemp(prefix="resdet-precision-"))
-    cfg = setup_cfg(
+    # the setup layer every resdet command uses: the run's config, its weights, the CPU
+    setup = load(
         run / "config.yaml",
-        ["MODEL.WEIGHTS", str(run / "model_final.pth"), "RESDET.EVAL.NUM_VIS", "0"],
-        output_dir=tmp / "eval",
+        run / "model_final.pth",
+        {"RESDET.EVAL.NUM_VIS": 0},
+        tmp / "eval",
+        device="cpu",
+        datasets=True,
         eval_only=True,
     )
     from detectron2.data import DatasetCatalog
 
-    train_images = [d["file_name"] for d in DatasetCatalog.get(cfg.DATASETS.TRAIN[0])]
+    train_images = [d["file_name"] for d in DatasetCatalog.get(setup.cfg.DATASETS.TRAIN[0])]
     rows = {}
     for name, runtime, precision in PATHS:
-        model = Trainer.build_model(cfg)
-        ResdetCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-        model = prepare_for_inference(model.eval())
+        model = prepare_for_inference(setup.build_model(weights="inference").eval())
         if runtime is not None:
             model = runtime_model(
                 model,
-                cfg,
+                setup,
                 runtime,
                 precision,
                 export_dir=tmp / (runtime + ("_int8" if precision == "int8" else "")),
                 int8_calibration=train_images if precision == "int8" else None,
             )
-        rows[name] = Trainer.test(cfg, model)["bbox"]
+        rows[name] = setup.evaluate(model)["bbox"]
         print(name, {k: round(v, 2) for k, v in rows[name].items() if "-" not in k}, flush=True)
     ref = rows["torch_fp32"]
     table = {
