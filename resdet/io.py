@@ -11,6 +11,7 @@ import errno
 import io
 import os
 import pickle
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ from .errors import (  # CheckpointError re-exported: older code imports it here
 __all__ = [
     "CheckpointError",
     "atomic_write",
+    "atomic_dir",
     "atomic_save",
     "safe_torch_load",
     "safe_pickle_load",
@@ -77,9 +79,7 @@ def atomic_write(path, mode="wb"):
     except OSError as e:
         raise OutputError(f"{path}: cannot be written: {_why(e)}") from None
     # mkstemp creates 0600; give the file the permissions a plain open() would
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -107,6 +107,51 @@ def atomic_write(path, mode="wb"):
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+@contextmanager
+def atomic_dir(path, *, replaceable=lambda folder: False):
+    """A temporary folder beside ``path`` that replaces it when the block succeeds, so a
+    reader sees the old folder or the whole new one, never half of it.
+
+    ``path`` may exist only empty or when ``replaceable(path)`` says it is an earlier
+    result of the same kind (anything else is not ours to replace). The folder gets the
+    permissions a plain ``mkdir`` would (``mkdtemp`` makes it 0700: a serving account could
+    not read it), and the temporary folders of a killed earlier attempt at ``path`` are
+    removed first."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: is a file; choose a folder")
+    if out.is_dir() and any(out.iterdir()) and not replaceable(out):
+        raise OutputError(f"{out}: exists and holds other files; choose a new or empty folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for stale in list(out.parent.glob(f".{out.name}.*.tmp")) + list(
+            out.parent.glob(f".{out.name}.*.old")
+        ):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        os.chmod(tmp, 0o777 & ~_umask())
+    except OSError as e:
+        raise OutputError(f"{out}: cannot be written: {_why(e)}") from None
+    try:
+        yield tmp
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.rename(out, old / "x")
+        os.rename(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def atomic_save(obj, path) -> None:

@@ -90,3 +90,37 @@ def test_unwritable_outputs_are_one_line_output_errors(tmp_path, monkeypatch):
     ):
         atomic_save({"a": torch.zeros(2)}, tmp_path / "out.pth")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"]  # no .tmp, no out.pth
+
+
+def test_atomic_dir_replaces_whole_with_plain_permissions_and_clears_stale_attempts(tmp_path):
+    """An export folder: readable by a serving account (mkdtemp makes 0700), the leftovers
+    of a killed earlier attempt removed, another's folder never replaced."""
+    import os
+    import stat
+
+    from resdet.errors import OutputError
+    from resdet.io import atomic_dir
+
+    out = tmp_path / "export"
+    stale = tmp_path / ".export.abc123.tmp"
+    (stale / "big").mkdir(parents=True)
+    (tmp_path / ".other.abc.tmp").mkdir()  # another folder's attempt stays
+    umask = os.umask(0o022)
+    try:
+        with atomic_dir(out) as tmp:
+            (tmp / "model.onnx").write_text("graph")
+            assert not out.exists()  # nothing half-made at the target
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert (out / "model.onnx").read_text() == "graph"
+    assert not stale.exists() and (tmp_path / ".other.abc.tmp").exists()
+    with pytest.raises(OutputError, match="holds other files"):
+        with atomic_dir(out):
+            pass
+    with pytest.raises(RuntimeError):
+        with atomic_dir(out, replaceable=lambda f: True) as tmp:
+            (tmp / "model.onnx").write_text("half")
+            raise RuntimeError("killed")
+    assert (out / "model.onnx").read_text() == "graph"  # the old one stays whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.abc.tmp", "export"]

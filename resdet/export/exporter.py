@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from ..engine import load
-from ..errors import ConfigError, OutputError, ResdetError, one_line
+from ..errors import ConfigError, ResdetError, one_line
+from ..io import atomic_dir
 from ..version import __version__
 from .dense import INPUT_NAME, DenseRCNN, check_exportable, dense_outputs, fingerprint
 from .formats import FORMATS, METADATA, MODEL_FILES, read_export, require
@@ -129,7 +130,8 @@ def export_dense(
                 f"{onnx_export}: not an fp32 ONNX export of this model; export it again"
             )
         onnx_file = Path(onnx_export) / MODEL_FILES["onnx"]
-    with _atomic_dir(output_dir) as tmp, torch.no_grad():
+    is_export = lambda folder: (folder / METADATA).is_file()  # noqa: E731
+    with atomic_dir(output_dir, replaceable=is_export) as tmp, torch.no_grad():
         try:
             if batches is not None:
                 metadata["precision"] = "int8"
@@ -229,36 +231,6 @@ def _class_names(setup, num_classes):
             f"export the config it was trained with"
         )
     return classes
-
-
-@contextlib.contextmanager
-def _atomic_dir(output_dir):
-    """A temporary folder beside ``output_dir`` that replaces it on success."""
-    out = Path(output_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: is a file; choose a folder for the export")
-    if out.is_dir() and any(out.iterdir()) and not (out / METADATA).is_file():
-        raise OutputError(f"{out}: exists and is not a resdet export; choose a new or empty folder")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    except OSError as e:
-        raise OutputError(
-            f"{out}: cannot write here ({e.strerror or type(e).__name__}); "
-            f"choose a folder you can write to"
-        ) from None
-    try:
-        yield tmp
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.rename(out, old / "x")
-        os.rename(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _example(div, batch=2, h=4, w=5):
