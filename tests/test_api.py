@@ -23,6 +23,7 @@ TOOLS = [
     "demo",
     "layer_responses",
     "degradation_study",
+    "predict",
     "export",
 ]
 

@@ -20,6 +20,7 @@ __all__ = ["COMMANDS", "main"]
 COMMANDS = {
     "train": ("train_det", [], "fine-tune a detector (Detectron2's train_net flags)"),
     "eval": ("train_det", ["--eval-only"], "evaluate a trained detector on its test set"),
+    "predict": ("predict", [], "detect in images, folders, globs or videos; draw and save"),
     "evaluate": ("evaluate", [], "score a predictions file against ground truth, no model"),
     "export": ("export", [], "export a detector for ONNX Runtime, OpenVINO, TorchScript"),
     "pretrain": ("pretrain_imagenet", [], "pretrain a ResNet classifier (ImageNet, CIFAR)"),
