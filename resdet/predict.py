@@ -127,7 +127,8 @@ def _check_videos(items):
     for item in items:
         if item.video:
             cap = _open_video(item)
-            item.frames = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+            count = cap.get(cv2.CAP_PROP_FRAME_COUNT)  # 0 or -1 where the stream lacks it
+            item.frames = int(count) if np.isfinite(count) and count > 0 else 0
             fps = cap.get(cv2.CAP_PROP_FPS)
             item.fps = fps if fps and np.isfinite(fps) and fps > 0 else 30.0
             cap.release()
@@ -270,9 +271,9 @@ class _Writer:
         ok, data = cv2.imencode(".jpg", image_bgr)
         if not ok:
             raise OutputError(f"{self.out / rel}: OpenCV could not encode the drawn picture")
-        self.written.append(rel)
         with atomic_write(self.out / rel, "wb") as f:
             f.write(data.tobytes())
+        self.written.append(rel)  # once there: a failed write left the path as it was
 
     def results(self, model_name):
         info = {
@@ -281,7 +282,7 @@ class _Writer:
             "date_created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "model": model_name,
             "score_threshold": self.threshold,
-            "outputs": [rel for rel in self.written if rel != RESULTS_FILE],
+            "outputs": list(self.written),
         }
         return {
             "info": info,
@@ -324,32 +325,47 @@ def predict(
     """
     from tqdm import tqdm
 
-    if not 0.0 <= float(threshold) <= 1.0:
-        raise ConfigError(f"threshold {threshold}: a score between 0 and 1")
+    try:
+        threshold = float(threshold)
+    except (TypeError, ValueError):
+        threshold = float("nan")
+    if not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"threshold {threshold!r}: give a score between 0 and 1")
     out = Path(output_dir)
     items = find_sources(source)
     _check_videos(items)
     earlier = _check_output(out, items, overwrite)
     predictor = _predictor(model, weights, predictor_options)  # nothing written before
     writer = _Writer(out, predictor, threshold, draw)
-    total = sum(1 if not i.video else i.frames for i in items)
+    frames = [i.frames for i in items if i.video]
+    total = None if 0 in frames else len(items) - len(frames) + sum(frames)  # None: unknown
     created = not out.exists()
     disable = None if progress is None else not progress  # None: on a terminal only
     try:
         _clear(out, earlier)
         out.mkdir(parents=True, exist_ok=True)
-        with tqdm(total=total or None, unit="img", desc="predict", disable=disable) as bar:
+        with tqdm(total=total, unit="img", desc="predict", disable=disable) as bar:
             batch = max(int(getattr(predictor, "batch_size", 8)), 1)
-            images = [i for i in items if not i.video]
-            for k in range(0, len(images), batch):
-                _predict_images(predictor, writer, images[k : k + batch], bar)
+            images = []  # consecutive images run as one batch; all in the sources' order
+
+            def flush():
+                if images:
+                    _predict_images(predictor, writer, images, bar)
+                    images.clear()
+
             for item in items:
                 if item.video:
+                    flush()
                     _predict_video(predictor, writer, item, batch, bar)
+                else:
+                    images.append(item)
+                    if len(images) == batch:
+                        flush()
+            flush()
         results = out / RESULTS_FILE
-        writer.written.append(RESULTS_FILE)
         with atomic_write(results, "w") as f:
             json.dump(writer.results(_model_name(model, weights)), f)
+        writer.written.append(RESULTS_FILE)
     except BaseException:
         for rel in writer.written:  # a failed call leaves no half-made output behind
             (out / rel).unlink(missing_ok=True)
@@ -445,9 +461,9 @@ def _predict_video(predictor, writer, item, batch, bar):
         if video is not None:
             video.release()
             video = None
-            writer.written.append(item.drawn)
             os.replace(tmp, target)
             tmp = None
+            writer.written.append(item.drawn)
     finally:
         cap.release()
         if video is not None:
