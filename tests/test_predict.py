@@ -264,6 +264,13 @@ def test_a_folder_a_glob_and_a_video(predictor, shared_data, tmp_path, capsys):
     ]
     assert got == want and all(want)
 
+    # sources run in the order given
+    r = resdet.predict(
+        OneBox(), source=[src / "clip.mp4", src / IMAGES[0]], output_dir=tmp_path / "o"
+    )
+    names = [im["file_name"] for im in json.loads(open(r["predictions"]).read())["images"]]
+    assert names == ["clip.mp4#0", "clip.mp4#1", "clip.mp4#2", IMAGES[0]]
+
     # a glob (quoted on a command line): its matches, by name
     r = resdet.predict(
         predictor, source=str(coco / "00000000003*.jpg"), output_dir=tmp_path / "glob", draw=False
