@@ -27,8 +27,11 @@ setup(
         "pillow",
         "timm",  # its accuracy() scores pretraining evaluation
     ],
-    # resdet.export's runtimes: pip install 'resdet[deploy]'; the lower bounds are the
-    # versions tested (requirements.txt pins them); ml_dtypes gives onnx its bf16 types
+    # `resdet COMMAND ...` (train, eval, predict, evaluate, export, pretrain, convert, ...),
+    # the same as `python -m resdet COMMAND` and, in a checkout, `python tools/<file>.py`
+    entry_points={"console_scripts": ["resdet = resdet.tools:main"]},
+    # resdet.export's runtimes: pip install -e '.[deploy]' from a checkout; the lower bounds
+    # are the versions tested (requirements.txt pins them); ml_dtypes gives onnx its bf16 types
     extras_require={"deploy": ["onnx>=1.23.2", "onnxscript>=0.7.2", "onnxruntime>=1.31.1",
                                "openvino>=2026.4.1", "ml_dtypes>=0.7.0"]},
 )

@@ -4,10 +4,10 @@ Importing resdet registers its backbones (``build_resdet_backbone``,
 ``build_resdet_fpn_backbone``) and ROI head (``ResdetRes5ROIHeads``) with Detectron2,
 so any Detectron2 project can use them by name.
 
-The Python API (resdet/api.py, a facade): ``Predictor``, ``train_detector``,
+The Python API (resdet/api.py, a facade): ``Predictor``, ``predict``, ``train_detector``,
 ``evaluate_detector``, ``evaluate_predictions``, ``pretrain``, ``convert_weights``,
-``export_model``; each does what one command in tools/ does. ``resdet.model_zoo`` lists and
-loads the shipped configs, as Detectron2's ``model_zoo``.
+``export_model``; each does what one ``resdet`` command does (resdet/tools).
+``resdet.model_zoo`` lists and loads the shipped configs, as Detectron2's ``model_zoo``.
 """
 
 import warnings
@@ -41,6 +41,7 @@ from .api import (  # noqa: E402,F401
     evaluate_detector,
     evaluate_predictions,
     export_model,
+    predict,
     train_detector,
 )
 from .config import add_resdet_config, get_resdet_cfg  # noqa: E402,F401

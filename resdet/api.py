@@ -10,6 +10,7 @@ the library function that does the job, and nothing else.
     resdet.convert_weights("resnet50.pth", "r50_c4.pth", verify=True)
     resdet.pretrain("imagenet/r18.yaml", data="datasets/imagenet", output_dir="out/r18")
     resdet.export_model("coco_r50_fpn.yaml", "model_final.pth", "onnx", "exported/")
+    resdet.predict("model_final.pth", source="photos/", output_dir="out/")  # drawn + COCO json
 
 Configs: a shipped config name (``coco_r101.yaml``, see resdet.model_zoo), a YAML/.py
 path, a CfgNode or a LazyConfig; overrides as a list (``KEY VALUE`` pairs for YAML,
@@ -26,11 +27,13 @@ from .convert import convert_weights
 from .detection.run import evaluate_detector, register_datasets, train_detector
 from .evaluation.files import evaluate_files as evaluate_predictions
 from .export import export_model
+from .prediction import predict
 from .predictor import RUNTIMES, Predictor
 from .pretrain.run import pretrain
 
 __all__ = [
     "Predictor",
+    "predict",
     "train_detector",
     "evaluate_detector",
     "evaluate_predictions",

@@ -23,6 +23,8 @@ TOOLS = [
     "demo",
     "layer_responses",
     "degradation_study",
+    "predict",
+    "export",
 ]
 
 
@@ -299,12 +301,15 @@ def test_convert_weights_reports_what_it_found(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", TOOLS)
 def test_every_tool_is_main_argv_returning_an_exit_code(name):
-    """One convention: ``def main(argv=None) -> int`` and ``sys.exit(main())``."""
-    tree = ast.parse((REPO / "tools" / f"{name}.py").read_text())
+    """One convention: ``def main(argv=None) -> int`` in resdet/tools/<name>.py, and
+    tools/<name>.py a shim that runs it: ``sys.exit(main())``."""
+    tree = ast.parse((REPO / "resdet" / "tools" / f"{name}.py").read_text())
     main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
     assert main.args.args[0].arg == "argv" and main.args.defaults[0].value is None
     assert ast.unparse(main.returns) == "int"
-    guard = tree.body[-1]
+    shim = ast.parse((REPO / "tools" / f"{name}.py").read_text())
+    assert f"from resdet.tools.{name} import main" in [ast.unparse(n) for n in shim.body]
+    guard = shim.body[-1]
     assert isinstance(guard, ast.If) and ast.unparse(guard.body[0]) == "sys.exit(main())"
 
 

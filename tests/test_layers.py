@@ -8,13 +8,13 @@ from conftest import REPO
 # rank of each module by its name's prefix (the longest prefix wins), as docs/layers.md;
 # a decimal orders two packages within one layer
 RANKS = {
+    "resdet.__main__": 12,
+    "resdet.tools": 11,
     "resdet": 10,
-    "resdet.tools": 10,
-    "resdet.__main__": 10,
     "resdet.api": 9,
     "resdet.cli": 9,
     "resdet.predictor": 8,
-    "resdet.predict": 8,
+    "resdet.prediction": 8.1,
     "resdet.pipeline": 8.1,
     "resdet.analysis": 8,
     "resdet.report": 8,

@@ -301,3 +301,128 @@ def test_missing_shared_data_skips_for_a_newcomer_and_fails_in_ci(tmp_path, requ
     )
     assert outcome in r.stdout and r.returncode == rc, r.stdout[-2000:]
     assert "set RESDET_SHARED_DATA" in r.stdout  # the one line says what to do
+
+
+# Run by the installed resdet: every command's --help through the dispatcher, in one process
+HELP_SCRIPT = r"""
+import contextlib, io, json
+from resdet.tools import COMMANDS, main
+
+seen = {}
+for command in COMMANDS:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            main([command, "--help"])
+        except SystemExit as e:
+            seen[command] = [e.code, out.getvalue().splitlines()[0]]
+print("HELP " + json.dumps(seen))
+"""
+
+
+def _detector_checkpoint(path):
+    """A tiny R18-FPN detector (160 px, random weights) whose checkpoint carries its config,
+    as a resdet training run's does."""
+    import torch
+    from detectron2.modeling import build_model
+
+    from resdet.engine import load
+
+    setup = load(
+        "coco_r50_fpn.yaml",
+        overrides=[
+            "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+            "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.ROI_BOX_HEAD.FC_DIM", "128",
+            "INPUT.MIN_SIZE_TEST", "160", "INPUT.MAX_SIZE_TEST", "256", "MODEL.DEVICE", "cpu",
+        ],
+        kind="detection",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(setup.cfg)
+    torch.save({"model": model.state_dict(), "meta": setup.checkpoint_meta()}, path)
+    return path
+
+
+def test_installed_commands_run_from_an_empty_folder(installed, shared_data, tmp_path):
+    """`resdet ...` (the console script) and `python -m resdet ...` of the wheel, outside
+    the checkout: the command list, every command's help, and real commands with their
+    exit status and outputs: convert, predict, evaluate, a bad source."""
+    import torch
+    import torchvision
+
+    python, _ = installed
+    script = python.parent / "resdet"
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    coco = shared_data / "coco128"
+    gt = coco / "annotations" / "instances_train2017.json"
+
+    def run(*argv):
+        return subprocess.run(
+            [str(a) for a in argv],
+            cwd=empty,
+            env=_clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    r = run(script, "--help")
+    assert r.returncode == 0 and r.stdout.startswith("usage: resdet ")
+    r = run(python, "-c", HELP_SCRIPT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    helps = json.loads(next(s for s in r.stdout.splitlines() if s.startswith("HELP "))[5:])
+    from resdet.tools import COMMANDS
+
+    assert list(helps) == list(COMMANDS)
+    for command, (code, usage) in helps.items():
+        assert code == 0 and usage.startswith(f"usage: resdet {command} "), (command, usage)
+
+    # convert: torchvision's ResNet-18 (random weights) into a verified FPN backbone
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "tv.pth")
+    r = run(
+        script, "convert", tmp_path / "tv.pth", tmp_path / "r18.pth", "--layout", "fpn", "--verify"
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"wrote {tmp_path / 'r18.pth'}" in r.stdout and "MODEL.RESNETS.DEPTH 18" in r.stdout
+    assert torch.load(tmp_path / "r18.pth", weights_only=True)["meta"]["depth"] == 18
+
+    # predict: two coco128 images with a detector whose checkpoint carries its config
+    weights = _detector_checkpoint(tmp_path / "det.pth")
+    images = [coco / "train2017" / n for n in ("000000000009.jpg", "000000000025.jpg")]
+    out = tmp_path / "pred"
+    r = run(script, "predict", *images, "--weights", weights, "--output", out, "--threshold", "0")
+    assert r.returncode == 0, r.stderr[-2000:]
+    results = json.loads((out / "predictions.json").read_text())
+    assert [im["file_name"] for im in results["images"]] == [p.name for p in images]
+    assert r.stdout.startswith(f"2 images: {len(results['annotations'])} detections")
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [p.name for p in images] + ["predictions.json"]
+    )
+
+    # evaluate, through `python -m resdet`: the ground truth itself as predictions (AP 100;
+    # tests/test_predict.py scores predict's own file)
+    truth = json.loads(gt.read_text())["annotations"]
+    perfect = [dict(a, score=1.0) for a in truth if not a["iscrowd"]]
+    (tmp_path / "perfect.json").write_text(json.dumps(perfect))
+    r = run(
+        python,
+        "-m",
+        "resdet",
+        "evaluate",
+        "--gt",
+        gt,
+        "--pred",
+        tmp_path / "perfect.json",
+        "--output",
+        tmp_path / "m.json",
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "m.json").read_text())["bbox"]["AP"] == pytest.approx(100.0)
+
+    # a bad source: one line, exit 2
+    r = run(script, "predict", "missing.jpg", "--weights", weights, "--output", tmp_path / "p2")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: missing.jpg: no such file or folder"
+    ]
+    assert not any(empty.iterdir())  # nothing written where it ran but what it was told

@@ -82,3 +82,25 @@ def test_readme_lazyconfig_one_liner_puts_a_resdet_trunk_in_a_zoo_config():
     blocks = [m for m in backbone.bottom_up.modules() if isinstance(m, CNNBlockBase)]
     assert blocks and {type(b) for b in blocks[1:]} == {BottleneckBlock}  # not Detectron2's
     assert "bottom_up.res5.2.conv3.weight" in backbone.state_dict()  # R50: 3 blocks in res5
+
+
+def test_readme_commands_are_the_resdet_commands_and_install_lines_work():
+    """The Commands table lists exactly `resdet --help`'s commands with a tools/ file that
+    exists; resdet installs from a checkout (it is not on the package index), with the
+    extra quoted for zsh."""
+    from resdet.tools import COMMANDS
+
+    text = (REPO / "README.md").read_text()
+    table = text.split("<!-- commands:")[1].split("\n\n")[0]
+    rows = re.findall(r"^\| `resdet ([\w-]+)` \|.*\| `(tools/\w+\.py)[^`]*` \|$", table, re.M)
+    assert [name for name, _ in rows] == list(COMMANDS)
+    for name, tool in rows:
+        assert (REPO / tool).is_file(), tool
+        assert f"from resdet.tools.{COMMANDS[name][0]} import main" in (REPO / tool).read_text()
+    installs = re.findall(r"pip install [^\n`#]*", text)
+    assert "pip install -e '.[deploy]'" in " ".join(installs)
+    assert not [line for line in installs if re.search(r"pip install '?resdet\b", line)], installs
+    assert text.count("make demo") >= 1 and re.findall(r"^make (\w+)", text, re.M) == [
+        "demo",
+        "test",
+    ]

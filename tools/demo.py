@@ -1,17 +1,9 @@
-"""`make demo`: the whole resdet pipeline on its built-in, offline default
-(pipeline/demo.yaml), or on your data with --data [--images]; the same command as
-tools/pipeline.py."""
+"""`python tools/demo.py ARGS` is `resdet demo ARGS`;
+the code is resdet/tools/demo.py."""
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import pipeline  # noqa: E402  (tools/pipeline.py)
-
-
-def main(argv=None) -> int:
-    return pipeline.main(argv, description=__doc__.split("\n")[0])
-
+from resdet.tools.demo import main
 
 if __name__ == "__main__":
     sys.exit(main())

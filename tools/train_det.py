@@ -1,60 +1,9 @@
-"""Fine-tune (or with --eval-only evaluate) Faster R-CNN with a resdet backbone.
-
-Detectron2's train_net conventions: ``--config`` (short for ``--config-file``; a YAML or
-a LazyConfig .py, whose overrides are KEY=VALUE as in lazyconfig_train_net),
-``--num-gpus``, ``--num-machines``, ``--machine-rank``, ``--dist-url``, ``--resume``,
-``--eval-only``, then ``KEY VALUE`` config overrides, e.g.
-
-    python tools/train_det.py --config configs/coco_r101.yaml MODEL.WEIGHTS output/r101.pth
-
-The work is resdet.train_detector / resdet.evaluate_detector (resdet/api.py).
-"""
+"""`python tools/train_det.py ARGS` is `resdet train ARGS`;
+the code is resdet/tools/train_det.py."""
 
 import sys
 
-from detectron2.engine import default_argument_parser
-
-import resdet  # first: it quiets Detectron2's import-time warnings
-from resdet import cli
-
-
-def parser():
-    ap = default_argument_parser()
-    # Detectron2's default is a fixed local port: with --num-machines above 1 a missing
-    # --dist-url would then wait for machines that never come; "auto" makes it required
-    ap.set_defaults(dist_url="auto")
-    ap.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace a finished run in OUTPUT_DIR (its outputs are removed first)",
-    )
-    return cli.add_debug_flag(ap)
-
-
-def main(argv=None) -> int:
-    args = cli.parse_args(parser(), argv)
-
-    def work():
-        dist = dict(
-            num_gpus=args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-        )
-        if args.eval_only:
-            return resdet.evaluate_detector(
-                args.config_file, overrides=args.opts, resume=args.resume, **dist
-            )
-        return resdet.train_detector(
-            args.config_file,
-            overrides=args.opts,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            **dist,
-        )
-
-    return cli.run(work, debug=args.debug)
-
+from resdet.tools.train_det import main
 
 if __name__ == "__main__":
     sys.exit(main())
