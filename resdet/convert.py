@@ -141,8 +141,18 @@ def _unwrap(obj, path):
         _fail(path, f"unknown checkpoint format: a {type(obj).__name__}, not a dict of weights")
     for key in ("model", "state_dict", "blobs"):
         if isinstance(obj.get(key), dict):
-            return obj[key]
-    return obj
+            return _without_wrapper_prefix(obj[key])
+    return _without_wrapper_prefix(obj)
+
+
+def _without_wrapper_prefix(state):
+    """A state dict saved from a DataParallel/DistributedDataParallel wrapper has every
+    name under ``module.``; the weights are the wrapped model's (as Detectron2's and
+    timm's loaders, strip it)."""
+    keys = [k for k in state if isinstance(k, str)]
+    if keys and len(keys) == len(state) and all(k.startswith("module.") for k in keys):
+        return {k[len("module.") :]: v for k, v in state.items()}
+    return state
 
 
 def _is_c2_name(key: str) -> bool:
@@ -295,7 +305,7 @@ def _check_layout(source: Source) -> None:
                 num_classes=None,
             )
     except ValueError as e:  # e.g. a forced or recorded depth or shortcut resdet does not build
-        _fail(source.path, str(e))
+        _fail(source.path, one_line(e))
     expected = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
     name = (
         f"ResNet-{source.depth} ({source.shortcut} shortcuts{'' if source.residual else ', plain'})"
@@ -549,7 +559,7 @@ def _verification_input(source: Source, image, size: int):
     try:
         img = read_image(str(image), format=source.input_format)
     except OSError as e:
-        _fail(image, f"not a readable image: {e}")
+        _fail(image, f"not a readable image: {one_line(e)}")
     img = T.ResizeShortestEdge(size, 2 * size).get_transform(img).apply_image(img)
     x = torch.as_tensor(np.ascontiguousarray(img.transpose(2, 0, 1)), dtype=torch.float32)
     mean, std = (torch.tensor(v).view(3, 1, 1) for v in (source.pixel_mean, source.pixel_std))
