@@ -7,14 +7,16 @@ Visualizer(image_rgb, predictor.metadata).draw_instance_predictions(...)  # clas
 """
 
 import math
+import numbers
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .data.image import BAD_IMAGE_ERRORS
 from .engine import load
-from .errors import ConfigError
+from .errors import ConfigError, DatasetError, cwd_hint, one_line
 
 __all__ = ["Predictor", "RUNTIMES", "DEPLOY_HINT"]
 
@@ -66,8 +68,12 @@ class Predictor:
 
         if input_format not in ("RGB", "BGR"):
             raise ConfigError(f"input_format {input_format!r}: must be 'RGB' or 'BGR'")
-        if int(batch_size) < 1:
-            raise ConfigError(f"batch_size {batch_size}: must be at least 1")
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, numbers.Integral)
+            or batch_size < 1
+        ):
+            raise ConfigError(f"batch_size {batch_size!r}: must be a whole number, at least 1")
         if weights is None and str(config).endswith(_WEIGHT_SUFFIXES):
             config, weights = None, config  # Predictor("model_final.pth")
         if weights is None and config is not None:
@@ -101,9 +107,18 @@ class Predictor:
 
         given = self.input_format
         if isinstance(image, (str, os.PathLike)):
+            if Path(image).is_dir():
+                raise ConfigError(f"{image}: is a folder; give image files (a list of them)")
             if not Path(image).is_file():
-                raise ConfigError(f"{image}: no such image file")
-            return read_image(image, format=self.model_format)
+                raise ConfigError(f"{image}: no such image file{cwd_hint(image)}")
+            try:
+                return read_image(image, format=self.model_format)
+            except DatasetError:
+                raise
+            except BAD_IMAGE_ERRORS as e:  # PIL's UnidentifiedImageError and the like
+                raise DatasetError(
+                    f"{image}: not a readable image ({type(e).__name__}: {one_line(e)})"
+                ) from None
         if type(image).__module__.startswith("PIL."):
             image, given = np.asarray(image.convert("RGB")), "RGB"
         if isinstance(image, torch.Tensor):
@@ -171,9 +186,9 @@ def _runtime_model(model, setup, runtime, precision="fp32", int8_calibration=Non
         from .export import runtime_model
     except ImportError as e:
         raise ConfigError(
-            f"runtime {runtime!r} needs resdet's deploy extras ({e}); {DEPLOY_HINT}"
+            f"runtime {runtime!r} needs resdet's deploy extras ({one_line(e)}); {DEPLOY_HINT}"
         ) from None
     try:
         return runtime_model(model, setup, runtime, precision, int8_calibration=int8_calibration)
     except ImportError as e:
-        raise ConfigError(f"runtime {runtime!r}: {e}; {DEPLOY_HINT}") from None
+        raise ConfigError(f"runtime {runtime!r}: {one_line(e)}; {DEPLOY_HINT}") from None
