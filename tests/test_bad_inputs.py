@@ -8,7 +8,7 @@ output path inside it, not created). Every case must end as the design says bad 
 - exit status 2 (resdet's errors and argparse's usage errors alike);
 - the last non-empty line of stderr is ``error: ...`` (or argparse's ``prog: error: ...``)
   and contains every fragment (a string, or a compiled regex): the file, key or value a
-  user has to fix;
+  user has to fix; never resdet.cli's ``unexpected X ... (a resdet bug ...)`` line;
 - no "Traceback" on stdout or stderr;
 - nothing half-written: no *.tmp left anywhere in the corpus, no 0-byte file in the case's
   folder, no file in ``{out}`` but a log (``started=True``: the run may keep the outputs
@@ -983,6 +983,8 @@ def _check_failure(case, rc, out, err, tmp, corpus):
     assert rc == 2, what
     last = _last_line(err)
     assert ERROR_LINE.match(last), what
+    # a user's mistake is never reported as resdet's own bug (resdet.cli's catch-all line)
+    assert "(a resdet bug" not in last, what
     for frag in case.fragments:
         found = frag.search(last) if isinstance(frag, re.Pattern) else frag in last
         assert found, f"{what}  [missing {getattr(frag, 'pattern', frag)!r}]"
