@@ -374,3 +374,27 @@ def test_lazyconfig_values_hydra_cannot_read_say_how_to_quote(override, fragment
         load_config("lazy/faster_rcnn_r50_fpn.py", [override])
     quoted = override.replace("=", "='", 1) + "'"
     assert load_config("lazy/faster_rcnn_r50_fpn.py", [quoted]).cfg.train.output_dir
+
+
+@pytest.mark.parametrize(
+    "opts,fragment",
+    [
+        # pretraining's own builders raised a bare ValueError: an "unexpected" line
+        (["MODEL.RESNETS.DEPTH", "77"], r"MODEL.RESNETS.DEPTH 77 \(PRETRAIN.DATASET cifar\)"),
+        (["PRETRAIN.DATASET", "mnist"], "PRETRAIN.DATASET 'mnist': must be one of imagenet"),
+        (["SOLVER.LR_SCHEDULER_NAME", "Cosine"], "ReduceLROnPlateau"),
+        (["PRETRAIN.AUG.TRAIN_CROP", "random"], "TRAIN_CROP 'random': must be one of scale"),
+    ],
+)
+def test_pretraining_values_are_checked_when_loading(opts, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load_config("cifar/resnet20.yaml", opts)
+
+
+def test_the_pretraining_crop_choices_are_pretrainings():
+    from resdet.config.values import RULES
+    from resdet.pretrain.transforms import TRAIN_CROPS
+
+    rule = RULES["PRETRAIN.AUG.TRAIN_CROP"]
+    assert all(rule.ok(c) for c in TRAIN_CROPS) and not rule.ok("random")
+    assert rule.text == f"one of {', '.join(TRAIN_CROPS)}"

@@ -14,7 +14,7 @@ list is checked element by element (nested lists too).
 import math
 from typing import Callable, NamedTuple
 
-from ..errors import ConfigError
+from ..errors import ConfigError, one_line
 
 __all__ = ["RULES", "check_values"]
 
@@ -71,6 +71,8 @@ _BATCH = "a head trained on no sampled boxes has a NaN loss"
 _SCORE = "a detection's score is below 1, so no detection would be kept"
 _DET = "the ones Detectron2's solver builds"
 _DETECTION = ("detection",)
+_PRETRAIN = ("pretrain",)
+_SCHEDULERS = ("WarmupMultiStepLR", "WarmupCosineLR", "WarmupStepWithFixedGammaLR")
 
 RULES = {
     # ---- input -------------------------------------------------------------------------
@@ -150,15 +152,10 @@ RULES = {
     "SOLVER.REFERENCE_WORLD_SIZE": at_least(0),
     "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": positive(),
     "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": one_of("value", "norm"),
-    # pretraining has schedulers of its own (resdet.pretrain)
-    "SOLVER.WARMUP_METHOD": one_of("linear", "constant", why=_DET, kinds=_DETECTION),
-    "SOLVER.LR_SCHEDULER_NAME": one_of(
-        "WarmupMultiStepLR",
-        "WarmupCosineLR",
-        "WarmupStepWithFixedGammaLR",
-        why=_DET,
-        kinds=_DETECTION,
-    ),
+    "SOLVER.WARMUP_METHOD": one_of("linear", "constant", why=_DET),
+    # pretraining adds ReduceLROnPlateau (resdet.pretrain.engine); detection builds
+    # Detectron2's schedulers only
+    "SOLVER.LR_SCHEDULER_NAME": one_of(*_SCHEDULERS, why=_DET, kinds=_DETECTION),
     "DATALOADER.SAMPLER_TRAIN": one_of(
         "TrainingSampler",
         "RepeatFactorTrainingSampler",
@@ -167,6 +164,9 @@ RULES = {
     ),
     "DATALOADER.REPEAT_THRESHOLD": at_least(0),
     # ---- pretraining -------------------------------------------------------------------
+    "PRETRAIN.DATASET": one_of("imagenet", "cifar", why="the network family", kinds=_PRETRAIN),
+    # resdet.pretrain.transforms.TRAIN_CROPS (tests/test_config_errors.py keeps them equal)
+    "PRETRAIN.AUG.TRAIN_CROP": one_of("scale", "resized_crop", "pad", kinds=_PRETRAIN),
     "PRETRAIN.AUG.PAD": at_least(0),
     "PRETRAIN.AUG.SHORT_SIDE_RANGE": positive(),
     "PRETRAIN.AUG.RRC_SCALE": between(0.0, 1.0, lo_open=True),
@@ -179,6 +179,14 @@ RULES = {
     "PRETRAIN.TEST.SCALES": positive(),
     "PRETRAIN.TEST.IMS_PER_BATCH": positive(),
     "PRETRAIN.LOG_PERIOD": positive(),
+}
+# keys whose values differ by kind: {kind: {key: rule}}
+KIND_RULES = {
+    "pretrain": {
+        "SOLVER.LR_SCHEDULER_NAME": one_of(
+            *_SCHEDULERS, "ReduceLROnPlateau", why="the ones pretraining builds", kinds=_PRETRAIN
+        ),
+    },
 }
 # the pipeline's own keys (its config has no MODEL/SOLVER)
 PIPELINE_RULES = {
@@ -210,10 +218,13 @@ _ABSENT = object()
 def check_values(cfg, kind):
     """Refuse a value no run can use (see the module docstring): ConfigError naming the
     key, the value and what it may be. ``kind``: the config's kind (resdet.config)."""
-    rules = PIPELINE_RULES if kind == "pipeline" else RULES
+    if kind == "pipeline":
+        rules = PIPELINE_RULES
+    else:
+        rules = {k: r for k, r in RULES.items() if kind in r.kinds}
+        rules.update(KIND_RULES.get(kind, {}))
+        _check_depth(cfg, kind)
     for key, rule in rules.items():
-        if kind != "pipeline" and kind not in rule.kinds:
-            continue
         value = _get(cfg, key)
         if value is _ABSENT:
             continue
@@ -230,3 +241,20 @@ def check_values(cfg, kind):
                 )
             raise ConfigError(f"{key} {value!r}: must be {rule.text}{why}")
     return cfg
+
+
+def _check_depth(cfg, kind):
+    """MODEL.RESNETS.DEPTH against the depths resdet builds for the network family
+    (resdet.modeling's table: ImageNet depths, or 6n+2 for CIFAR); "unexpected ValueError"
+    from deep in the trainer before."""
+    from ..modeling.resnet import stage_specs
+
+    depth = _get(cfg, "MODEL.RESNETS.DEPTH")
+    family = _get(cfg, "PRETRAIN.DATASET") if kind == "pretrain" else "imagenet"
+    if depth is _ABSENT or family not in ("imagenet", "cifar"):
+        return  # a family that is not one is its own rule's error
+    try:
+        stage_specs(depth, dataset=family)
+    except ValueError as e:
+        where = " (PRETRAIN.DATASET cifar)" if family == "cifar" else ""
+        raise ConfigError(f"MODEL.RESNETS.DEPTH {depth!r}{where}: {one_line(e)}") from None
