@@ -146,12 +146,19 @@ def _unwrap(obj, path):
 
 
 def _without_wrapper_prefix(state):
-    """A state dict saved from a DataParallel/DistributedDataParallel wrapper has every
-    name under ``module.``; the weights are the wrapped model's (as Detectron2's and
-    timm's loaders, strip it)."""
+    """The weights of the wrapped ResNet when every name is under one wrapper's prefix: a
+    DataParallel/DistributedDataParallel ``module.`` (stripped by Detectron2's and timm's
+    loaders too), or a training wrapper's attribute (a Lightning module's ``model.``,
+    ``net.``) whose names below it are a torchvision ResNet's."""
     keys = [k for k in state if isinstance(k, str)]
-    if keys and len(keys) == len(state) and all(k.startswith("module.") for k in keys):
-        return {k[len("module.") :]: v for k, v in state.items()}
+    if not keys or len(keys) != len(state) or not all("." in k for k in keys):
+        return state
+    prefix = keys[0].split(".", 1)[0] + "."
+    if not all(k.startswith(prefix) for k in keys):
+        return state
+    inner = {k[len(prefix) :]: v for k, v in state.items()}
+    if prefix == "module." or any(re.match(r"(conv1\.weight|layer\d\.)", k) for k in inner):
+        return _without_wrapper_prefix(inner)  # DataParallel around a Lightning module
     return state
 
 

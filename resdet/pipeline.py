@@ -25,7 +25,7 @@ from typing import Callable, NamedTuple
 
 from .config import get_pipeline_cfg  # noqa: F401  (the pipeline's keys, re-exported)
 from .engine import load
-from .errors import ConfigError, DatasetError
+from .errors import ConfigError, DatasetError, cwd_hint
 from .io import atomic_write
 from .weights import versions
 
@@ -492,6 +492,11 @@ def check_pipeline_cfg(cfg):
         raise ConfigError(
             f"{d.ROOT}: a COCO file needs its image folder: give --images (DATA.IMAGES)"
         )
+    # named by the pipeline's own keys, not by the detection keys they are passed on as
+    for key, folder in (("DATA.IMAGES (--images)", d.IMAGES), ("DATA.TEST_IMAGES", d.TEST_IMAGES)):
+        if folder and not Path(folder).is_dir():
+            what = "is a file, not a folder" if Path(folder).exists() else "no such folder"
+            raise DatasetError(f"{key} {folder}: {what} of images{cwd_hint(folder)}")
     return cfg
 
 

@@ -444,6 +444,9 @@ REPORT:
         # a torchvision classifier saved from a DataParallel wrapper (names under module.)
         tv = torch.load(self.tv18, weights_only=True)
         torch.save({f"module.{k}": v for k, v in tv.items()}, b / "module_resnet18.pth")
+        # a Lightning checkpoint: the ResNet is the LightningModule's attribute "model"
+        lightning = {f"model.{k}": v for k, v in tv.items()}
+        torch.save({"state_dict": lightning, "epoch": 3, "global_step": 9}, b / "lightning.ckpt")
         sd = torch.load(self.tv18, weights_only=True)
         sd["layer1.0.conv1.weight"][0, 0, 0, 0] = float("nan")
         torch.save(sd, b / "nan_resnet18.pth")

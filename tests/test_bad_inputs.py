@@ -715,6 +715,13 @@ CASES = [
     C("pp-data-missing", PP, PPA + " --data {tmp}/nope", "nope"),
     C("pp-data-coco-without-images", PP, PPA + " --data {coco}", "tiny.json", "--images"),
     C("pp-data-images-missing", PP, PPA + " --data {coco} --images {tmp}/nope", "nope"),
+    C(
+        "pp-data-images-is-a-file",
+        PP,
+        PPA + " --data {coco} --images {coco}",
+        "DATA.IMAGES (--images)",
+        "is a file",
+    ),
     C("pp-data-empty-folder", PP, PPA + " --data {bad}/adir", "Annotations"),
     C("pp-data-is-an-image", PP, PPA + " --data {coco_img}/" + IMG9, IMG9),
     C("pp-data-voc-malformed-xml", PP, PPA + " --data {voc_badxml}", XML7),
@@ -1163,11 +1170,14 @@ def test_training_checkpoint_converts_with_its_runs_settings(corpus, tmp_path, c
     assert given["pixel_std"] == pytest.approx(meta["pixel_std"]) and given["input_format"] == "RGB"
 
 
-@pytest.mark.parametrize("source", ["tv_reference", "bad/module_resnet18.pth"])
+@pytest.mark.parametrize(
+    "source", ["tv_reference", "bad/module_resnet18.pth", "bad/lightning.ckpt"]
+)
 def test_torchvision_training_checkpoints_convert(corpus, tmp_path, capfd, source):
     """torchvision's reference-script checkpoint ({"model", "optimizer", "epoch", "args":
-    Namespace}) and a state dict saved from a DataParallel wrapper ("module." names; an
-    unknown format before) convert to exactly what the bare state dict converts to."""
+    Namespace}), a state dict saved from a DataParallel wrapper ("module." names) and a
+    Lightning checkpoint ("model." names; both an unknown format before) convert to
+    exactly what the bare state dict converts to."""
     src = corpus.get("tv_reference") if source == "tv_reference" else corpus.bad / source[4:]
     rc, out, err, what = _ok(CW, [str(corpus.tv18), str(tmp_path / "plain.pth")], capfd)
     assert rc == 0, what
