@@ -134,6 +134,9 @@ class ResdetCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint):
         file_keys = list(checkpoint["model"].keys())
+        if file_keys and all(k.startswith("module.") for k in file_keys):
+            # saved from a DataParallel wrapper: fvcore strips the prefix when loading
+            file_keys = [k[len("module.") :] for k in file_keys]
         model_keys = list(self.model.state_dict().keys())
         incompatible = self.incompatible = super()._load_model(checkpoint)
         if checkpoint.get("matching_heuristics"):  # names were matched to the model's

@@ -147,8 +147,25 @@ def _unwrap(obj, path):
         _fail(path, f"unknown checkpoint format: a {type(obj).__name__}, not a dict of weights")
     for key in ("model", "state_dict", "blobs"):
         if isinstance(obj.get(key), dict):
-            return obj[key]
-    return obj
+            return _without_wrapper_prefix(obj[key])
+    return _without_wrapper_prefix(obj)
+
+
+def _without_wrapper_prefix(state):
+    """The weights of the wrapped ResNet when every name is under one wrapper's prefix: a
+    DataParallel/DistributedDataParallel ``module.`` (stripped by Detectron2's and timm's
+    loaders too), or a training wrapper's attribute (a Lightning module's ``model.``,
+    ``net.``) whose names below it are a torchvision ResNet's."""
+    keys = [k for k in state if isinstance(k, str)]
+    if not keys or len(keys) != len(state) or not all("." in k for k in keys):
+        return state
+    prefix = keys[0].split(".", 1)[0] + "."
+    if not all(k.startswith(prefix) for k in keys):
+        return state
+    inner = {k[len(prefix) :]: v for k, v in state.items()}
+    if prefix == "module." or any(re.match(r"(conv1\.weight|layer\d\.)", k) for k in inner):
+        return _without_wrapper_prefix(inner)  # DataParallel around a Lightning module
+    return state
 
 
 def _is_c2_name(key: str) -> bool:
@@ -301,7 +318,7 @@ def _check_layout(source: Source) -> None:
                 num_classes=None,
             )
     except ValueError as e:  # e.g. a forced or recorded depth or shortcut resdet does not build
-        _fail(source.path, str(e))
+        _fail(source.path, one_line(e))
     expected = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
     name = (
         f"ResNet-{source.depth} ({source.shortcut} shortcuts{'' if source.residual else ', plain'})"
@@ -553,7 +570,7 @@ def _verification_input(source: Source, image, size: int):
     try:
         img = read_image(str(image), format=source.input_format)
     except OSError as e:
-        _fail(image, f"not a readable image: {e}")
+        _fail(image, f"not a readable image: {one_line(e)}")
     img = T.ResizeShortestEdge(size, 2 * size).get_transform(img).apply_image(img)
     x = torch.as_tensor(np.ascontiguousarray(img.transpose(2, 0, 1)), dtype=torch.float32)
     mean, std = (torch.tensor(v).view(3, 1, 1) for v in (source.pixel_mean, source.pixel_std))

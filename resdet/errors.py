@@ -15,6 +15,7 @@ __all__ = [
     "OutputError",
     "TrainingError",
     "one_line",
+    "cwd_hint",
 ]
 
 
@@ -23,6 +24,16 @@ def one_line(e: BaseException) -> str:
     an error line quotes of a library's exception."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+def cwd_hint(path) -> str:
+    """For a path not found: where a relative one was looked for (a config run from another
+    folder than the one its paths were written for), else nothing."""
+    import os
+
+    if os.path.isabs(os.path.expanduser(str(path))):
+        return ""
+    return f" (a relative path is read from the working directory {os.getcwd()})"
 
 
 class ResdetError(ValueError):

@@ -171,16 +171,48 @@ def safe_torch_load(path, map_location="cpu"):
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = one_line(e)
+        not_one = _not_a_checkpoint(path)
+        if not_one:
+            raise CheckpointError(f"{path}: {not_one}") from None
         raise CheckpointError(
             f"{path}: refused to load: the file holds objects other than "
-            f"tensors and plain data ({first})"
+            f"tensors and plain data ({_refused_global(e)})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         first = one_line(e)
         raise CheckpointError(
             f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {first}"
         ) from None
+
+
+def _not_a_checkpoint(path):
+    """Why ``path`` is no PyTorch checkpoint at all, or None when it may be one: a zip
+    (torch.save) or a pickle (the legacy format starts with a pickle). torch.load reports
+    any other file (a text file, an HTML page saved instead of the weights, a YAML config
+    given as weights) as a pickle it refused, and advises loading it unsafely."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return None
+    try:
+        text = head.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return "not a PyTorch checkpoint (neither a torch.save zip nor a pickle)"
+    start = text.splitlines()[0][:40] if text else ""
+    kind = "an HTML page" if start.lower().startswith(("<!doctype html", "<html")) else "text"
+    return (
+        f"not a PyTorch checkpoint: the file is {kind} (it starts with {start!r}); give the "
+        f"weights file (.pth, .pkl) itself"
+    )
+
+
+def _refused_global(e) -> str:
+    """What torch.load's weights-only refusal names (the object it would have built),
+    instead of its first line (advice to load the file unsafely)."""
+    import re
+
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+    return f"it names {found.group(1)}" if found else one_line(e)
 
 
 _SAFE_GLOBALS = {
@@ -224,11 +256,11 @@ def safe_pickle_load(path):
         return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
     except pickle.UnpicklingError as e:
         raise CheckpointError(
-            f"{path}: refused to load: {e} (only numpy arrays and plain data are allowed)"
+            f"{path}: refused to load: {one_line(e)} (only numpy arrays and plain data are allowed)"
         ) from None
     except (EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
         raise CheckpointError(
-            f"{path}: not a readable pickle (truncated or corrupt?): {e}"
+            f"{path}: not a readable pickle (truncated or corrupt?): {one_line(e)}"
         ) from None
 
 

@@ -33,7 +33,7 @@ from .convert import LAYOUTS, convert_weights
 from .data.synthetic import generate_dataset
 from .detection import register_datasets, train_detector
 from .engine import load
-from .errors import ConfigError, DatasetError
+from .errors import ConfigError, DatasetError, cwd_hint
 from .evaluation.files import evaluate_files
 from .io import atomic_write
 from .pretrain.run import pretrain
@@ -483,6 +483,11 @@ def check_pipeline_cfg(cfg):
         raise ConfigError(
             f"{d.ROOT}: a COCO file needs its image folder: give --images (DATA.IMAGES)"
         )
+    # named by the pipeline's own keys, not by the detection keys they are passed on as
+    for key, folder in (("DATA.IMAGES (--images)", d.IMAGES), ("DATA.TEST_IMAGES", d.TEST_IMAGES)):
+        if folder and not Path(folder).is_dir():
+            what = "is a file, not a folder" if Path(folder).exists() else "no such folder"
+            raise DatasetError(f"{key} {folder}: {what} of images{cwd_hint(folder)}")
     return cfg
 
 

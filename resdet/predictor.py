@@ -7,6 +7,7 @@ Visualizer(image_rgb, predictor.metadata).draw_instance_predictions(...)  # clas
 """
 
 import math
+import numbers
 import os
 from pathlib import Path
 
@@ -14,8 +15,9 @@ import numpy as np
 import torch
 
 from .data import model_input, read_image
+from .data.image import BAD_IMAGE_ERRORS
 from .engine import load
-from .errors import ConfigError
+from .errors import ConfigError, DatasetError, cwd_hint, one_line
 from .export import runtime_model
 from .modeling import prepare_for_inference
 
@@ -66,8 +68,12 @@ class Predictor:
     ):
         if input_format not in ("RGB", "BGR"):
             raise ConfigError(f"input_format {input_format!r}: must be 'RGB' or 'BGR'")
-        if int(batch_size) < 1:
-            raise ConfigError(f"batch_size {batch_size}: must be at least 1")
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, numbers.Integral)
+            or batch_size < 1
+        ):
+            raise ConfigError(f"batch_size {batch_size!r}: must be a whole number, at least 1")
         if weights is None and str(config).endswith(_WEIGHT_SUFFIXES):
             config, weights = None, config  # Predictor("model_final.pth")
         if weights is None and config is not None:
@@ -99,9 +105,18 @@ class Predictor:
         """HWC uint8 numpy array in the model's channel order."""
         given = self.input_format
         if isinstance(image, (str, os.PathLike)):
+            if Path(image).is_dir():
+                raise ConfigError(f"{image}: is a folder; give image files (a list of them)")
             if not Path(image).is_file():
-                raise ConfigError(f"{image}: no such image file")
-            return read_image(image, format=self.model_format)
+                raise ConfigError(f"{image}: no such image file{cwd_hint(image)}")
+            try:
+                return read_image(image, format=self.model_format)
+            except DatasetError:
+                raise
+            except BAD_IMAGE_ERRORS as e:  # PIL's UnidentifiedImageError and the like
+                raise DatasetError(
+                    f"{image}: not a readable image ({type(e).__name__}: {one_line(e)})"
+                ) from None
         if type(image).__module__.startswith("PIL."):
             image, given = np.asarray(image.convert("RGB")), "RGB"
         if isinstance(image, torch.Tensor):

@@ -437,6 +437,16 @@ REPORT:
         (b / "evil.pkl").write_bytes(pickle.dumps({"model": {"conv1_w": CodeOnLoad(self.marker)}}))
         torch.save({"foo": torch.zeros(2)}, b / "foo_keys.pth")
         (b / "list.pkl").write_bytes(pickle.dumps([1, 2, 3]))
+        # .pth files that hold no named weights: a list, a bare tensor, a dict of numbers
+        torch.save([torch.zeros(2)], b / "list.pth")
+        torch.save(torch.zeros(3), b / "tensor.pth")
+        torch.save({"epoch": 3, "lr": 0.1}, b / "no_tensors.pth")
+        # a torchvision classifier saved from a DataParallel wrapper (names under module.)
+        tv = torch.load(self.tv18, weights_only=True)
+        torch.save({f"module.{k}": v for k, v in tv.items()}, b / "module_resnet18.pth")
+        # a Lightning checkpoint: the ResNet is the LightningModule's attribute "model"
+        lightning = {f"model.{k}": v for k, v in tv.items()}
+        torch.save({"state_dict": lightning, "epoch": 3, "global_step": 9}, b / "lightning.ckpt")
         sd = torch.load(self.tv18, weights_only=True)
         sd["layer1.0.conv1.weight"][0, 0, 0, 0] = float("nan")
         torch.save(sd, b / "nan_resnet18.pth")
@@ -461,6 +471,19 @@ REPORT:
         _write(b / "pre_max_iters.yaml", f'_BASE_: "{self.pre}"\nSOLVER:\n  MAX_ITERS: 10\n')
         _write(b / "pipe_unknown.yaml", f'_BASE_: "{self.pipe}"\nDATA:\n  HOLDOUT: 0.3\n')
         (b / "binary.yaml").write_bytes(self.tv18.read_bytes()[:2048])
+        # a key written twice (PyYAML keeps the last silently), a _BASE_ cycle
+        _write(
+            b / "det_twice.yaml", f'_BASE_: "{self.det}"\nSOLVER:\n  MAX_ITER: 5\n  MAX_ITER: 7\n'
+        )
+        _write(
+            b / "pre_twice.yaml", f'_BASE_: "{self.pre}"\nSOLVER:\n  MAX_ITER: 5\n  MAX_ITER: 7\n'
+        )
+        _write(b / "cycle_a.yaml", '_BASE_: "cycle_b.yaml"\nSEED: 1\n')
+        _write(b / "cycle_b.yaml", '_BASE_: "cycle_a.yaml"\nSEED: 2\n')
+        # an empty YAML value (null), a dotted key where YAML nests
+        _write(b / "det_null.yaml", f'_BASE_: "{self.det}"\nSOLVER:\n  MAX_ITER:\n')
+        _write(b / "pre_null.yaml", f'_BASE_: "{self.pre}"\nSOLVER:\n  MAX_ITER:\n')
+        _write(b / "det_dotted.yaml", f'_BASE_: "{self.det}"\nSOLVER.BASE_LR: 0.01\n')
 
     def _bad_outputs(self, b):
         _write(b / "plain.txt", "a file where a folder is expected\n")
@@ -689,6 +712,21 @@ def _gt_string_ids(c, name, key):
     return _write(c.root / "bad_data" / name, json.dumps(data))
 
 
+def _normalized(c):
+    """Perfect predictions with every box divided by its image's size (YOLO's units)."""
+    sizes = {im["id"]: (im["width"], im["height"]) for im in c.coco_data()["images"]}
+
+    def scale(preds):
+        out = []
+        for q in preds:
+            w, h = sizes[q["image_id"]]
+            x, y, bw, bh = q["bbox"]
+            out.append(dict(q, bbox=[x / w, y / h, bw / w, bh / h]))
+        return out
+
+    return c.predictions("normalized.json", scale)
+
+
 def _sidecar_other_classes(c):
     """Perfect predictions whose X.categories.json gives their ids other class names."""
     path = c.predictions("sidecar.json")
@@ -711,6 +749,33 @@ def _cf_link_loop(c):
     root = c.class_folders("cf_link_loop")
     (root / "train" / CIFAR_CLASSES[0] / "loop").symlink_to("..")
     return root
+
+
+def _tv_reference(c):
+    """What torchvision's references/classification/train.py saves: the weights under
+    "model" beside the optimizer, the scheduler, the epoch and its argparse.Namespace."""
+    import argparse
+
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18()
+    net.load_state_dict(torch.load(c.tv18, weights_only=True))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=30)
+    path = c.root / "tv_reference" / "checkpoint.pth"
+    path.parent.mkdir(parents=True)
+    torch.save(
+        {
+            "model": net.state_dict(),
+            "optimizer": opt.state_dict(),
+            "lr_scheduler": sched.state_dict(),
+            "epoch": 89,
+            "args": argparse.Namespace(model="resnet18", lr=0.1, epochs=90),
+        },
+        path,
+    )
+    return path
 
 
 def _run_noconfig(c):
@@ -771,6 +836,9 @@ BUILD = {
     "gt_str_image_id": lambda c: _gt_string_ids(c, "gt_str_image_id.json", "images"),
     "gt_str_category_id": lambda c: _gt_string_ids(c, "gt_str_category_id.json", "categories"),
     # boxes as [x0, y0, x1, y1]
+    "p_normalized": _normalized,
+    # a copy of the perfect predictions that --output names too (must stay intact)
+    "p_self": _pred("self.json"),
     "p_xyxy": _pred(
         "xyxy.json",
         lambda p: [dict(q, bbox=[x, y, x + w, y + h]) for q in p for x, y, w, h in [q["bbox"]]],
@@ -815,6 +883,7 @@ BUILD = {
     "cf_train_bombs": lambda c: c.class_folders("cf_train_bombs", train="bomb"),
     "cf_link_loop": _cf_link_loop,
     # checkpoints and run folders
+    "tv_reference": _tv_reference,
     "run_noconfig": _run_noconfig,
     # a classifier only the "output is the source" case uses (it may be overwritten)
     "cls_copy": lambda c: _classifier(c.root / "cls_copy" / "model_final.pth"),

@@ -12,7 +12,7 @@ from conftest import REPO, load_tool
 from test_train_det import _pretrained
 
 import resdet
-from resdet.errors import CheckpointError, ConfigError, ResdetError
+from resdet.errors import CheckpointError, ConfigError, DatasetError, ResdetError
 
 TOOLS = [
     "convert_weights",
@@ -180,6 +180,21 @@ def test_predictor_refuses_what_would_predict_garbage(detector, tmp_path):
     predictor = resdet.Predictor(cfg, weights)
     with pytest.raises(ConfigError, match="uint8"):
         predictor([np.zeros((20, 20, 3), np.float32)])
+
+
+def test_predictor_names_an_image_file_it_cannot_read(detector, tmp_path):
+    """A text file, a folder, a bad batch size: one line naming them, not PIL's
+    UnidentifiedImageError (an "unexpected" line in a command) or int()'s ValueError."""
+    cfg, weights = detector
+    predictor = resdet.Predictor(cfg, weights)
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("not an image\n")
+    with pytest.raises(DatasetError, match=r"notes.jpg: not a readable image \(Unidentified"):
+        predictor([notes])
+    with pytest.raises(ConfigError, match=f"{tmp_path}: is a folder; give image files"):
+        predictor(tmp_path)
+    with pytest.raises(ConfigError, match="batch_size 'x': must be a whole number"):
+        resdet.Predictor(cfg, weights, batch_size="x")
 
 
 def _coco_subset(shared_data, path, n=6):

@@ -8,7 +8,7 @@ output path inside it, not created). Every case must end as the design says bad 
 - exit status 2 (resdet's errors and argparse's usage errors alike);
 - the last non-empty line of stderr is ``error: ...`` (or argparse's ``prog: error: ...``)
   and contains every fragment (a string, or a compiled regex): the file, key or value a
-  user has to fix;
+  user has to fix; never resdet.cli's ``unexpected X ... (a resdet bug ...)`` line;
 - no "Traceback" on stdout or stderr;
 - nothing half-written: no *.tmp left anywhere in the corpus, no 0-byte file in the case's
   folder, no file in ``{out}`` but a log (``started=True``: the run may keep the outputs
@@ -93,6 +93,9 @@ def R(pattern):
 
 
 MAX_ITER = R(r"SOLVER\.MAX_ITER\b")  # the suggestion for SOLVER.MAX_ITERS
+# a CUDA device this machine does not have (on a CPU machine: plain "cuda")
+NO_CUDA = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
+LAZY = "--config lazy/faster_rcnn_r50_fpn.py"
 IMG9 = "000000000009.jpg"  # the first image of the COCO subset
 XML7 = "BloodImage_00007.xml"  # the first annotation of the VOC folder
 
@@ -119,6 +122,10 @@ CASES = [
         "{run_noconfig}/model_0000000.pth {out}/r18.pth",
         "--config",
     ),
+    C("cw-list-pth", CW, "{bad}/list.pth {out}/r18.pth", "list.pth", "list"),
+    C("cw-tensor-pth", CW, "{bad}/tensor.pth {out}/r18.pth", "tensor.pth", "Tensor"),
+    C("cw-no-tensors-pth", CW, "{bad}/no_tensors.pth {out}/r18.pth", "no_tensors.pth"),
+    C("cw-config-as-source", CW, "{det} {out}/r18.pth", "det.yaml", "not a PyTorch checkpoint"),
     C("cw-depth-mismatch", CW, CWA + " --depth 50", "resnet18.pth"),
     C("cw-depth-unsupported", CW, CWA + " --depth 77", "77"),
     C("cw-from-wrong-kind", CW, CWA + " --from resdet", "resnet18.pth"),
@@ -158,6 +165,7 @@ CASES = [
     C("ev-pred-unknown-category-id", EV, EVA + " {p_unknown_cat}", "999"),
     C("ev-voc-json-unknown-category", EV, EVV + " {p_voc_cat4}", "voc_cat4.json"),
     C("ev-pred-boxes-as-corners", EV, EVA + " {p_xyxy}", "xyxy.json", "[x0, y0, x1 - x0, y1 - y0]"),
+    C("ev-pred-boxes-normalized", EV, EVA + " {p_normalized}", "normalized.json", "[0, 1]"),
     C("ev-pred-dict-unknown-class", EV, EVA + " {p_dict_unknown_class}", "unknown_class", "persn"),
     C("ev-pred-dict-unknown-file", EV, EVA + " {p_dict_unknown_file}", "unknown_file", "holiday"),
     C("ev-pred-class-names-differ", EV, EVA + " {p_sidecar}", "sidecar.categories.json"),
@@ -188,9 +196,31 @@ CASES = [
         "categories[0]",
     ),
     C("ev-gt-folder-not-voc", EV, "--gt {bad}/adir --pred {p_perfect}", "adir"),
+    C(
+        "ev-gt-standard-dataset-absent",
+        EV,
+        "--gt coco_2017_val --pred {p_perfect}",
+        "instances_val2017.json",
+        "DETECTRON2_DATASETS",
+    ),
     C("ev-gt-voc-malformed-xml", EV, "--gt {voc_badxml} --pred {dk_perfect}", XML7),
     C("ev-gt-voc-split-missing", EV, "--gt {voc} --split test --pred {dk_perfect}", "test.txt"),
     C("ev-metric-unknown", EV, EVA + " {p_perfect} --metric map", "map"),
+    # a split names ImageSets/Main/<split>.txt: on a COCO file it was silently ignored
+    C("ev-split-on-coco-gt", EV, EVA + " {p_perfect} --split train", "train", "VOC"),
+    # --output naming the predictions or the ground truth: the input was overwritten
+    C(
+        "ev-output-is-the-predictions",
+        EV,
+        "--gt {coco} --pred {p_self} --output {p_self}",
+        "self.json",
+    ),
+    C(
+        "ev-output-is-the-ground-truth",
+        EV,
+        "--gt {coco} --pred {p_perfect} --output {coco}",
+        "tiny.json",
+    ),
     C("ev-no-pred-argument", EV, "--gt {coco}", "--pred"),
     C("ev-no-arguments", EV, "", "--gt"),
     C("ev-output-under-a-file", EV, EVO + " {bad}/plain.txt/metrics.json", "plain.txt"),
@@ -240,6 +270,25 @@ CASES = [
         TDA + " MODEL.WEIGHTS {bad}/frag_unknown/r18_fpn.pth",
         "DEPTHS",
     ),
+    C("td-weights-list-pth", TD, TDA + " MODEL.WEIGHTS {bad}/list.pth", "list.pth", "list"),
+    C("td-weights-tensor-pth", TD, TDA + " MODEL.WEIGHTS {bad}/tensor.pth", "tensor.pth"),
+    C("td-weights-no-tensors", TD, TDA + " MODEL.WEIGHTS {bad}/no_tensors.pth", "no_tensors.pth"),
+    # torch.load calls any non-checkpoint a refused pickle and advises loading it unsafely
+    C("td-weights-is-the-config", TD, TDA + " MODEL.WEIGHTS {det}", "det.yaml", "text"),
+    C(
+        "td-weights-data-parallel-classifier",
+        TD,
+        TDA + " MODEL.WEIGHTS {bad}/module_resnet18.pth",
+        "module_resnet18.pth",
+        "convert_weights",
+    ),
+    C(
+        "td-weights-relative-missing",
+        TD,
+        TDA + " MODEL.WEIGHTS weights/nope.pth",
+        "MODEL.WEIGHTS weights/nope.pth",
+        "working directory",
+    ),
     C("td-eval-only-weights-text", TD, TDE + " MODEL.WEIGHTS {bad}/notes.pth", "notes.pth"),
     C("td-eval-only-weights-missing", TD, TDE + " MODEL.WEIGHTS {tmp}/nope.pth", "nope.pth"),
     C(
@@ -248,6 +297,16 @@ CASES = [
         TDE + " MODEL.WEIGHTS {cls}",
         "model_final.pth",
         "convert_weights",
+    ),
+    # the inference policy: every parameter from the file, the classes of the test set
+    C("td-eval-only-backbone-weights", TD, TDE + " MODEL.WEIGHTS {r18}", "r18_fpn.pth", "backbone"),
+    C(
+        "td-eval-only-other-classes",
+        TD,
+        TDE + " MODEL.WEIGHTS {run}/model_final.pth DATASETS.TRAIN () RESDET.DATA.TEST {voc}",
+        "model_final.pth",
+        "classes",
+        "Platelets",
     ),
     C(
         "td-resume-onto-truncated-only-ckpt",
@@ -267,6 +326,28 @@ CASES = [
     C("td-config-not-a-mapping", TD, "--config {bad}/list.yaml OUTPUT_DIR {out}", "list.yaml"),
     C("td-config-binary", TD, "--config {bad}/binary.yaml OUTPUT_DIR {out}", "binary.yaml"),
     C("td-config-is-a-folder", TD, "--config {bad}/adir OUTPUT_DIR {out}", "adir"),
+    C("td-config-key-twice", TD, "--config {bad}/det_twice.yaml OUTPUT_DIR {out}", "MAX_ITER"),
+    C("td-config-base-cycle", TD, "--config {bad}/cycle_a.yaml OUTPUT_DIR {out}", "cycle"),
+    C(
+        "td-config-empty-value",
+        TD,
+        "--config {bad}/det_null.yaml OUTPUT_DIR {out}",
+        "SOLVER.MAX_ITER",
+    ),
+    C(
+        "td-config-dotted-key",
+        TD,
+        "--config {bad}/det_dotted.yaml OUTPUT_DIR {out}",
+        "SOLVER.BASE_LR",
+        "nests",
+    ),
+    C(
+        "td-lazy-unknown-key",
+        TD,
+        LAZY + " train.max_iters=2 train.output_dir={out}",
+        "train.max_iters",
+        R(r"train\.max_iter\b"),
+    ),
     C("td-unknown-key-override", TD, TDA + " SOLVER.MAX_ITERS 10", "SOLVER.MAX_ITERS", MAX_ITER),
     C(
         "td-unknown-key-in-yaml",
@@ -290,10 +371,55 @@ CASES = [
     C("td-type-str-for-datasets", TD, TDA + " DATASETS.TRAIN resdet_train", "DATASETS.TRAIN"),
     C("td-override-unparsable", TD, TDA + " SOLVER.STEPS '(100,'", "SOLVER.STEPS"),
     C("td-odd-number-of-overrides", TD, TDA + " SOLVER.MAX_ITER", "SOLVER.MAX_ITER"),
+    C("td-type-strings-for-steps", TD, TDA + " SOLVER.STEPS \"('1',)\"", "SOLVER.STEPS"),
+    C(
+        "td-type-strings-for-pixel-mean",
+        TD,
+        TDA + " MODEL.PIXEL_MEAN \"['103','116','123']\"",
+        "MODEL.PIXEL_MEAN",
+    ),
+    C("td-type-flat-anchor-sizes", TD, TDA + " MODEL.ANCHOR_GENERATOR.SIZES [32,64]", "SIZES"),
     C("td-negative-max-iter", TD, TDA + " SOLVER.MAX_ITER -5", "SOLVER.MAX_ITER"),
     C("td-zero-batch", TD, TDA + " SOLVER.IMS_PER_BATCH 0", "SOLVER.IMS_PER_BATCH"),
     C("td-depth-unsupported", TD, TDA + " MODEL.WEIGHTS '' MODEL.RESNETS.DEPTH 77", "77"),
     C("td-device-gpu", TD, TDA + " MODEL.DEVICE gpu", "gpu"),
+    C("td-device-cuda-absent", TD, TDA + f" MODEL.DEVICE {NO_CUDA}", "MODEL.DEVICE", NO_CUDA),
+    # Detectron2's build asserts, named by their key
+    C(
+        "td-anchor-levels-vs-features",
+        TD,
+        TDA + " MODEL.ANCHOR_GENERATOR.SIZES [[32],[64]]",
+        "MODEL.ANCHOR_GENERATOR.SIZES",
+    ),
+    C("td-rpn-feature-unknown", TD, TDA + " MODEL.RPN.IN_FEATURES \"['p2','p9']\"", "p9"),
+    C("td-steps-decreasing", TD, TDA + " SOLVER.MAX_ITER 10 SOLVER.STEPS (5,3)", "SOLVER.STEPS"),
+    C("td-step-at-max-iter", TD, TDA + " SOLVER.STEPS (2,)", "SOLVER.MAX_ITER 2"),
+    # values out of range: silent nonsense, a misleading error or a crash before
+    C(
+        "td-score-thresh-above-1",
+        TD,
+        TDA + " MODEL.ROI_HEADS.SCORE_THRESH_TEST 1.5",
+        "SCORE_THRESH_TEST 1.5",
+    ),
+    C("td-nms-thresh-negative", TD, TDA + " MODEL.ROI_HEADS.NMS_THRESH_TEST -0.5", "NMS_THRESH"),
+    C("td-detections-per-image-0", TD, TDA + " TEST.DETECTIONS_PER_IMAGE 0", "DETECTIONS_PER"),
+    C("td-anchor-size-negative", TD, TDA + " MODEL.ANCHOR_GENERATOR.SIZES [[-32]]", "-32"),
+    C("td-freeze-at-too-deep", TD, TDA + " MODEL.BACKBONE.FREEZE_AT 7", "FREEZE_AT"),
+    C("td-rpn-batch-zero", TD, TDA + " MODEL.RPN.BATCH_SIZE_PER_IMAGE 0", "RPN.BATCH_SIZE"),
+    C("td-fpn-channels-zero", TD, TDA + " MODEL.FPN.OUT_CHANNELS 0", "MODEL.FPN.OUT_CHANNELS"),
+    C("td-max-size-negative", TD, TDA + " INPUT.MAX_SIZE_TRAIN -1", "INPUT.MAX_SIZE_TRAIN"),
+    C("td-input-format-lowercase", TD, TDA + " INPUT.FORMAT rgb", "INPUT.FORMAT"),
+    C("td-vis-thresh-above-1", TD, TDA + " RESDET.EVAL.VIS_THRESH 2.0", "VIS_THRESH"),
+    # Detectron2's builders' ValueErrors: "unexpected" before
+    C("td-momentum-negative", TD, TDA + " SOLVER.MOMENTUM -0.5", "SOLVER.MOMENTUM"),
+    C("td-scheduler-unknown", TD, TDA + " SOLVER.LR_SCHEDULER_NAME Cosine", "Cosine"),
+    C("td-sampler-unknown", TD, TDA + " DATALOADER.SAMPLER_TRAIN Random", "Random"),
+    C(
+        "td-lazy-optimizer-bad-value",
+        TD,
+        LAZY + " optimizer.momentum=-0.5 train.output_dir={out} train.max_iter=2",
+        "optimizer",
+    ),
     C("td-dataset-unregistered", TD, TDA + " DATASETS.TRAIN \"('my_train',)\"", "my_train"),
     C(
         "td-standard-dataset-absent",
@@ -377,6 +503,20 @@ CASES = [
     C("td-train-json-is-predictions", TD, TDA + " RESDET.DATA.TRAIN {p_perfect}", "perfect.json"),
     C("td-train-path-missing", TD, TDA + " RESDET.DATA.TRAIN {tmp}/nope.json", "nope.json"),
     C(
+        "td-train-path-relative-missing",
+        TD,
+        TDA + " RESDET.DATA.TRAIN data/train.json",
+        "RESDET.DATA.TRAIN data/train.json",
+        "working directory",
+    ),
+    C(
+        "td-train-images-is-a-file",
+        TD,
+        TDA + " RESDET.DATA.TRAIN_IMAGES {coco}",
+        "RESDET.DATA.TRAIN_IMAGES",
+        "is a file",
+    ),
+    C(
         "td-train-images-key-empty",
         TD,
         TDA + " RESDET.DATA.TRAIN_IMAGES ''",
@@ -450,6 +590,14 @@ CASES = [
         "PRETRAIN.AUG.MIXUP",
         "MIXUP_ALPHA",
     ),
+    C("pt-config-key-twice", PT, "--config {bad}/pre_twice.yaml --output {out}", "MAX_ITER"),
+    C("pt-config-base-cycle", PT, "--config {bad}/cycle_a.yaml --output {out}", "cycle"),
+    C("pt-config-empty-value", PT, "--config {bad}/pre_null.yaml --output {out}", "MAX_ITER"),
+    C("pt-config-is-detection", PT, "--config {det} --output {out}", "det.yaml", "pretrain"),
+    C("pt-steps-decreasing", PT, PTA + " SOLVER.MAX_ITER 10 SOLVER.STEPS (5,3)", "SOLVER.STEPS"),
+    C("pt-step-at-max-iter", PT, PTA + " SOLVER.STEPS (2,)", "SOLVER.MAX_ITER 2"),
+    C("pt-device-cuda-absent", PT, PTA + f" MODEL.DEVICE {NO_CUDA}", "MODEL.DEVICE", NO_CUDA),
+    C("pt-label-smoothing-1", PT, PTA + " PRETRAIN.LABEL_SMOOTHING 1.0", "LABEL_SMOOTHING"),
     C("pt-type-word-for-int", PT, PTA + " SOLVER.MAX_ITER ten", "SOLVER.MAX_ITER"),
     C("pt-type-str-for-list", PT, PTA + " PRETRAIN.TEST.MODES 1crop", "PRETRAIN.TEST.MODES"),
     C("pt-odd-number-of-overrides", PT, PTA + " SOLVER.MAX_ITER", "SOLVER.MAX_ITER"),
@@ -493,6 +641,8 @@ CASES = [
     C("pt-eval-only-weights-missing", PT, PTE + " MODEL.WEIGHTS {tmp}/nope.pth", "nope.pth"),
     C("pt-eval-only-malicious", PT, PTE + " MODEL.WEIGHTS {bad}/evil.pth", "evil.pth"),
     C("pt-eval-only-detector-weights", PT, PTE + " MODEL.WEIGHTS {r18}", "r18_fpn.pth"),
+    C("pt-eval-only-list-pth", PT, PTE + " MODEL.WEIGHTS {bad}/list.pth", "list.pth"),
+    C("pt-eval-only-tensor-pth", PT, PTE + " MODEL.WEIGHTS {bad}/tensor.pth", "tensor.pth"),
     C("pt-eval-only-other-classes", PT, PTE + " MODEL.WEIGHTS {cls}", "model_final.pth"),
     C("pt-eval-only-nothing-trained", PT, PTE, "model_final.pth"),
     C(
@@ -554,10 +704,24 @@ CASES = [
     ),
     C("pp-detect-opts-odd", PP, PPA + " DETECT.OPTS \"['SOLVER.MAX_ITER']\"", "SOLVER.MAX_ITER"),
     C("pp-convert-layout-unknown", PP, PPA + " CONVERT.LAYOUT c5", "c5"),
+    C("pp-crop-size-zero", PP, PPA + " DATA.CROP_SIZE 0", "DATA.CROP_SIZE"),
+    C(
+        "pp-detect-opts-bad-value",
+        PP,
+        PPA + " DETECT.OPTS \"['SOLVER.MOMENTUM','-1']\"",
+        "MOMENTUM",
+    ),
     C("pp-generate-no-images", PP, PPA + " DATA.GENERATE.NUM_TRAIN 0", "DATA.GENERATE.NUM_TRAIN"),
     C("pp-data-missing", PP, PPA + " --data {tmp}/nope", "nope"),
     C("pp-data-coco-without-images", PP, PPA + " --data {coco}", "tiny.json", "--images"),
     C("pp-data-images-missing", PP, PPA + " --data {coco} --images {tmp}/nope", "nope"),
+    C(
+        "pp-data-images-is-a-file",
+        PP,
+        PPA + " --data {coco} --images {coco}",
+        "DATA.IMAGES (--images)",
+        "is a file",
+    ),
     C("pp-data-empty-folder", PP, PPA + " --data {bad}/adir", "Annotations"),
     C("pp-data-is-an-image", PP, PPA + " --data {coco_img}/" + IMG9, IMG9),
     C("pp-data-voc-malformed-xml", PP, PPA + " --data {voc_badxml}", XML7),
@@ -584,6 +748,13 @@ CASES = [
     C("lr-ckpt-is-a-folder", LR, "--checkpoints {bad}/adir " + LRA, "adir"),
     C("lr-ckpt-detector-weights", LR, "--checkpoints {r18} " + LRA, "r18_fpn.pth"),
     C("lr-ckpt-torchvision", LR, "--checkpoints {tv18} " + LRA, "resnet18.pth"),
+    C(
+        "lr-ckpt-detection-run",
+        LR,
+        "--checkpoints {run}/model_final.pth " + LRA,
+        "model_final.pth",
+        "resdet-detector",
+    ),
     C("lr-ckpt-meta-empty", LR, "--checkpoints {bad}/meta_empty.pth " + LRA, "meta_empty.pth"),
     C(
         "lr-ckpt-meta-wrong-depth",
@@ -819,6 +990,8 @@ def _check_failure(case, rc, out, err, tmp, corpus):
     assert rc == 2, what
     last = _last_line(err)
     assert ERROR_LINE.match(last), what
+    # a user's mistake is never reported as resdet's own bug (resdet.cli's catch-all line)
+    assert "(a resdet bug" not in last, what
     for frag in case.fragments:
         found = frag.search(last) if isinstance(frag, re.Pattern) else frag in last
         assert found, f"{what}  [missing {getattr(frag, 'pattern', frag)!r}]"
@@ -840,6 +1013,10 @@ def _check_nothing_half_written(case, tmp, corpus, what):
         written = [p for p in _files(out) if not LOG_FILE.fullmatch(p.name)]
         names = sorted(str(p.relative_to(out)) for p in written)
         assert not written, f"a failed run left {names}; {what}"
+    if "p_self" in corpus.built:  # predictions that --output also named are still there
+        assert isinstance(json.loads(corpus.get("p_self").read_text()), list), what
+    if "coco" in corpus.built:
+        assert "images" in json.loads(corpus.coco.read_text()), what
     if "bad" in corpus.built:  # the user's own files are untouched
         bad = corpus.bad
         assert (bad / "plain.txt").read_text() == "a file where a folder is expected\n", what
@@ -991,6 +1168,26 @@ def test_training_checkpoint_converts_with_its_runs_settings(corpus, tmp_path, c
     assert rc == 0, what
     given = torch.load(tmp_path / "given.pth", weights_only=True)["meta"]
     assert given["pixel_std"] == pytest.approx(meta["pixel_std"]) and given["input_format"] == "RGB"
+
+
+@pytest.mark.parametrize(
+    "source", ["tv_reference", "bad/module_resnet18.pth", "bad/lightning.ckpt"]
+)
+def test_torchvision_training_checkpoints_convert(corpus, tmp_path, capfd, source):
+    """torchvision's reference-script checkpoint ({"model", "optimizer", "epoch", "args":
+    Namespace}), a state dict saved from a DataParallel wrapper ("module." names) and a
+    Lightning checkpoint ("model." names; both an unknown format before) convert to
+    exactly what the bare state dict converts to."""
+    src = corpus.get("tv_reference") if source == "tv_reference" else corpus.bad / source[4:]
+    rc, out, err, what = _ok(CW, [str(corpus.tv18), str(tmp_path / "plain.pth")], capfd)
+    assert rc == 0, what
+    rc, out, err, what = _ok(CW, [str(src), str(tmp_path / "r18.pth"), "--verify"], capfd)
+    assert rc == 0 and "Traceback" not in out + err, what
+    plain = torch.load(tmp_path / "plain.pth", weights_only=True)
+    got = torch.load(tmp_path / "r18.pth", weights_only=True)
+    assert got["meta"]["source"] == "torchvision" and got["meta"]["depth"] == 18
+    assert got["model"].keys() == plain["model"].keys()
+    assert all(torch.equal(got["model"][k], plain["model"][k]) for k in plain["model"])
 
 
 @pytest.mark.parametrize("tool,base", [(PT, PTA), (TD, TDA)])

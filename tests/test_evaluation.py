@@ -678,3 +678,43 @@ def test_registered_coco_data_without_areas_is_said(shared_data, caplog):
         assert "have no COCO 'area'" not in caplog.text
         GroundTruth.from_dataset("eval_test_d2_coco128")
     assert "'eval_test_d2_coco128': 939 ground-truth objects have no COCO 'area'" in caplog.text
+
+
+def test_boxes_normalized_to_0_1_are_refused_not_scored_0(shared_data, tmp_path):
+    """YOLO's [0, 1] boxes read as pixels all fit in each image's top-left pixel: AP 0
+    with no error before. A file or the list itself."""
+    json_file, _ = coco128(shared_data)
+    sizes = {
+        im["id"]: (im["width"], im["height"]) for im in json.loads(json_file.read_text())["images"]
+    }
+    normalized = [
+        dict(p, bbox=[b / sizes[p["image_id"]][k % 2] for k, b in enumerate(p["bbox"])])
+        for p in coco_gt_as_results(json_file)
+    ]
+    with pytest.raises(DatasetError, match=r"norm.json: the boxes look normalized to \[0, 1\]"):
+        evaluate_files(json_file, write_json(tmp_path / "norm.json", normalized))
+    with pytest.raises(DatasetError, match=r"in memory\): the boxes look normalized"):
+        evaluate_files(json_file, normalized)
+
+
+def test_a_split_only_a_voc_folder_has_is_refused(shared_data, tmp_path):
+    """--split on COCO ground truth evaluated every image without a word."""
+    json_file, _ = coco128(shared_data)
+    pred = write_json(tmp_path / "pred.json", coco_gt_as_results(json_file))
+    with pytest.raises(resdet.errors.ConfigError, match="split 'val': applies to a VOC folder"):
+        evaluate_files(json_file, pred, split="val")
+
+
+def test_metrics_are_never_written_over_an_input(shared_data, tmp_path):
+    """--output naming the predictions file (or the ground truth) overwrote it."""
+    json_file, _ = coco128(shared_data)
+    results = coco_gt_as_results(json_file)
+    pred = write_json(tmp_path / "pred.json", results)
+    for output in (pred, tmp_path / "." / "pred.json", pred.with_name("pred.categories.json")):
+        if output.name.endswith("categories.json"):
+            output.write_text(json.dumps(categories(GroundTruth.from_path(json_file))))
+        before = output.read_text()
+        with pytest.raises(resdet.errors.OutputError, match="is also an input"):
+            evaluate_files(json_file, pred, output=output)
+        assert output.read_text() == before
+    assert json.loads(pred.read_text()) == results

@@ -148,3 +148,36 @@ def test_torchvision_reference_script_checkpoints_load(tmp_path):
     )
     data = safe_torch_load(path)
     assert data["epoch"] == 3 and data["args"].lr == 0.1
+
+
+@pytest.mark.parametrize(
+    "content,fragment",
+    [
+        (b"my notes: lr 0.02\n", r"not a PyTorch checkpoint: the file is text \(it starts with"),
+        (b"<!DOCTYPE html>\n<html></html>\n", "the file is an HTML page"),
+        (b'_BASE_: "Base-RCNN-FPN.yaml"\n', "the file is text"),
+        (b"\x00\x9f\x01binary", "neither a torch.save zip nor a pickle"),
+    ],
+)
+def test_a_file_that_is_no_checkpoint_is_called_so(tmp_path, content, fragment):
+    """torch.load reports any non-checkpoint as a pickle it refused, with advice to load it
+    with weights_only=False: "holds objects other than tensors" (and that advice) before."""
+    from resdet.io import safe_torch_load
+
+    path = tmp_path / "w.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=fragment) as e:
+        safe_torch_load(path)
+    assert "weights_only" not in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_refused_checkpoint_names_what_it_would_build(tmp_path):
+    """Instead of torch's first line (advice to load the file unsafely)."""
+    import fractions
+
+    from resdet.io import safe_torch_load
+
+    path = tmp_path / "odd.pth"
+    torch.save({"model": {}, "x": fractions.Fraction(1, 3)}, path)
+    with pytest.raises(CheckpointError, match=r"other than tensors.*names fractions.Fraction"):
+        safe_torch_load(path)

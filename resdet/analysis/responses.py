@@ -15,7 +15,7 @@ import torch
 from detectron2.layers import Conv2d
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError, DatasetError
+from ..errors import CheckpointError, ConfigError, DatasetError, one_line
 from ..io import atomic_write, safe_torch_load
 from ..modeling import build_resnet
 from ..plots import save_figure
@@ -31,6 +31,22 @@ def load_classifier(path):
             f"{path}: not a resdet classifier checkpoint (needs 'model' and 'meta')"
         )
     meta = ckpt["meta"]
+    kind = meta.get("format")
+    if kind not in (None, "resdet-classifier"):  # a detector or a converted backbone
+        raise CheckpointError(
+            f"{path}: a {kind} checkpoint, not a pretraining classifier (resdet-classifier:"
+            f" what tools/pretrain_imagenet.py writes); give the classifier's model_final.pth"
+        )
+    lacking = [
+        k
+        for k in ("depth", "dataset", "shortcut", "residual", "num_classes", "stride_in_1x1")
+        if k not in meta
+    ]
+    if lacking:
+        raise CheckpointError(
+            f"{path}: its meta lacks {lacking[0]!r}, so its network cannot be rebuilt; give a"
+            f" checkpoint written by tools/pretrain_imagenet.py"
+        )
     try:
         model = build_resnet(
             meta["depth"],
@@ -43,8 +59,7 @@ def load_classifier(path):
         model.load_state_dict(ckpt["model"])
     except (KeyError, ValueError, RuntimeError) as e:
         raise CheckpointError(
-            f"{path}: its weights do not fit the network its meta describes: "
-            f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+            f"{path}: its weights do not fit the network its meta describes: {one_line(e)}"
         ) from None
     return model.eval(), meta
 
@@ -107,7 +122,7 @@ def _test_batches(meta, data_dir, max_images, batch_size=100):
     try:
         ds = datasets.ImageFolder(str(data_dir), transforms.Compose(tf))
     except FileNotFoundError as e:
-        raise DatasetError(f"{data_dir}: {e}") from None
+        raise DatasetError(f"{data_dir}: {one_line(e)}") from None
     ds = torch.utils.data.Subset(ds, range(min(len(ds), max_images)))
     return [x for x, _ in torch.utils.data.DataLoader(ds, batch_size=batch_size)]
 

@@ -14,7 +14,7 @@ import difflib
 from pathlib import Path
 from typing import List
 
-from ..errors import ConfigError
+from ..errors import ConfigError, cwd_hint
 
 __all__ = [
     "configs_root",
@@ -82,7 +82,7 @@ def resolve_config_file(path_or_name) -> Path:
     try:
         return shipped_config_file(str(path_or_name))
     except ConfigError as e:
-        raise ConfigError(f"{path_or_name}: no such file, and {e}") from None
+        raise ConfigError(f"{path_or_name}: no such file{cwd_hint(path)}, and {e}") from None
 
 
 def config_kind(keys) -> str:

@@ -18,9 +18,10 @@ from typing import NamedTuple
 import yaml
 from detectron2.config import CfgNode as CN
 
-from ..errors import ConfigError, one_line
+from ..errors import ConfigError, cwd_hint, one_line
 from .files import config_kind, resolve_config_file
 from .keys import DEFAULTS, add_resdet_config
+from .values import check_values
 
 __all__ = [
     "Config",
@@ -35,6 +36,9 @@ __all__ = [
     "kind_of",
     "check_solver",
     "check_weights_path",
+    "check_values",
+    "expand_user_paths",
+    "PATH_KEYS",
 ]
 
 BASE_KEY = "_BASE_"
@@ -99,15 +103,68 @@ def load_config(config, overrides=None, *, kind=None) -> Config:
         apply_lazy_overrides(cfg, overrides, where)
     else:
         merge_overrides(cfg, overrides, where)
+        check_values(cfg, found)
+    expand_user_paths(cfg, found)
     return Config(cfg, found, path)
+
+
+# keys that hold a path, per config kind: "~" in them is the user's home, as in a shell
+PATH_KEYS = {
+    "detection": (
+        "MODEL.WEIGHTS",
+        "OUTPUT_DIR",
+        "RESDET.DATA.TRAIN",
+        "RESDET.DATA.TRAIN_IMAGES",
+        "RESDET.DATA.TEST",
+        "RESDET.DATA.TEST_IMAGES",
+    ),
+    "pipeline": (
+        "OUTPUT_DIR",
+        "DATA.ROOT",
+        "DATA.IMAGES",
+        "DATA.TEST",
+        "DATA.TEST_IMAGES",
+        "PRETRAIN.CONFIG",
+        "DETECT.CONFIG",
+    ),
+    "lazy": ("train.output_dir", "train.init_checkpoint"),
+}
+PATH_KEYS["pretrain"] = PATH_KEYS["detection"] + ("PRETRAIN.DATA.ROOT",)
+
+
+def expand_user_paths(cfg, kind):
+    """``~`` at the start of a path key is the home folder: a path in a YAML file or a
+    quoted override reaches resdet unexpanded, and would otherwise be a folder named "~"
+    in the working directory (an output written there) or a file not found."""
+    for key in PATH_KEYS.get(kind, ()):
+        *parents, last = key.split(".")
+        node = cfg
+        for part in parents:
+            node = node.get(part) if hasattr(node, "get") else None
+        value = node.get(last) if hasattr(node, "get") else None
+        if isinstance(value, str) and value.startswith("~"):
+            node[last] = os.path.expanduser(value)
+    return cfg
 
 
 def _load_yaml_file(path):
     loaded = read_yaml(path)
     kind = config_kind(loaded)
     if kind == "lazy":  # the config.yaml a LazyConfig run saved (LazyConfig.save)
-        return _load_lazy_file(path)
+        return _lazy_from_yaml(loaded, path)
     return merge_config_dict(DEFAULTS[kind](), loaded, path)
+
+
+def _lazy_from_yaml(loaded, path):
+    """A LazyConfig from the YAML a LazyConfig run saved, as Detectron2's LazyConfig.load
+    makes it, but from the safely read mapping (LazyConfig.load reads YAML with
+    yaml.unsafe_load, which runs any Python a file names)."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(loaded, flags={"allow_objects": True})
+    if "model" not in cfg:
+        raise ConfigError(f"{path}: a LazyConfig for resdet needs 'model' (see configs/lazy/)")
+    return cfg
 
 
 def _load_lazy_file(path):
@@ -127,7 +184,8 @@ def _load_lazy_file(path):
 # ---------------------------------------------------------------------------- YAML files
 class _UniqueKeyLoader(yaml.SafeLoader):
     """yaml.safe_load that refuses a key written twice in one mapping (PyYAML keeps the
-    last one without a word, so one of two settings a user wrote would be ignored)."""
+    last one without a word, so one of two settings a user wrote would be ignored), and
+    reads the plain-data objects a saved LazyConfig holds (:data:`_PLAIN_OBJECTS`)."""
 
     def construct_mapping(self, node, deep=False):
         seen = {}
@@ -138,6 +196,32 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 raise _DuplicateKey(key, seen[key], line)
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
+
+
+# Python objects LazyConfig.save writes as YAML tags that are plain data (a NamedTuple of
+# numbers): the input_shape of Detectron2's heads. Any other Python tag is refused.
+_PLAIN_OBJECTS = {
+    "detectron2.layers.shape_spec.ShapeSpec": ("detectron2.layers", "ShapeSpec"),
+}
+
+
+def _construct_plain_object(loader, suffix, node):
+    if suffix not in _PLAIN_OBJECTS:
+        raise yaml.constructor.ConstructorError(
+            None,
+            None,
+            f"the Python object {suffix} is not plain data; resdet does not build it from a "
+            f"config file (use the LazyConfig .py the run was started with)",
+            node.start_mark,
+        )
+    import importlib
+
+    module, name = _PLAIN_OBJECTS[suffix]
+    fields = loader.construct_mapping(node, deep=True)
+    return getattr(importlib.import_module(module), name)(**fields)
+
+
+_UniqueKeyLoader.add_multi_constructor("tag:yaml.org,2002:python/object:", _construct_plain_object)
 
 
 class _DuplicateKey(Exception):
@@ -245,12 +329,64 @@ def _unknown_key(keys, full_key, where, upper=True):
     return ConfigError(f"{where}: unknown config key {full_key}{hint}")
 
 
+_KIND = {
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    tuple: "a list",
+}
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _element_error(value, default):
+    """Why the elements of list ``value`` do not fit those of ``default`` (None if they
+    do): a list of numbers takes numbers (ints and floats alike, as Detectron2's own
+    configs mix them), a list of strings strings, nested lists likewise."""
+    first = next(iter(default), None)
+    if first is None:  # an empty default (DATASETS.TRAIN, FPN.IN_FEATURES) says nothing
+        return None
+    for x in value:
+        if isinstance(first, (list, tuple)):
+            if not isinstance(x, (list, tuple)):
+                return f"a list of lists (like its default {default!r})"
+            inner = _element_error(x, first)
+            if inner:
+                return inner
+        elif _number(first) and not _number(x):
+            return f"a list of numbers (like its default {default!r})"
+        elif isinstance(first, (str, bool)) and type(x) is not type(first):
+            kind = "strings" if isinstance(first, str) else "true or false values"
+            return f"a list of {kind} (like its default {default!r})"
+    return None
+
+
+def _as_default_elements(value, default):
+    """``value`` as the container type of ``default``, ints made floats in lists of floats."""
+    first = next(iter(default), None)
+    if isinstance(first, float):
+        value = [float(x) if _number(x) else x for x in value]
+    elif isinstance(first, (list, tuple)):
+        value = [_as_default_elements(x, first) for x in value]
+    return type(default)(value)
+
+
 def _coerce(value, default, full_key, where):
     """``value`` as the type of ``default``: yacs's rules plus the casts a user expects
-    (an int where a float is wanted, a whole float where an int is wanted)."""
-    if default is None or value is None or type(value) is type(default):
+    (an int where a float is wanted, a whole float where an int is wanted), checked inside
+    lists too; an empty YAML value (None) only where the default is None, as yacs."""
+    if default is None or (type(value) is type(default) and not isinstance(value, (list, tuple))):
         return value
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+    if value is None:  # `MAX_ITER:` with nothing after it: YAML reads null
+        return ConfigError(
+            f"{where}: {full_key} has no value (an empty YAML entry is null); give "
+            f"{_KIND.get(type(default), type(default).__name__)} like its default {default!r}"
+        )
+    if isinstance(default, float) and _number(value):
         return float(value)
     if (
         isinstance(default, int)
@@ -260,15 +396,11 @@ def _coerce(value, default, full_key, where):
     ):
         return int(value)
     if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
-        return type(default)(value)
-    kind = {
-        bool: "true or false",
-        int: "a whole number",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        tuple: "a list",
-    }.get(type(default), type(default).__name__)
+        why = _element_error(value, default)
+        if why:
+            return ConfigError(f"{where}: {full_key} must be {why}, got {value!r}")
+        return _as_default_elements(value, default)
+    kind = _KIND.get(type(default), type(default).__name__)
     return ConfigError(
         f"{where}: {full_key} must be {kind} (like its default {default!r}), got {value!r}"
     )
@@ -282,6 +414,14 @@ def _merge_checked(cfg, updates, where):
         for k, v in d.items():
             full = f"{prefix}{k}"
             if k not in node:
+                if isinstance(k, str) and "." in k and _has_key(node, k):
+                    # yacs reads `SOLVER.BASE_LR: 0.01` in a file as one unknown key
+                    group, _, rest = k.partition(".")
+                    raise ConfigError(
+                        f"{where}: {full} is written as one dotted key; a YAML config nests "
+                        f"its keys: {group}: then {rest.replace('.', ': then ')}: on indented "
+                        f"lines"
+                    )
                 if node.is_new_allowed():
                     node[k] = CN(v) if isinstance(v, dict) else v
                     continue
@@ -305,11 +445,20 @@ def _merge_checked(cfg, updates, where):
     walk(cfg, updates, "")
 
 
+def _has_key(node, dotted) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
 def override_pairs(overrides, *, lazy=False, where="overrides") -> list:
     """``(key, value)`` pairs of overrides given as a dict ``{KEY: VALUE}`` (nested dicts
     too, for YAML configs), a list of ``KEY=VALUE`` strings (Detectron2's
-    lazyconfig_train_net) or, for YAML configs, a list of ``KEY VALUE`` pairs (its
-    train_net). Values given as strings are parsed later, as each config system does."""
+    lazyconfig_train_net), a list of ``(KEY, VALUE)`` tuples or, for YAML configs, a list
+    of ``KEY VALUE`` pairs (its train_net). Values given as strings are parsed later, as
+    each config system does."""
     if overrides is None:
         return []
     if isinstance(overrides, Mapping):
@@ -322,6 +471,9 @@ def override_pairs(overrides, *, lazy=False, where="overrides") -> list:
             f"dict ({{'SOLVER.MAX_ITER': 100}}), not the string {overrides!r}"
         )
     items = list(overrides)
+    # [(KEY, VALUE), ...]: what dict(...).items() and Setup.overrides give
+    if items and all(isinstance(o, tuple) and len(o) == 2 and isinstance(o[0], str) for o in items):
+        return [(k, v) for k, v in items]
     if lazy or (items and isinstance(items[0], str) and "=" in items[0]):
         bad = next((o for o in items if not isinstance(o, str) or "=" not in o), None)
         if bad is not None:
@@ -437,10 +589,21 @@ def apply_lazy_overrides(cfg, overrides, where="overrides"):
     for key, value in override_pairs(overrides, lazy=True, where=where):
         _check_lazy_key(cfg, key, where)
         if isinstance(value, str):
+            text = value
             try:
-                value = parser.parse_overrides([f"{key}={value}"])[0].value()
+                value = parser.parse_overrides([f"{key}={text}"])[0].value()
             except Exception as e:  # noqa: BLE001 - hydra's grammar errors
-                raise ConfigError(f"{where}: {key}={value}: {one_line(e)}") from None
+                # its lexer stops at "~", non-ASCII letters and the like: quoting reads them
+                raise ConfigError(
+                    f"{where}: {key}={text}: not a value hydra's override grammar reads "
+                    f"({one_line(e).split(':')[0]}); quote it: {key}='{text}'"
+                ) from None
+            if not isinstance(value, (str, int, float, bool, list, dict, type(None))):
+                # "a,b" is a multirun sweep in hydra, which a config cannot hold
+                raise ConfigError(
+                    f"{where}: {key}={text}: reads as a hydra sweep ({type(value).__name__}); "
+                    f"give a list as {key}=[{text}] or a string as {key}='{text}'"
+                )
         try:
             OmegaConf.update(cfg, key, value, merge=True)
         except Exception as e:  # noqa: BLE001 - omegaconf's type/structure errors
@@ -499,5 +662,5 @@ def check_weights_path(cfg):
         )
     path = w[len("file://") :] if w.startswith("file://") else w
     if not os.path.isfile(path):
-        raise ConfigError(f"MODEL.WEIGHTS {path}: no such file")
+        raise ConfigError(f"MODEL.WEIGHTS {path}: no such file{cwd_hint(path)}")
     return cfg

@@ -13,6 +13,7 @@ from pathlib import Path
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.pascal_voc import CLASS_NAMES as VOC_CLASSES
 
+from ..errors import cwd_hint
 from .datasets import (
     DatasetError,
     check_class_names,
@@ -121,6 +122,7 @@ def register_standard_datasets(root=None):
             if k not in ("name", "json_file", "image_root", "evaluator_type")
         }
         register_coco_json(name, root / ann, root / images, metadata=meta)
+        _say_where_it_is_looked_for(name, [root / ann], root)
     for name, parts in STANDARD_VOC.items():
         register_voc_folder(
             name,
@@ -129,6 +131,26 @@ def register_standard_datasets(root=None):
             class_names=VOC_CLASSES,
             year=int(parts[0][0][3:]),
         )
+        _say_where_it_is_looked_for(name, [root / d / "Annotations" for d, _ in parts], root)
+
+
+def _say_where_it_is_looked_for(name, needed, root):
+    """A standard dataset that is not there: say where it was looked for and how to point
+    resdet at it, instead of "datasets/coco/...json: no such file" alone."""
+    loader = DatasetCatalog[name]
+
+    def load():
+        missing = next((p for p in needed if not Path(p).exists()), None)
+        if missing is not None:
+            raise DatasetError(
+                f"{missing}: no such file or folder: {name} is read under "
+                f"{Path(root).resolve()}; set $DETECTRON2_DATASETS to the folder that holds "
+                f"Detectron2's dataset layout (coco/, VOC2007/)"
+            )
+        return loader()
+
+    DatasetCatalog.remove(name)
+    DatasetCatalog.register(name, load)
 
 
 def register_user_datasets(cfg):
@@ -151,10 +173,18 @@ def register_user_datasets(cfg):
         if not path:
             continue
         key = f"RESDET.DATA.{part.upper()}"
+        if not os.path.exists(path):
+            raise DatasetError(f"{key} {path}: no such file or folder{cwd_hint(path)}")
         if str(path).endswith(".json"):
             if not images:
                 raise DatasetError(
                     f"{path}: {key}_IMAGES is empty; give the folder of this COCO file's images"
+                )
+            if not os.path.isdir(images):
+                what = "is a file, not" if os.path.exists(images) else "no such folder; give"
+                raise DatasetError(
+                    f"{key}_IMAGES {images}: {what} the folder of {os.path.basename(path)}'s "
+                    f"images{cwd_hint(images) if what.startswith('no') else ''}"
                 )
             if holdout > 0:
                 raise DatasetError(

@@ -31,7 +31,7 @@ from collections import Counter
 
 from detectron2.structures import BoxMode
 
-from ..errors import DatasetError  # re-exported)
+from ..errors import DatasetError, cwd_hint, one_line  # DatasetError re-exported
 
 __all__ = [
     "DatasetError",
@@ -104,11 +104,11 @@ def read_json(path, what="file"):
         with open(path, encoding="utf-8-sig") as f:
             return json.load(f)
     except FileNotFoundError:
-        raise DatasetError(f"{path}: no such {what}") from None
+        raise DatasetError(f"{path}: no such {what}{cwd_hint(path)}") from None
     except IsADirectoryError:
         raise DatasetError(f"{path}: a folder, not a {what}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: malformed JSON: {e}") from None
+        raise DatasetError(f"{path}: malformed JSON: {one_line(e)}") from None
 
 
 def _coco_lists(data, json_file):
@@ -186,10 +186,7 @@ def check_image_file(path, where):
         elif isinstance(e, UnidentifiedImageError):
             what = "not a readable image (no decoder recognises it)"
         else:
-            what = (
-                f"not a readable image ({type(e).__name__}:"
-                f" {str(e).splitlines()[0] if str(e) else ''})"
-            )
+            what = f"not a readable image ({type(e).__name__}: {one_line(e)})"
         raise DatasetError(
             f"{path}: {what} ({where}); remove it from the dataset or replace it"
         ) from None
@@ -376,7 +373,7 @@ def _parse_voc_xml(xml_file):
     try:
         tree = ET.parse(xml_file)
     except ET.ParseError as e:
-        raise DatasetError(f"{xml_file}: malformed XML: {e}") from None
+        raise DatasetError(f"{xml_file}: malformed XML: {one_line(e)}") from None
     try:
         width = int(float(tree.findtext("size/width")))
         height = int(float(tree.findtext("size/height")))

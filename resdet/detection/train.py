@@ -24,6 +24,7 @@ from ..evaluation import resolve_metric
 from ..io import atomic_write
 from ..modeling import prepare_for_inference
 from ..sampling import ResumableLoader
+from ..weights import check_class_names, read_meta
 from .visualize import draw_predictions, plot_detection_curves
 
 __all__ = ["DetectionTrainer", "train", "evaluate", "train_net", "best_metric", "log_period"]
@@ -233,11 +234,15 @@ def evaluate(setup, resume=False) -> dict:
     with setup.run(task="eval", resume=False) as run:
         model = setup.build_model()
         checkpointer = ResdetCheckpointer(model, str(setup.output_dir), policy="inference")
+        # the classes first: weights of other classes also have other head shapes, and
+        # "trained on other classes" says what is wrong where a shape mismatch does not
         if resume and checkpointer.has_checkpoint():
-            checkpointer.load(checkpointer.resumable_checkpoint(), checkpointables=[])
+            path = checkpointer.resumable_checkpoint()
+            check_class_names(path, read_meta(path), setup.dataset_classes())
+            checkpointer.load(path, checkpointables=[])
         else:
+            setup.check_classes()
             setup.load_weights(model, "inference")
-        setup.check_classes()
         # the weights no longer change: fold frozen BN, channels_last (and compile if asked)
         compile_ = False if setup.is_lazy else setup.cfg.RESDET.EVAL.COMPILE
         with torch.no_grad():

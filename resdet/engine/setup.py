@@ -13,7 +13,9 @@ never a silent fallback.
 """
 
 import logging
+import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -34,8 +36,9 @@ from ..config.keys import AUTO_DEVICE
 from ..data import register_user_datasets
 from ..data.mapper import SkipUnreadable
 from ..data.train_loader import build_train_loader, resumable_loader
-from ..errors import ConfigError, one_line
+from ..errors import ConfigError, ResdetError, one_line
 from ..evaluation import build_evaluator, write_metrics
+from ..modeling.resnet import stage_specs
 from ..run_folder import RunFolder
 from ..weights import (
     check_class_names,
@@ -253,30 +256,38 @@ class Setup:
         }
 
     def build_optimizer(self, model):
-        if self.is_lazy:
-            from detectron2.config import instantiate
+        with _building("the optimizer", "optimizer", "SOLVER.*", self):
+            if self.is_lazy:
+                from detectron2.config import instantiate
 
-            self.cfg.optimizer.params.model = model
-            return instantiate(self.cfg.optimizer)
-        from detectron2.solver import build_optimizer
+                self.cfg.optimizer.params.model = model
+                return instantiate(self.cfg.optimizer)
+            from detectron2.solver import build_optimizer
 
-        return build_optimizer(self.cfg, model)
+            return build_optimizer(self.cfg, model)
 
     def lr_scheduler_hook(self, optimizer):
         """Detectron2's LRScheduler hook: its state travels in the trainer's checkpoint."""
         from detectron2.engine import hooks
 
-        if self.is_lazy:
-            from detectron2.config import instantiate
+        with _building("the learning-rate schedule", "lr_multiplier", "SOLVER.*", self):
+            if self.is_lazy:
+                from detectron2.config import instantiate
 
-            return hooks.LRScheduler(scheduler=instantiate(self.cfg.lr_multiplier))
-        from detectron2.solver import build_lr_scheduler
+                return hooks.LRScheduler(scheduler=instantiate(self.cfg.lr_multiplier))
+            from detectron2.solver import build_lr_scheduler
 
-        return hooks.LRScheduler(optimizer, build_lr_scheduler(self.cfg, optimizer))
+            return hooks.LRScheduler(optimizer, build_lr_scheduler(self.cfg, optimizer))
 
     def build_train_loader(self):
         """The training loader, resumable (its position is checkpointed) where the config
         uses Detectron2's default training sampler; unreadable images skipped and counted."""
+        with _building(
+            "the training data loader", "dataloader.train", "INPUT.* and DATALOADER.*", self
+        ):
+            return self._build_train_loader()
+
+    def _build_train_loader(self):
         from detectron2.data import DatasetMapper
 
         if not self.is_lazy:
@@ -392,13 +403,36 @@ class _SetUpRun:
         return self.folder.__exit__(*exc)
 
 
+# what Detectron2's builders raise for a config value they cannot use (their asserts and
+# "Unknown ..." ValueErrors); resdet's own errors pass through as they are
+_BUILD_ERRORS = (AssertionError, KeyError, ValueError, TypeError, IndexError)
+
+
+@contextmanager
+def _building(what, lazy_key, yacs_keys, setup):
+    """Turn a Detectron2 builder's failure on a config value into one line naming the keys
+    (specific values are checked when the config loads: resdet.config.values)."""
+    try:
+        yield
+    except ResdetError:
+        raise
+    except _BUILD_ERRORS as e:
+        keys = lazy_key if setup.is_lazy else yacs_keys
+        raise ConfigError(
+            f"{setup.path or 'config'}: {what} cannot be built from this config "
+            f"({type(e).__name__}: {one_line(e)}); check {keys}"
+        ) from None
+
+
 def _build_yacs_model(cfg):
     """Detectron2's build_model, with its assertions on the config as one line."""
     from detectron2.modeling import build_model
 
     try:
         return build_model(cfg)
-    except (AssertionError, KeyError, ValueError, TypeError) as e:
+    except ResdetError:
+        raise
+    except _BUILD_ERRORS as e:
         raise ConfigError(_explain_build_error(cfg, e)) from None
 
 
@@ -427,7 +461,8 @@ def _explain_build_error(cfg, e) -> str:
                 f"MODEL.ANCHOR_GENERATOR.SIZES has {len(sizes)} levels but MODEL.RPN.IN_FEATURES "
                 f"{n}; give one list of sizes per feature"
             )
-    what = f"{type(e).__name__}: {one_line(e)}" if str(e).strip() else type(e).__name__
+    text = one_line(e)  # the type's name when the message is empty
+    what = text if text == type(e).__name__ else f"{type(e).__name__}: {text}"
     return f"the config does not describe a model Detectron2 can build ({what}); check MODEL.*"
 
 
@@ -496,7 +531,9 @@ def load(
     as training and evaluation need; inference does not. ``kind``: the kind of config the
     caller needs ("detection" accepts a LazyConfig detector too).
     """
-    weights = None if weights is None else str(weights)
+    # "~" is the home folder wherever a path is given (the config's own keys: load_config)
+    weights = None if weights is None else os.path.expanduser(str(weights))
+    output_dir = None if output_dir is None else os.path.expanduser(str(output_dir))
     meta = read_meta(weights) if weights and Path(weights).is_file() else None
     if config is None:
         config = _carried_config(weights, meta)
@@ -522,8 +559,33 @@ def load(
     if found == "lazy":
         dev = _finish_lazy(cfg, output_dir, device, notes)
     else:
+        check_depth(cfg, found)  # after the weights' settings: they may set it
         dev = _finish_yacs(cfg, found, output_dir, device, notes, datasets, eval_only)
     return Setup(cfg, found, path, weights or None, meta, dev, pairs, notes)
+
+
+def check_depth(cfg, kind):
+    """MODEL.RESNETS.DEPTH against the depths resdet builds for the network family
+    (resdet.modeling's table: ImageNet depths, or 6n+2 for CIFAR); "unexpected ValueError"
+    from deep in the trainer before."""
+    depth = _get_key(cfg, "MODEL.RESNETS.DEPTH")
+    family = _get_key(cfg, "PRETRAIN.DATASET") if kind == "pretrain" else "imagenet"
+    if depth is None or family not in ("imagenet", "cifar"):
+        return  # a family that is not one is its own rule's error
+    try:
+        stage_specs(depth, dataset=family)
+    except ValueError as e:
+        where = " (PRETRAIN.DATASET cifar)" if family == "cifar" else ""
+        raise ConfigError(f"MODEL.RESNETS.DEPTH {depth!r}{where}: {one_line(e)}") from None
+
+
+def _get_key(cfg, key):
+    node = cfg
+    for part in key.split("."):
+        if part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def _carried_config(weights, meta):

@@ -34,6 +34,7 @@ from ..data.datasets import (
     load_voc_folder,
     read_json,
 )
+from ..errors import one_line
 from ..io import atomic_write
 from .coco import coco_image_ids, evaluate_coco, records_to_coco
 from .voc import evaluate_voc
@@ -247,7 +248,28 @@ def _check_results(data, source, gt, entry):
             }
         )
     _check_not_xyxy(out, source, gt, entry)
+    _check_not_normalized(out, source, gt, entry)
     return out
+
+
+def _check_not_normalized(results, source, gt, entry):
+    """Refuse boxes in [0, 1] image units (YOLO's labels and outputs, torchvision's
+    ``normalize=True``): read as pixels they all fit in the image's top-left pixel and
+    score 0, with no error. A detector's boxes on images larger than a few pixels never
+    all do."""
+    sizes = {r["image_id"]: (r["width"], r["height"]) for r in gt.records}
+    if not results or any(
+        p["bbox"][2] > 1.0 or p["bbox"][3] > 1.0 or min(sizes[p["image_id"]]) <= 4 for p in results
+    ):
+        return
+    x, y, x1, y1 = results[0]["bbox"]
+    width, height = sizes[results[0]["image_id"]]
+    raise DatasetError(
+        f"{source}: the boxes look normalized to [0, 1]: all {len(results)} end within the"
+        f" top-left pixel of their image (first: {entry.format(0)}, bbox"
+        f" {[x, y, x1 - x, y1 - y]} on a {width}x{height} image); COCO boxes are in pixels:"
+        f" multiply x and w by the image width, y and h by its height"
+    )
 
 
 # how far (a share of the image's width or height) a box must reach past the image's right
@@ -376,7 +398,9 @@ def _check_categories(path, gt):
     try:
         theirs = {c["id"]: c["name"] for c in read_json(side)}
     except (TypeError, KeyError) as e:
-        raise DatasetError(f"{side}: not a list of {{'id', 'name'}} categories: {e}") from None
+        raise DatasetError(
+            f"{side}: not a list of {{'id', 'name'}} categories: {one_line(e)}"
+        ) from None
     ours = {c["id"]: c["name"] for c in categories(gt)}
     diff = [
         f"id {i}: {theirs.get(i)!r} vs {ours.get(i)!r}"

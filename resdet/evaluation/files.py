@@ -6,8 +6,14 @@ import os
 from detectron2.data import DatasetCatalog
 
 from ..data.datasets import load_voc_folder
-from ..errors import ConfigError
-from .evaluator import GroundTruth, evaluate_predictions, load_predictions, write_metrics
+from ..errors import ConfigError, OutputError
+from .evaluator import (
+    GroundTruth,
+    categories_file,
+    evaluate_predictions,
+    load_predictions,
+    write_metrics,
+)
 
 __all__ = ["ground_truth", "evaluate_files"]
 
@@ -20,6 +26,14 @@ def ground_truth(gt, split=None) -> GroundTruth:
     held-out part: what a model trained on the rest predicted). No images are needed."""
     if isinstance(gt, GroundTruth):
         return gt
+    if split is not None and not (isinstance(gt, (str, os.PathLike)) and os.path.isdir(gt)):
+        # a split names ImageSets/Main/<split>.txt; anything else would evaluate on all
+        # images without a word
+        raise ConfigError(
+            f"split {split!r}: applies to a VOC folder's ImageSets/Main, and {gt} is not one;"
+            f" leave the split out (for a VOC dataset given as a dict: {{'voc': ..., "
+            f"'split': ...}})"
+        )
     if isinstance(gt, (tuple, list)):
         if len(gt) != 2:
             raise ConfigError(f"gt {gt!r}: a COCO dataset is (json_file, image_folder)")
@@ -43,6 +57,20 @@ def ground_truth(gt, split=None) -> GroundTruth:
     return GroundTruth.from_path(gt, split)
 
 
+def _check_output_is_no_input(output, gt, pred):
+    """The metrics must not be written over a file the evaluation reads (a predictions
+    file given as --output too, by a slip of the shell history): it would be lost."""
+    inputs = [x for x in (gt, pred) if isinstance(x, (str, os.PathLike))]
+    inputs += [categories_file(x) for x in list(inputs) if str(x).endswith(".json")]
+    out = os.path.realpath(output)
+    for path in inputs:
+        if os.path.realpath(path) == out:
+            raise OutputError(
+                f"{output}: is also an input of this evaluation ({path}); write the metrics "
+                f"to another file"
+            )
+
+
 def evaluate_files(gt, pred, metric="auto", split=None, *, output=None) -> dict:
     """Score predictions against ground truth, with no model.
 
@@ -57,6 +85,8 @@ def evaluate_files(gt, pred, metric="auto", split=None, *, output=None) -> dict:
     Returns:
         ``{"bbox": {...}}`` in percent.
     """
+    if output:
+        _check_output_is_no_input(output, gt, pred)
     truth = ground_truth(gt, split)
     results = evaluate_predictions(truth, load_predictions(pred, truth), metric)
     if output:
