@@ -93,9 +93,14 @@ def _tiny_cfg(root, out, *opts):
     return cfg
 
 
+# what differs between two runs of the same steps: how long they took
+TIMING = {"images_per_s", "time", "data_time", "rank_data_time", "eta_seconds"}
+
+
 def _metrics(out, timing=True):
-    rows = [json.loads(line) for line in (Path(out) / "metrics.json").read_text().splitlines()]
-    return rows if timing else [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]
+    """The training log of a run folder (train_log.json, one JSON object per line)."""
+    rows = [json.loads(line) for line in (Path(out) / "train_log.json").read_text().splitlines()]
+    return rows if timing else [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
 def test_tool_trains_resnet18_on_hymenoptera(shared_data, tmp_path):
@@ -149,10 +154,10 @@ def test_tool_trains_resnet18_on_hymenoptera(shared_data, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    losses = [r["loss"] for r in _metrics(out) if "loss" in r]
+    losses = [r["total_loss"] for r in _metrics(out) if "total_loss" in r]
     assert len(losses) == 20
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
-    result = json.loads((out / "eval.json").read_text())
+    result = json.loads((out / "metrics.json").read_text())
     # 83 of the 153 validation images are bees: chance (majority) is 0.54
     assert 0.6 < result["top1"] <= 1 and result["top5"] == 1.0
     evals = [r for r in _metrics(out) if "val/top1_err" in r]
@@ -200,20 +205,21 @@ def test_interrupted_and_resumed_run_is_bit_identical(cifar_root, tmp_path):
 
     cfg = _tiny_cfg(cifar_root, tmp_path / "killed")
     killed = PretrainTrainer(cfg)
-    step = killed.run_step
+    step = killed.trainer.run_step  # Detectron2's SimpleTrainer runs the steps
 
     def die_in_iteration_4(*args):
         if killed.iter == 3:
             raise KeyboardInterrupt("killed")
         return step(*args)
 
-    killed.run_step = die_in_iteration_4
+    killed.trainer.run_step = die_in_iteration_4
     with pytest.raises(KeyboardInterrupt):
         killed.train()
-    assert (tmp_path / "killed/last_checkpoint").read_text() == "model_0000002.pth"
+    # Detectron2's names: the iteration that had just finished (the 2nd)
+    assert (tmp_path / "killed/last_checkpoint").read_text() == "model_0000001.pth"
 
     resumed = PretrainTrainer(cfg, resume=True)
-    assert resumed.iter == 2
+    assert resumed.start_iter == 2
     resumed.train()
     for a, b in ((full.model, resumed.model), (full.ema, resumed.ema)):
         sa, sb = a.state_dict(), b.state_dict()
@@ -225,7 +231,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(cifar_root, tmp_path):
     # the killed run's third iteration was dropped from the history; the rest is identical
     assert _metrics(tmp_path / "full", timing=False) == _metrics(tmp_path / "killed", timing=False)
     # and the run did train: weights moved away from the first checkpoint
-    first = torch.load(tmp_path / "full/model_0000002.pth", weights_only=True)["model"]
+    first = torch.load(tmp_path / "full/model_0000001.pth", weights_only=True)["model"]
     assert not torch.equal(
         first["stem.conv1.weight"], resumed.model.state_dict()["stem.conv1.weight"]
     )
@@ -254,7 +260,7 @@ def test_two_process_gloo_run_keeps_replicas_identical(cifar_root, tmp_path, mon
     for k in r0["after"]:
         assert torch.equal(r0["after"][k], r1["after"][k]), k
     assert not torch.equal(r0["before"]["stem.conv1.weight"], r0["after"]["stem.conv1.weight"])
-    assert [r["iteration"] for r in _metrics(tmp_path / "ddp") if "loss" in r] == [0, 1, 2]
+    assert [r["iteration"] for r in _metrics(tmp_path / "ddp") if "total_loss" in r] == [0, 1, 2]
 
 
 def _direct_scores(model, path, mode, cfg):

@@ -373,10 +373,10 @@ def test_pretraining_nan_loss_stops_with_one_line_naming_the_last_checkpoint(cif
         trainer.train()
     assert str(e.value) == (
         f"loss became nan at iteration 3; lower SOLVER.BASE_LR (now 0.1) and "
-        f"resume from {out / 'model_0000002.pth'} (--resume)"
+        f"resume from {out / 'model_0000001.pth'} (--resume)"
     )
-    assert (out / "last_checkpoint").read_text() == "model_0000002.pth"
-    assert sorted(p.name for p in out.glob("model_*.pth")) == ["model_0000002.pth"]
+    assert (out / "last_checkpoint").read_text() == "model_0000001.pth"
+    assert sorted(p.name for p in out.glob("model_*.pth")) == ["model_0000001.pth"]
 
 
 def test_pretraining_divergence_never_saves_non_finite_weights(cifar_root, tmp_path):
@@ -446,4 +446,5 @@ def test_pretraining_stops_when_images_become_unreadable_mid_run(cifar_root, tmp
     trainer.train_set.samples = [(gone, label) for _, label in trainer.train_set.samples]
     with pytest.raises(DatasetError, match="batches in a row without a readable image"):
         trainer.train()
+    assert not (tmp_path / "out" / "train_log.json").exists()
     assert not (tmp_path / "out" / "metrics.json").exists()
