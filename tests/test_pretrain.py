@@ -3,6 +3,7 @@ ResNet-18 run, small cifar10-mini subsets (symlinked into tmp_path) for the rest
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -197,6 +198,49 @@ def test_tool_trains_resnet18_on_hymenoptera(shared_data, tmp_path):
     cfg.merge_from_file(str(out / "config.yaml"))
     cfg.OUTPUT_DIR = str(tmp_path / "reeval")
     assert evaluate_checkpoint(cfg, out / "model_final.pth")["top1"] == result["top1"]
+
+
+def test_run_folder_holds_the_results_the_log_and_console_progress(cifar_root, tmp_path):
+    """As in every run folder: metrics.json is the evaluation, train_log.json the
+    training log; the console shows Detectron2's progress lines (iteration, ETA, loss)."""
+    out = tmp_path / "run"
+    opts = ["MODEL.DEVICE", "cpu", "MODEL.RESNETS.DEPTH", "8", "SOLVER.IMS_PER_BATCH", "8"]
+    opts += ["SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "(2,)", "SOLVER.CHECKPOINT_PERIOD", "2"]
+    opts += ["TEST.EVAL_PERIOD", "2", "PRETRAIN.LOG_PERIOD", "1", "DATALOADER.NUM_WORKERS", "0"]
+    opts += ["PRETRAIN.TEST.MODES", "['1crop', '10crop']", "SEED", "3"]
+    cmd = [sys.executable, str(REPO / "tools/pretrain_imagenet.py")]
+    cmd += ["--config", str(REPO / "configs/cifar/resnet20.yaml"), "--data", str(cifar_root)]
+    cmd += ["--output", str(out), *opts]
+    # this checkout's resdet, whichever one is installed
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    results = json.loads((out / "metrics.json").read_text())
+    assert set(results) == {"top1", "top5", "modes"} and set(results["modes"]) == {
+        "1crop",
+        "10crop",
+    }
+    assert results["modes"]["1crop"] == {"top1": results["top1"], "top5": results["top5"]}
+    assert f"top-1 {results['top1']:.4f}, top-5 {results['top5']:.4f}" in proc.stdout
+    assert not (out / "eval.json").exists()
+    log = _metrics(out)
+    assert [r["iteration"] for r in log if "total_loss" in r] == [0, 1, 2, 3]
+    assert [r["iteration"] for r in log if "val/top1" in r] == [1, 3]
+    assert (
+        log[-1]["iteration"] == 4
+        and log[-1]["final/10crop/top1"] == results["modes"]["10crop"]["top1"]
+    )
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+    # Detectron2's CommonMetricPrinter, one line per log period
+    progress = re.findall(
+        r"d2\.utils\.events\]:\s+(?:eta: \S+\s+)?iter: (\d+)\s+total_loss: ", proc.stdout
+    )
+    assert progress == ["0", "1", "2", "3"], proc.stdout[-3000:]
+    assert re.search(r"eta: 0:00:\d\d\s+iter: 3\s+total_loss: [\d.]+ .* lr: ", proc.stdout)
+    meta = torch.load(out / "model_final.pth", weights_only=True)["meta"]
+    assert meta["class_names"] == ["airplane", "automobile", "bird"] and "torch" in meta["versions"]
 
 
 def test_interrupted_and_resumed_run_is_bit_identical(cifar_root, tmp_path):
