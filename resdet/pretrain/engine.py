@@ -310,6 +310,7 @@ class PretrainTrainer:
             )
         if cfg.PRETRAIN.COMPILE:
             train_model = torch.compile(train_model)
+        self.train_model = train_model  # what the step calls (DDP- and compile-wrapped)
         # this process's counts: unreadable images, and training top-1 since the last
         # validation (on the device: counting costs no host sync)
         self.bad_images, self.images = 0, 0
@@ -366,8 +367,9 @@ class PretrainTrainer:
             _PlateauLR(self.optimizer, self.scheduler)
             if self.plateau
             else hooks.LRScheduler(self.optimizer, self.scheduler),
+            # before the validation and the checkpoint, which see this step's EMA
             _EMAUpdate(self.ema, self.model) if self.ema is not None else None,
-            _Progress(self, log_period),
+            _Progress(self, log_period),  # a collective at log writes: on every process
             _Validation(cfg.TEST.EVAL_PERIOD, self.validate),
             # on every process: averaging the BN statistics before a save is collective
             _Checkpoints(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, self._before_save),
