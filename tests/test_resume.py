@@ -469,6 +469,23 @@ def test_pretraining_divergence_never_saves_non_finite_weights(cifar_root, tmp_p
     assert non_finite(resumed.model.state_dict()) == []
 
 
+def test_resuming_a_checkpoint_of_the_earlier_pretraining_loop_is_one_line(cifar_root, tmp_path):
+    """Its trainer state was the loop's own ({iteration, bad_images, classes}), its
+    optimizer beside it: Detectron2's trainer cannot continue it."""
+    out = tmp_path / "old"
+    cfg = _tiny_cfg(cifar_root, out)
+    model = PretrainTrainer(cfg).model
+    old = {"model": model.state_dict(), "trainer": {"iteration": 2, "bad_images": 0}}
+    old["trainer"]["classes"] = ["airplane", "automobile", "bird"]
+    ResdetCheckpointer(model, str(out)).save(
+        "model_0000002", **{k: v for k, v in old.items() if k != "model"}
+    )
+    with pytest.raises(CheckpointError) as e:
+        PretrainTrainer(cfg, resume=True)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{out / 'model_0000002.pth'}: no 'optimizer'")
+
+
 def test_pretraining_on_unreadable_images_fails_at_once_leaving_only_the_log(tmp_path, capsys):
     main = load_tool("pretrain_imagenet").main
     for split in ("train", "test"):

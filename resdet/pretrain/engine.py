@@ -487,7 +487,14 @@ class PretrainTrainer:
         if not self.checkpointer.has_checkpoint():
             logger.info("no checkpoint in %s; starting from scratch", self.output_dir)
             return False
-        self.checkpointer.resume_or_load("", resume=True)
+        try:
+            self.checkpointer.resume_or_load("", resume=True)
+        except KeyError as e:  # Detectron2's trainer state lacks an entry (its optimizer)
+            raise CheckpointError(
+                f"{self.checkpointer.get_checkpoint_file()}: no {e} in its trainer state: not a "
+                f"checkpoint of this pretraining loop (an earlier resdet's?); start a new run "
+                f"(--overwrite) or resume with the resdet that wrote it"
+            ) from None
         # a checkpoint holds the iteration that had just finished (Detectron2's convention)
         self.start_iter = self.trainer.iter + 1
         logger.info("resuming at iteration %d", self.start_iter)
