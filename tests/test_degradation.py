@@ -9,12 +9,13 @@ import sys
 import pytest
 from conftest import REPO
 from PIL import Image
+from test_pretrain import _this_checkout
 
 from resdet.analysis.degradation import check_claims, plan_iterations
 from resdet.io import safe_torch_load
 
 TOOL = [sys.executable, str(REPO / "tools" / "degradation_study.py")]
-ENV = dict(os.environ, OMP_NUM_THREADS="1")
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=_this_checkout())
 NETS = {"plain-8", "resnet-8", "plain-14", "resnet-14"}
 
 

@@ -94,6 +94,12 @@ def _tiny_cfg(root, out, *opts):
     return cfg
 
 
+def _this_checkout() -> str:
+    """PYTHONPATH for a tool run in a subprocess: this checkout's resdet, whichever one is
+    installed (python tools/X.py puts tools/ first on sys.path, not the repository)."""
+    return os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+
+
 # what differs between two runs of the same steps: how long they took
 TIMING = {"images_per_s", "time", "data_time", "rank_data_time", "eta_seconds"}
 
@@ -151,7 +157,7 @@ def test_tool_trains_resnet18_on_hymenoptera(shared_data, tmp_path):
         "MODEL.DEVICE",
         "cpu",
     ]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=_this_checkout())
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -211,9 +217,7 @@ def test_run_folder_holds_the_results_the_log_and_console_progress(cifar_root, t
     cmd = [sys.executable, str(REPO / "tools/pretrain_imagenet.py")]
     cmd += ["--config", str(REPO / "configs/cifar/resnet20.yaml"), "--data", str(cifar_root)]
     cmd += ["--output", str(out), *opts]
-    # this checkout's resdet, whichever one is installed
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=_this_checkout())
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
