@@ -9,12 +9,13 @@ import sys
 import pytest
 from conftest import REPO
 from PIL import Image
+from test_pretrain import _this_checkout
 
 from resdet.analysis.degradation import check_claims, plan_iterations
 from resdet.io import safe_torch_load
 
 TOOL = [sys.executable, str(REPO / "tools" / "degradation_study.py")]
-ENV = dict(os.environ, OMP_NUM_THREADS="1")
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=_this_checkout())
 NETS = {"plain-8", "resnet-8", "plain-14", "resnet-14"}
 
 
@@ -56,7 +57,7 @@ def _run(data, out, *extra):
 
 
 def _eval_iterations(net_dir):
-    rows = [json.loads(line) for line in (net_dir / "metrics.json").read_text().splitlines()]
+    rows = [json.loads(line) for line in (net_dir / "train_log.json").read_text().splitlines()]
     return [r["iteration"] + 1 for r in rows if "val/top1_err" in r]
 
 
@@ -76,7 +77,7 @@ def test_writes_every_output(study):
         assert set(errors) == {"train_error", "test_error"}
         assert all(0 <= v <= 1 for v in errors.values())
     # test_error is the final evaluation of the shipped weights
-    eval_json = json.loads((out / "resnet-14" / "eval.json").read_text())
+    eval_json = json.loads((out / "resnet-14" / "metrics.json").read_text())
     assert summary["resnet-14"]["test_error"] == pytest.approx(1 - eval_json["top1"])
     for png in ("curves.png", "responses.png"):
         with Image.open(out / png) as im:
@@ -104,7 +105,7 @@ def test_every_net_trains_the_same_iterations(study):
     lrs = {
         name: [
             r["lr"]
-            for r in map(json.loads, (out / name / "metrics.json").read_text().splitlines())
+            for r in map(json.loads, (out / name / "train_log.json").read_text().splitlines())
             if "lr" in r
         ]
         for name in NETS

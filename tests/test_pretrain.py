@@ -3,6 +3,7 @@ ResNet-18 run, small cifar10-mini subsets (symlinked into tmp_path) for the rest
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,9 +94,20 @@ def _tiny_cfg(root, out, *opts):
     return cfg
 
 
+def _this_checkout() -> str:
+    """PYTHONPATH for a tool run in a subprocess: this checkout's resdet, whichever one is
+    installed (python tools/X.py puts tools/ first on sys.path, not the repository)."""
+    return os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+
+
+# what differs between two runs of the same steps: how long they took
+TIMING = {"images_per_s", "time", "data_time", "rank_data_time", "eta_seconds"}
+
+
 def _metrics(out, timing=True):
-    rows = [json.loads(line) for line in (Path(out) / "metrics.json").read_text().splitlines()]
-    return rows if timing else [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]
+    """The training log of a run folder (train_log.json, one JSON object per line)."""
+    rows = [json.loads(line) for line in (Path(out) / "train_log.json").read_text().splitlines()]
+    return rows if timing else [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
 def test_tool_trains_resnet18_on_hymenoptera(shared_data, tmp_path):
@@ -145,14 +157,14 @@ def test_tool_trains_resnet18_on_hymenoptera(shared_data, tmp_path):
         "MODEL.DEVICE",
         "cpu",
     ]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=_this_checkout())
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    losses = [r["loss"] for r in _metrics(out) if "loss" in r]
+    losses = [r["total_loss"] for r in _metrics(out) if "total_loss" in r]
     assert len(losses) == 20
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
-    result = json.loads((out / "eval.json").read_text())
+    result = json.loads((out / "metrics.json").read_text())
     # 83 of the 153 validation images are bees: chance (majority) is 0.54
     assert 0.6 < result["top1"] <= 1 and result["top5"] == 1.0
     evals = [r for r in _metrics(out) if "val/top1_err" in r]
@@ -194,26 +206,68 @@ def test_tool_trains_resnet18_on_hymenoptera(shared_data, tmp_path):
     assert evaluate_checkpoint(cfg, out / "model_final.pth")["top1"] == result["top1"]
 
 
+def test_run_folder_holds_the_results_the_log_and_console_progress(cifar_root, tmp_path):
+    """As in every run folder: metrics.json is the evaluation, train_log.json the
+    training log; the console shows Detectron2's progress lines (iteration, ETA, loss)."""
+    out = tmp_path / "run"
+    opts = ["MODEL.DEVICE", "cpu", "MODEL.RESNETS.DEPTH", "8", "SOLVER.IMS_PER_BATCH", "8"]
+    opts += ["SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "(2,)", "SOLVER.CHECKPOINT_PERIOD", "2"]
+    opts += ["TEST.EVAL_PERIOD", "2", "PRETRAIN.LOG_PERIOD", "1", "DATALOADER.NUM_WORKERS", "0"]
+    opts += ["PRETRAIN.TEST.MODES", "['1crop', '10crop']", "SEED", "3"]
+    cmd = [sys.executable, str(REPO / "tools/pretrain_imagenet.py")]
+    cmd += ["--config", str(REPO / "configs/cifar/resnet20.yaml"), "--data", str(cifar_root)]
+    cmd += ["--output", str(out), *opts]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=_this_checkout())
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    results = json.loads((out / "metrics.json").read_text())
+    assert set(results) == {"top1", "top5", "modes"} and set(results["modes"]) == {
+        "1crop",
+        "10crop",
+    }
+    assert results["modes"]["1crop"] == {"top1": results["top1"], "top5": results["top5"]}
+    assert f"top-1 {results['top1']:.4f}, top-5 {results['top5']:.4f}" in proc.stdout
+    assert not (out / "eval.json").exists()
+    log = _metrics(out)
+    assert [r["iteration"] for r in log if "total_loss" in r] == [0, 1, 2, 3]
+    assert [r["iteration"] for r in log if "val/top1" in r] == [1, 3]
+    assert (
+        log[-1]["iteration"] == 4
+        and log[-1]["final/10crop/top1"] == results["modes"]["10crop"]["top1"]
+    )
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+    # Detectron2's CommonMetricPrinter, one line per log period
+    progress = re.findall(
+        r"d2\.utils\.events\]:\s+(?:eta: \S+\s+)?iter: (\d+)\s+total_loss: ", proc.stdout
+    )
+    assert progress == ["0", "1", "2", "3"], proc.stdout[-3000:]
+    assert re.search(r"eta: 0:00:\d\d\s+iter: 3\s+total_loss: [\d.]+ .* lr: ", proc.stdout)
+    meta = torch.load(out / "model_final.pth", weights_only=True)["meta"]
+    assert meta["class_names"] == ["airplane", "automobile", "bird"] and "torch" in meta["versions"]
+
+
 def test_interrupted_and_resumed_run_is_bit_identical(cifar_root, tmp_path):
     full = PretrainTrainer(_tiny_cfg(cifar_root, tmp_path / "full"))
     full.train()
 
     cfg = _tiny_cfg(cifar_root, tmp_path / "killed")
     killed = PretrainTrainer(cfg)
-    step = killed.run_step
+    step = killed.trainer.run_step  # Detectron2's SimpleTrainer runs the steps
 
     def die_in_iteration_4(*args):
         if killed.iter == 3:
             raise KeyboardInterrupt("killed")
         return step(*args)
 
-    killed.run_step = die_in_iteration_4
+    killed.trainer.run_step = die_in_iteration_4
     with pytest.raises(KeyboardInterrupt):
         killed.train()
-    assert (tmp_path / "killed/last_checkpoint").read_text() == "model_0000002.pth"
+    # Detectron2's names: the iteration that had just finished (the 2nd)
+    assert (tmp_path / "killed/last_checkpoint").read_text() == "model_0000001.pth"
 
     resumed = PretrainTrainer(cfg, resume=True)
-    assert resumed.iter == 2
+    assert resumed.start_iter == 2
     resumed.train()
     for a, b in ((full.model, resumed.model), (full.ema, resumed.ema)):
         sa, sb = a.state_dict(), b.state_dict()
@@ -225,7 +279,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(cifar_root, tmp_path):
     # the killed run's third iteration was dropped from the history; the rest is identical
     assert _metrics(tmp_path / "full", timing=False) == _metrics(tmp_path / "killed", timing=False)
     # and the run did train: weights moved away from the first checkpoint
-    first = torch.load(tmp_path / "full/model_0000002.pth", weights_only=True)["model"]
+    first = torch.load(tmp_path / "full/model_0000001.pth", weights_only=True)["model"]
     assert not torch.equal(
         first["stem.conv1.weight"], resumed.model.state_dict()["stem.conv1.weight"]
     )
@@ -254,7 +308,7 @@ def test_two_process_gloo_run_keeps_replicas_identical(cifar_root, tmp_path, mon
     for k in r0["after"]:
         assert torch.equal(r0["after"][k], r1["after"][k]), k
     assert not torch.equal(r0["before"]["stem.conv1.weight"], r0["after"]["stem.conv1.weight"])
-    assert [r["iteration"] for r in _metrics(tmp_path / "ddp") if "loss" in r] == [0, 1, 2]
+    assert [r["iteration"] for r in _metrics(tmp_path / "ddp") if "total_loss" in r] == [0, 1, 2]
 
 
 def _direct_scores(model, path, mode, cfg):

@@ -16,7 +16,7 @@ from argparse import Namespace
 import pytest
 import torch
 from conftest import REPO, load_tool
-from test_pretrain import _subset, _tiny_cfg
+from test_pretrain import TIMING, _metrics, _subset, _tiny_cfg
 from torch import nn
 
 from resdet.checkpoint import ResdetCheckpointer, non_finite
@@ -358,6 +358,65 @@ def cifar_root(shared_data, tmp_path):
     return tmp_path / "data"
 
 
+def _pt_ddp_run(cfg, resume):
+    from resdet.pretrain import train
+
+    train(cfg, resume=resume)
+
+
+def test_two_process_pretraining_resumes_bit_identical(cifar_root, tmp_path, monkeypatch):
+    """Two processes (gloo on the CPU), EMA, MixUp/CutMix and validation on: a run
+    stopped at iteration 2 and resumed to 4 ends with the weights, EMA, optimizer state
+    and training log of an uninterrupted 4-iteration run."""
+    from resdet.engine import launch
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # gloo on the CPU even on a GPU machine
+
+    def cfg(out, iters):
+        return _tiny_cfg(cifar_root, tmp_path / out, "SOLVER.MAX_ITER", iters, "SOLVER.STEPS", (3,))
+
+    launch(_pt_ddp_run, (cfg("full", 4), False), num_gpus=2)
+    launch(_pt_ddp_run, (cfg("parts", 2), False), num_gpus=2)
+    launch(_pt_ddp_run, (cfg("parts", 4), True), num_gpus=2)
+    want, got = (
+        torch.load(tmp_path / run / "model_0000003.pth", weights_only=True)
+        for run in ("full", "parts")
+    )
+    assert want["trainer"]["iteration"] == got["trainer"]["iteration"] == 3
+    assert got["data"]["batches"] == 4
+    for key in ("model", "ema"):
+        assert want[key].keys() == got[key].keys()
+        differ = [k for k in want[key] if not torch.equal(want[key][k], got[key][k])]
+        assert differ == [], key
+    momentum = [
+        (a["momentum_buffer"], b["momentum_buffer"])
+        for a, b in zip(
+            want["trainer"]["optimizer"]["state"].values(),
+            got["trainer"]["optimizer"]["state"].values(),
+        )
+    ]
+    assert momentum and all(torch.equal(a, b) for a, b in momentum)
+    final = [
+        torch.load(tmp_path / r / "model_final.pth", weights_only=True) for r in ("full", "parts")
+    ]
+    assert all(torch.equal(final[0]["model"][k], v) for k, v in final[1]["model"].items())
+    # the training lines of the log, timings aside (the stopped run's final evaluation
+    # at iteration 2 has a line of its own)
+    full, parts = (
+        [
+            {k: v for k, v in r.items() if k not in TIMING}
+            for r in _metrics(tmp_path / run)
+            if "lr" in r
+        ]
+        for run in ("full", "parts")
+    )
+    assert [r["iteration"] for r in parts] == [0, 1, 2, 3] and full == parts
+    first = torch.load(tmp_path / "full" / "model_0000001.pth", weights_only=True)["model"]
+    assert sum(not torch.equal(first[k], v) for k, v in want["model"].items()) > 10
+    log = (tmp_path / "parts" / "log.txt.rank1").read_text()
+    assert "Rank of current process: 1. World size: 2" in log
+
+
 def test_pretraining_nan_loss_stops_with_one_line_naming_the_last_checkpoint(cifar_root, tmp_path):
     out = tmp_path / "nan"
     cfg = _tiny_cfg(cifar_root, out, "SOLVER.MAX_ITER", 6, "TEST.EVAL_PERIOD", 0)
@@ -373,10 +432,10 @@ def test_pretraining_nan_loss_stops_with_one_line_naming_the_last_checkpoint(cif
         trainer.train()
     assert str(e.value) == (
         f"loss became nan at iteration 3; lower SOLVER.BASE_LR (now 0.1) and "
-        f"resume from {out / 'model_0000002.pth'} (--resume)"
+        f"resume from {out / 'model_0000001.pth'} (--resume)"
     )
-    assert (out / "last_checkpoint").read_text() == "model_0000002.pth"
-    assert sorted(p.name for p in out.glob("model_*.pth")) == ["model_0000002.pth"]
+    assert (out / "last_checkpoint").read_text() == "model_0000001.pth"
+    assert sorted(p.name for p in out.glob("model_*.pth")) == ["model_0000001.pth"]
 
 
 def test_pretraining_divergence_never_saves_non_finite_weights(cifar_root, tmp_path):
@@ -408,6 +467,20 @@ def test_pretraining_divergence_never_saves_non_finite_weights(cifar_root, tmp_p
     assert not list(out.glob(".*.tmp"))
     assert resumed.iter == torch.load(last, weights_only=True)["trainer"]["iteration"]
     assert non_finite(resumed.model.state_dict()) == []
+
+
+def test_resuming_a_checkpoint_of_the_earlier_pretraining_loop_is_one_line(cifar_root, tmp_path):
+    """Its trainer state was the loop's own ({iteration, bad_images, classes}), its
+    optimizer beside it: Detectron2's trainer cannot continue it."""
+    out = tmp_path / "old"
+    cfg = _tiny_cfg(cifar_root, out)
+    model = PretrainTrainer(cfg).model
+    state = {"iteration": 2, "bad_images": 0, "classes": ["airplane", "automobile", "bird"]}
+    ResdetCheckpointer(model, str(out)).save("model_0000002", trainer=state)
+    with pytest.raises(CheckpointError) as e:
+        PretrainTrainer(cfg, resume=True)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{out / 'model_0000002.pth'}: no 'optimizer'")
 
 
 def test_pretraining_on_unreadable_images_fails_at_once_leaving_only_the_log(tmp_path, capsys):
@@ -446,4 +519,5 @@ def test_pretraining_stops_when_images_become_unreadable_mid_run(cifar_root, tmp
     trainer.train_set.samples = [(gone, label) for _, label in trainer.train_set.samples]
     with pytest.raises(DatasetError, match="batches in a row without a readable image"):
         trainer.train()
+    assert not (tmp_path / "out" / "train_log.json").exists()
     assert not (tmp_path / "out" / "metrics.json").exists()

@@ -3,7 +3,7 @@
 The paper's claim is about optimisation, not capacity: a deeper plain net ends with a
 HIGHER training error than a shallower one, while the residual net of the same depth
 does not. That is a comparison at equal iterations under one recipe, so the study trains
-every net through :func:`resdet.pretrain.train` with configs/cifar/degradation_study.yaml
+every net through :class:`resdet.pretrain.PretrainTrainer` with configs/cifar/degradation_study.yaml
 (the paper's CIFAR recipe with a linear LR warm-up) and the same SOLVER.MAX_ITER. The
 time budget only decides that number: the seconds per iteration of each net are measured
 with a few timed steps of the engine itself (data loading included), and the iteration
@@ -14,8 +14,9 @@ the warm-up lasts a third of it, at most the paper's 400 iterations.
 Output folder::
 
     plan.json          the request, the calibration and the iteration plan (a rerun reuses it)
-    <net>/             one pretraining run per net (plain-20, resnet-20, ...): metrics.json,
-                       TensorBoard events, curves.png, model_final.pth (contract 1)
+    <net>/             one pretraining run per net (plain-20, resnet-20, ...): train_log.json
+                       (the training log), metrics.json (the final evaluation), TensorBoard
+                       events, curves.png, model_final.pth (contract 1)
     summary.json       {"plain-20": {"train_error", "test_error"}, ...} (fractions)
     curves.png         training error (dashed) and test error (bold) vs iterations
     responses.png/json layer responses of the trained nets (resdet.analysis.responses)
@@ -33,6 +34,7 @@ import time
 from pathlib import Path
 
 from ..config import merge_overrides
+from ..engine.train import TRAIN_LOG
 from ..errors import ConfigError
 from ..io import atomic_write, safe_torch_load
 from ..model_zoo import get_config_file
@@ -118,17 +120,10 @@ def calibrate(cfg, iters: int = 3) -> dict:
     from ..pretrain import PretrainTrainer, build_test_loader, evaluate
 
     trainer = PretrainTrainer(cfg)
-    data = iter(trainer.train_loader())
-
-    def step():
-        images, labels, _ = next(data)
-        if labels is not None:
-            trainer.run_step(images, labels)
-
-    step()
+    trainer.run_step()  # warm-up; each step draws the next batch from the training loader
     tick = time.perf_counter()
     for _ in range(iters):
-        step()
+        trainer.run_step()
     sec_per_iter = (time.perf_counter() - tick) / iters
     val = trainer.val_samples
     subset = val[: max(1, cfg.PRETRAIN.TEST.IMS_PER_BATCH)]
@@ -169,23 +164,23 @@ def plan_iterations(
 
 
 def _history(net_dir: Path):
+    """The net's training log (the JSON-lines train_log.json)."""
     return [
-        json.loads(line)
-        for line in (net_dir / "metrics.json").read_text().splitlines()
-        if line.strip()
+        json.loads(line) for line in (net_dir / TRAIN_LOG).read_text().splitlines() if line.strip()
     ]
 
 
 def net_errors(net_dir) -> dict:
     """``train_error``: the training-batch top-1 error over the last evaluation interval
-    (the engine's ``train/top1_err``); ``test_error``: final val top-1 error (eval.json)."""
+    (the engine's ``train/top1_err`` in train_log.json); ``test_error``: final val top-1
+    error (metrics.json, the final evaluation)."""
     net_dir = Path(net_dir)
     train = [r["train/top1_err"] for r in _history(net_dir) if "train/top1_err" in r]
     if not train:
         raise ConfigError(
-            f"{net_dir / 'metrics.json'}: no train/top1_err entry (the run logged no evaluation)"
+            f"{net_dir / TRAIN_LOG}: no train/top1_err entry (the run logged no evaluation)"
         )
-    top1 = json.loads((net_dir / "eval.json").read_text())["top1"]
+    top1 = json.loads((net_dir / "metrics.json").read_text())["top1"]
     return {"train_error": train[-1], "test_error": 1 - top1}
 
 
@@ -324,7 +319,11 @@ def run_study(
     """Train plain and residual nets of each depth at equal iterations within the budget;
     write summary.json, curves.png, responses.png/json and verdict.json; return
     ``{"summary", "responses", "verdict", "plan"}``."""
-    from ..pretrain import load_splits, train
+    from detectron2.utils.logger import setup_logger
+
+    from ..pretrain import PretrainTrainer, load_splits
+
+    setup_logger(name="detectron2")  # each net's progress lines (once: setup_logger is cached)
 
     started = time.perf_counter()
     output_dir = Path(output_dir)
@@ -377,7 +376,8 @@ def run_study(
             continue
         logger.info("[%d/%d] %s: training %d iterations", i, len(nets), name, plan["iterations"])
         cfg.freeze()
-        train(cfg, resume=True)
+        # in the study's folder, not a run folder of its own: a killed net continues
+        PretrainTrainer(cfg, resume=True).train()
 
     summary = {name: net_errors(cfg.OUTPUT_DIR) for name, cfg in nets.items()}
     with atomic_write(output_dir / "summary.json", "w") as f:

@@ -98,12 +98,13 @@ def build_trainer(model, data_loader, optimizer, *, amp=False, base_lr=0.0, outp
     return trainer
 
 
-def default_writers(output_dir, max_iter):
-    """Detectron2's default writers with the JSON log named ``train_log.json``."""
+def default_writers(output_dir, max_iter, window_size=20):
+    """Detectron2's default writers with the JSON log named ``train_log.json``;
+    ``window_size``: the iterations a smoothed value is the median of (Detectron2's 20)."""
     return [
-        CommonMetricPrinter(max_iter),
-        JSONWriter(os.path.join(output_dir, TRAIN_LOG)),
-        TensorboardXWriter(output_dir),
+        CommonMetricPrinter(max_iter, window_size=window_size),
+        JSONWriter(os.path.join(output_dir, TRAIN_LOG), window_size=window_size),
+        TensorboardXWriter(output_dir, window_size=window_size),
     ]
 
 
@@ -111,15 +112,38 @@ class Writers(hooks.PeriodicWriter):
     """Detectron2's PeriodicWriter over :func:`default_writers`, made when training starts:
     after the checkpoint is loaded, so the lines a killed run wrote after its last
     checkpoint are dropped from train_log.json first (:func:`truncate_log`), and a run
-    that fails before it leaves no empty log behind."""
+    that fails before it leaves no empty log behind.
 
-    def __init__(self, output_dir, max_iter, period=20):
+    ``window_size``: see :func:`default_writers` (a window no longer than ``period``
+    makes each line summarise its own iterations, so a resumed run writes the lines of an
+    uninterrupted one). ``defer``: make the writers at their first write instead, so a
+    run that fails before it leaves no empty log even without a run folder to remove it.
+    """
+
+    def __init__(self, output_dir, max_iter, period=20, *, window_size=20, defer=False):
         super().__init__([], period=period)
         self._output_dir, self._max_iter = str(output_dir), max_iter
+        self._window_size, self._defer = window_size, defer
+
+    def _make(self):
+        if not self._writers:
+            self._writers = default_writers(self._output_dir, self._max_iter, self._window_size)
 
     def before_train(self):
         truncate_log(os.path.join(self._output_dir, TRAIN_LOG), self.trainer.start_iter)
-        self._writers = default_writers(self._output_dir, self._max_iter)
+        if not self._defer:
+            self._make()
+
+    def after_step(self):
+        it = self.trainer.iter
+        if (it + 1) % self._period == 0 or it == self.trainer.max_iter - 1:
+            self._make()
+        super().after_step()
+
+    def after_train(self):
+        if self.trainer.storage.latest():  # something to write (also after a failure)
+            self._make()
+        super().after_train()
 
 
 class SeedEachStep(HookBase):

@@ -15,19 +15,25 @@ Python API (what the degradation study and other scripts reuse)::
                          "OUTPUT_DIR", "out/p20"])
     metrics = train(cfg)            # {"top1", "top5", "eval": {mode: {...}}, "bad_images", ...}
 
-- ``train(cfg, resume=False) -> dict``: trains, evaluates, writes into OUTPUT_DIR
-  ``model_final.pth`` (``{"model", "meta"}``, the classifier handed to resdet.convert),
-  ``eval.json`` (``{"top1", "top5", "modes"}``, fractions), ``metrics.json`` (Detectron2's
-  one-JSON-per-line history: ``loss``, ``lr``, ``epoch``, ``images_per_s``,
-  ``data/bad_images``; at every TEST.EVAL_PERIOD ``train/top1_err`` (training batches since
-  the previous evaluation), ``val/top1``, ``val/top5``, ``val/top1_err``), TensorBoard
-  events, ``curves.png``, and ``model_<iter>.pth`` training checkpoints.
-- ``PretrainTrainer(cfg, resume)``: the same with access to ``.model``, ``.ema``,
-  ``.classes``; ``.train()`` runs it. A time budget is SOLVER.MAX_ITER.
-- ``evaluate_checkpoint(cfg, weights=None)``: 1-crop / 10-crop / multi-scale results.
+- ``train(cfg, resume=False, overwrite=False) -> dict``: trains in OUTPUT_DIR as a run folder
+  (resdet.run_folder), evaluates, writes ``model_final.pth`` (``{"model", "meta"}``, the
+  classifier handed to resdet.convert), ``metrics.json`` (the evaluation, as in every run
+  folder: ``{"top1", "top5", "modes"}``, fractions), ``train_log.json`` (Detectron2's
+  one-JSON-per-line training log: ``total_loss``, ``lr``, ``epoch``, ``images_per_s``,
+  ``data/bad_images``, Detectron2's timings; at every TEST.EVAL_PERIOD ``train/top1_err``
+  (training batches since the previous evaluation), ``val/top1``, ``val/top5``,
+  ``val/top1_err``; a last line with ``final/<mode>/top1|top5``), TensorBoard events,
+  ``curves.png``, and ``model_<iter>.pth`` training checkpoints (Detectron2's names: the
+  iteration that had just finished). The console shows Detectron2's progress lines.
+- ``PretrainTrainer(cfg_or_setup, run=None, resume=False)``: Detectron2's SimpleTrainer
+  and hooks (resdet.engine.train) on the classifier, with access to ``.model``, ``.ema``,
+  ``.classes``, ``.trainer``; ``.train()`` runs it, ``.run_step()`` one step. A time
+  budget is SOLVER.MAX_ITER.
+- ``evaluate_checkpoint(cfg, weights=None)``: 1-crop / 10-crop / multi-scale results
+  (OUTPUT_DIR/metrics.json).
 - ``evaluate(model, loader, mode)``, ``predict``, ``build_test_loader``: evaluation pieces.
 - ``load_splits(cfg)``: checks a class-folder dataset, ``(classes, train, val)`` samples.
-- ``plot_pretrain_curves(metrics_json, png)``: the loss / top-1 error figure of a run.
+- ``plot_pretrain_curves(train_log_json, png)``: the loss / top-1 error figure of a run.
 
 Distributed: ``--num-gpus N`` (Detectron2's ``launch``; gloo on CPU, NCCL on CUDA) or
 several machines with ``--num-machines/--machine-rank/--dist-url``. SOLVER.IMS_PER_BATCH

@@ -31,8 +31,8 @@ def pretrain(
     """Pretrain a resdet classifier (tools/pretrain_imagenet.py): ``data`` is the
     class-folder root (PRETRAIN.DATA.ROOT). Returns the final metrics (``top1``, ``top5``,
     ...; with ``eval_only`` the evaluation of MODEL.WEIGHTS or OUTPUT_DIR/model_final.pth).
-    Several processes (``num_gpus``) use gloo on a CPU; their result is read back from
-    OUTPUT_DIR/metrics.json."""
+    Several processes (``num_gpus``) use gloo on a CPU; their result is what the run
+    folder's metrics.json holds (``top1``, ``top5``, ``modes``)."""
     from .data import load_splits
     from .engine import check_cfg
 
@@ -58,12 +58,9 @@ def pretrain(
 def _worker(config, overrides, output_dir, resume, overwrite, eval_only):
     from .engine import evaluate_checkpoint, train
 
+    # each process loads the config itself (a spawned process gets the arguments, not
+    # the parent's Setup); train/evaluate_checkpoint run in setup.run, the run folder
     setup = load(config, None, overrides, output_dir, kind="pretrain")
-    task = "eval" if eval_only else "train"
-    with setup.run(task=task, resume=resume, overwrite=overwrite) as run:
-        if eval_only:
-            result = evaluate_checkpoint(setup.cfg)
-        else:
-            result = train(setup.cfg, resume=resume)
-        run.started()
-        return result
+    if eval_only:
+        return evaluate_checkpoint(setup)
+    return train(setup, resume=resume, overwrite=overwrite)
