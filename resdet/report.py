@@ -1,6 +1,6 @@
 """The pipeline's report: report.md and report.html over the same content.
 
-Everything in it is read from what the stages wrote (manifest.json, eval.json,
+Everything in it is read from what the stages wrote (manifest.json, metrics.json,
 metrics.json, curves.png, predictions/), so the report cannot claim a number that
 was not measured.
 """
@@ -97,8 +97,8 @@ def _sections(out: Path, manifest: dict, cfg, elapsed: float, grid):
 
     pre = out / "pretrain"
     items.append(("h", "1. Pretraining (resdet classifier)"))
-    if (pre / "eval.json").is_file():
-        e = json.loads((pre / "eval.json").read_text())
+    if (pre / "metrics.json").is_file():  # the evaluation results, as in every run folder
+        e = json.loads((pre / "metrics.json").read_text())
         items.append(("p", f"Validation top-1 {e['top1']:.3f}, top-5 {e['top5']:.3f} (fractions)."))
     if (pre / "curves.png").is_file():
         items.append(("img", "pretrain/curves.png"))

@@ -125,7 +125,8 @@ def detector_meta(setup) -> dict:
     meta = {
         "format": "resdet-detector",
         "config_system": "lazy" if setup.is_lazy else "yaml",
-        "class_names": setup.class_names,
+        # the classes this run trains on (its data's), not those of the weights it started from
+        "class_names": setup.dataset_classes() or setup.class_names,
         "test_resize": setup.test_resize,
         "versions": versions(),
     }

@@ -133,13 +133,13 @@ def add_pretrain_config(cfg):
     P.TEST = CN()
     # Final evaluation: "1crop" (CROP_SIZE centre crop of the TEST_SIZE image), "10crop"
     # (corners + centre, and their flips) and "multiscale" (fully convolutional on the
-    # whole image at each shorter side in SCALES, scores averaged). eval.json reports the
-    # first; evaluations during training (TEST.EVAL_PERIOD) use 1crop.
+    # whole image at each shorter side in SCALES, scores averaged). metrics.json reports
+    # the first; evaluations during training (TEST.EVAL_PERIOD) use 1crop.
     P.TEST.MODES = ["1crop", "10crop", "multiscale"]
     P.TEST.SCALES = [224, 256, 384, 480, 640]
     P.TEST.IMS_PER_BATCH = 32  # per process (multiscale runs one image at a time)
 
-    P.LOG_PERIOD = 20  # iterations between metrics.json / TensorBoard writes
+    P.LOG_PERIOD = 20  # iterations between train_log.json / TensorBoard writes
     return cfg
 
 

@@ -382,25 +382,70 @@ class Setup:
             logger.log(level, msg)
 
 
+# the loggers default_setup (and our run setup) give handlers: console and OUTPUT_DIR/log.txt
+_RUN_LOGGERS = ("detectron2", "fvcore", "resdet")
+
+
 class _SetUpRun:
-    """``with setup.run(...) as run``: the run folder entered, then the run set up."""
+    """``with setup.run(...) as run``: the run folder entered, then the run set up; on
+    leaving, the loggers are as they were. (Detectron2's setup_logger adds a console and a
+    file handler per output folder: without this, a second run in one process (the
+    pipeline's pretrain, then detect) printed every line twice and wrote into the first
+    run's log.txt.)"""
 
     def __init__(self, setup, folder, eval_only, resume):
         self.setup, self.folder, self.eval_only, self.resume = setup, folder, eval_only, resume
+        self._saved = {}
 
     def __enter__(self):
         run = self.folder.__enter__()
         try:
+            self._saved = _take_loggers()
             self.setup._setup_run(self.eval_only, self.resume)
             for msg in run.notes:
                 logger.info(msg)
         except BaseException as e:
+            self._restore()
             self.folder.__exit__(type(e), e, e.__traceback__)
             raise
         return run
 
     def __exit__(self, *exc):
-        return self.folder.__exit__(*exc)
+        try:
+            return self.folder.__exit__(*exc)
+        finally:
+            self._restore()
+
+    def _restore(self):
+        if self._saved:
+            _give_back_loggers(self._saved)
+            self._saved = {}
+
+
+def _take_loggers():
+    """Detach the run loggers' handlers (returned, to give back) so the run's own are the
+    only ones; Detectron2's setup_logger cache forgets them, so it makes them anew."""
+    from detectron2.utils.logger import setup_logger
+
+    saved = {}
+    for name in _RUN_LOGGERS:
+        log = logging.getLogger(name)
+        saved[name] = (list(log.handlers), log.propagate, log.level)
+        log.handlers = []
+    setup_logger.cache_clear()
+    return saved
+
+
+def _give_back_loggers(saved):
+    from detectron2.utils.logger import setup_logger
+
+    for name, (handlers, propagate, level) in saved.items():
+        log = logging.getLogger(name)
+        for h in log.handlers:
+            if h not in handlers:
+                h.close()
+        log.handlers, log.propagate, log.level = handlers, propagate, level
+    setup_logger.cache_clear()
 
 
 # what Detectron2's builders raise for a config value they cannot use (their asserts and
