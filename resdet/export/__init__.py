@@ -15,6 +15,7 @@ from .exporter import (  # noqa: F401
     load_config,
     read_export,
 )
+from .graph import GraphRCNN, export_graph_onnx, read_graph_metadata  # noqa: F401
 from .runtime import PRECISIONS, RUNTIMES, RuntimeRCNN, load_dense, runtime_model  # noqa: F401
 
 __all__ = [
@@ -31,4 +32,7 @@ __all__ = [
     "RuntimeRCNN",
     "DenseRCNN",
     "dense_outputs",
+    "export_graph_onnx",
+    "read_graph_metadata",
+    "GraphRCNN",
 ]

@@ -187,7 +187,11 @@ class GraphRCNN(nn.Module):
         x = (image - self.pixel_mean) / self.pixel_std
         d = self.size_divisibility
         if d > 1:  # ImageList.from_tensors: zeros (after normalising) at the bottom and right
-            x = F.pad(x, (0, (d - width % d) % d, 0, (d - height % d) % d))
+            # the padded size as a multiple of d, which lets the export prove that FPN's
+            # upsampled and lateral features have one size
+            x = F.pad(
+                x, (0, (width + d - 1) // d * d - width, 0, (height + d - 1) // d * d - height)
+            )
         features = self.backbone(x)
         proposals = self._proposals([features[f] for f in self.rpn_in], height, width)
         return self._detect([features[f] for f in self.roi_in], proposals, height, width)
@@ -260,6 +264,14 @@ class GraphRCNN(nn.Module):
         )
 
 
+def _min_side(size_divisibility):
+    """The smallest height and width the export traces for: with FPN's padding to d, a side
+    of 2d + 1 or more, where the coarsest level (LastLevelMaxPool's p6 at 2d) has more than
+    one cell; the export cannot treat one cell like more. Smaller inputs are not what a
+    detector is given (its test resize makes them hundreds of pixels)."""
+    return 2 * size_divisibility + 1 if size_divisibility > 1 else 32
+
+
 def export_graph_onnx(
     model, path, *, test_resize=None, class_names=None, opset=GRAPH_OPSET
 ) -> dict:
@@ -294,9 +306,12 @@ def export_graph_onnx(
         "input": GRAPH_INPUT,
         "outputs": list(GRAPH_OUTPUTS),
     }
-    # any size: the graph pads; the example's values do not matter (traced symbolically)
-    example = torch.zeros(1, 3, 2 * 32 + 1, 3 * 32 + 7)
-    shapes = {GRAPH_INPUT: {2: Dim("height", min=32), 3: Dim("width", min=32)}}
+    # any size from MIN_SIDE: the graph pads; the example's values do not matter (traced
+    # symbolically), its size must not be a multiple of the padding, nor H == W
+    d = graph.size_divisibility
+    side = _min_side(d)
+    example = torch.zeros(1, 3, side + 2, side + 39)
+    shapes = {GRAPH_INPUT: {2: Dim("height", min=side), 3: Dim("width", min=side)}}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
