@@ -77,8 +77,9 @@ TIE_BOX_PX = 1.0
 MAX_TIES = 4
 
 
-def _detector(kind):
-    """A built detector with weights that give real detections (see the module doc)."""
+def _detector(kind, *overrides):
+    """A built detector with weights that give real detections (see the module doc);
+    ``overrides``: more KEY, VALUE config pairs."""
     from detectron2.data import MetadataCatalog
     from detectron2.layers import FrozenBatchNorm2d
     from detectron2.modeling import build_model
@@ -88,7 +89,7 @@ def _detector(kind):
     config, opts = KINDS[kind]
     cfg = get_resdet_cfg()
     cfg.merge_from_file(str(REPO / "configs" / config))
-    cfg.merge_from_list(opts)
+    cfg.merge_from_list(opts + list(overrides))
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     g = torch.Generator().manual_seed(0)
@@ -277,6 +278,30 @@ def test_one_graph_runs_at_any_size(graphs, shared_data, kind):
         assert box < BOX_TOL and score < SCORE_TOL, (h, w)
         found.append(len(want[0]))
     assert sum(n > 0 for n in found) >= 3, found
+
+
+def test_detectron2_own_resnet_and_res5_heads(shared_data, tmp_path):
+    """The graph uses the model's modules only: Detectron2's own C4 (its ResNet and
+    Res5ROIHeads, not resdet's) exports and gives its detections too."""
+    from detectron2.modeling.backbone import ResNet
+    from detectron2.modeling.roi_heads import Res5ROIHeads
+
+    from resdet.export import export_graph_onnx
+
+    _, model, _ = _detector(
+        "C4", "MODEL.BACKBONE.NAME", "build_resnet_backbone", "MODEL.ROI_HEADS.NAME", "Res5ROIHeads"
+    )
+    assert type(model.backbone) is ResNet and type(model.roi_heads) is Res5ROIHeads
+    export_graph_onnx(model, tmp_path / "d2.onnx")
+    run = _session(tmp_path / "d2.onnx", "onnxruntime")
+    bgr = cv2.imread(str(shared_data / "coco128" / "train2017" / IMAGES[3]))
+    for h, w in ((256, 341), (333, 517)):
+        rgb = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)[:, :, ::-1]
+        image = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float()
+        want = _pytorch(model, image)
+        box, score, ties, unexplained = _compare(want, run(image[None].numpy()))
+        assert len(want[0]) > 0 and unexplained == 0 and ties <= 1, (h, w)
+        assert box < BOX_TOL and score < SCORE_TOL
 
 
 def _standalone():
