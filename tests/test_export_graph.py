@@ -461,6 +461,8 @@ def test_export_refuses_what_the_graph_cannot_hold(graphs, tmp_path):
     from resdet.export import export_graph_onnx
 
     cfg, model, _ = graphs["C4"]
+    with pytest.raises(ConfigError, match="opset 16: the graph exports at opset 18 or later"):
+        export_graph_onnx(model, tmp_path / "x.onnx", opset=16)
     with pytest.raises(ConfigError, match="class_names: 2 names for a detector of 80"):
         export_graph_onnx(model, tmp_path / "x.onnx", class_names=["a", "b"])
     masks = cfg.clone()

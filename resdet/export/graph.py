@@ -25,6 +25,7 @@ import copy
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -33,7 +34,14 @@ from torch import nn
 
 from ..errors import ConfigError
 from .dense import check_exportable
-from .graph_ops import assign_levels, detections, grid_anchors, roi_align_levels, top_proposals
+from .graph_ops import (
+    assign_levels,
+    detections,
+    grid_anchors,
+    roi_align,
+    roi_align_levels,
+    top_proposals,
+)
 
 __all__ = [
     "GRAPH_OPSET",
@@ -137,8 +145,6 @@ class GraphRCNN(nn.Module):
         self.size_divisibility = int(
             constraints.get("size_divisibility", model.backbone.size_divisibility)
         )
-        self.backbone = model.backbone
-        self.rpn_head = rpn.rpn_head
         self.rpn_in = list(rpn.in_features)
         generator = rpn.anchor_generator
         for i, cell in enumerate(generator.cell_anchors):
@@ -151,8 +157,6 @@ class GraphRCNN(nn.Module):
         self.post_nms_topk = int(rpn.post_nms_topk[False])
         self.min_box_size = float(rpn.min_box_size)
 
-        self.res5 = getattr(heads, "res5", None)  # C4: res5 on the pooled features
-        self.box_head = getattr(heads, "box_head", None)
         self.roi_in = list(getattr(heads, "box_in_features", heads.in_features))
         pooler = _pooler(heads)
         self.aligns = [
@@ -166,21 +170,24 @@ class GraphRCNN(nn.Module):
             pooler.canonical_level,
         )
         predictor = heads.box_predictor
-        self.box_predictor = predictor
         self.box2box = predictor.box2box_transform
         self.sigmoid = bool(predictor.use_sigmoid_ce)
         self.num_classes = int(predictor.num_classes)
         self.score_thresh = float(predictor.test_score_thresh)
         self.nms_thresh = float(predictor.test_nms_thresh)
         self.topk_per_image = int(predictor.test_topk_per_image)
-        # the copies, so the caller's model stays as it is
-        self.backbone, self.rpn_head, self.res5, self.box_head, self.box_predictor = (
-            _plain_linears(fold_frozen_batchnorm(copy.deepcopy(m)).cpu().eval())
-            if m is not None
-            else None
-            for m in (self.backbone, self.rpn_head, self.res5, self.box_head, self.box_predictor)
-        )
         self.input_format = model.input_format
+
+        def copied(module):  # so that the caller's model stays as it is
+            if module is None:
+                return None
+            return _plain_linears(fold_frozen_batchnorm(copy.deepcopy(module)).cpu().eval())
+
+        self.backbone = copied(model.backbone)
+        self.rpn_head = copied(rpn.rpn_head)
+        self.res5 = copied(getattr(heads, "res5", None))  # C4: res5 on the pooled features
+        self.box_head = copied(getattr(heads, "box_head", None))
+        self.box_predictor = copied(predictor)
 
     def forward(self, image):
         height, width = image.shape[-2], image.shape[-1]
@@ -230,12 +237,7 @@ class GraphRCNN(nn.Module):
 
     def _detect(self, features, proposals, height, width):
         if len(features) == 1:
-            scale, size, ratio, aligned = self.aligns[0]
-            rois = torch.cat((torch.zeros_like(proposals[:, :1]), proposals), dim=1)
-            import torchvision
-
-            pooled = torchvision.ops.roi_align(features[0], rois, size, scale, ratio, aligned)
-            order = None
+            pooled, order = roi_align(features[0], proposals, self.aligns[0]), None
         else:
             levels = assign_levels(proposals, *self.levels)
             pooled, order = roi_align_levels(features, proposals, levels, self.aligns)
@@ -287,6 +289,11 @@ def export_graph_onnx(
     from .exporter import require
 
     require("onnxscript", "the ONNX graph export")
+    if opset < GRAPH_OPSET:
+        raise ConfigError(
+            f"opset {opset}: the graph exports at opset {GRAPH_OPSET} or later (the exporter's "
+            f"ops are written for {GRAPH_OPSET} and its Pad has no conversion below)"
+        )
     if next(model.parameters()).device.type != "cpu":
         raise ConfigError("MODEL.DEVICE: export runs on the CPU; set MODEL.DEVICE cpu")
     graph = GraphRCNN(model).eval()
@@ -318,7 +325,13 @@ def export_graph_onnx(
     os.close(fd)
     try:
         # the exporter narrates each stage on stdout; a tool's output is its result only
-        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        with (
+            open(os.devnull, "w") as devnull,
+            contextlib.redirect_stdout(devnull),
+            warnings.catch_warnings(),
+        ):
+            # torchvision's own NMS shape function, not actionable here
+            warnings.filterwarnings("ignore", "`create_unbacked_symint` is deprecated")
             program = torch.onnx.export(
                 graph,
                 (example,),
@@ -330,6 +343,7 @@ def export_graph_onnx(
                 optimize=True,
                 verbose=False,
             )
+            _check_dynamic(program)
             for key, value in metadata.items():
                 program.model.metadata_props[key] = json.dumps(value)
             program.save(tmp, external_data=False)
@@ -349,6 +363,21 @@ def export_graph_onnx(
             "outputs: the input image's pixels; rescale to the original image yourself",
         ],
     }
+
+
+def _check_dynamic(program):
+    """A ConfigError if the export traced the input's height or width as anything but a
+    free size: the ONNX exporter, when torch.export cannot prove the model general, retries
+    with the sizes it suggests (a fixed value, or a multiple), and a graph traced so may be
+    wrong at other sizes."""
+    ep = program.exported_program
+    (name,) = ep.graph_signature.user_inputs
+    (node,) = [n for n in ep.graph.nodes if n.name == name]
+    dims = node.meta["val"].shape[2:]
+    if not all(isinstance(d, torch.SymInt) and d.node.expr.is_Symbol for d in dims):
+        raise ConfigError(
+            f"the export holds only input sizes {tuple(dims)}; the graph must take any size"
+        )
 
 
 def read_graph_metadata(path) -> dict:

@@ -17,6 +17,7 @@ __all__ = [
     "batched_nms",
     "top_proposals",
     "assign_levels",
+    "roi_align",
     "roi_align_levels",
     "detections",
 ]
@@ -113,16 +114,23 @@ def assign_levels(boxes, min_level, max_level, canonical_box_size, canonical_lev
     return torch.clamp(levels, min=min_level, max=max_level).to(torch.int64) - min_level
 
 
+def roi_align(feature, boxes, align):
+    """ROIAlign of ``boxes`` (R, 4) on the one image's ``feature``; ``align``:
+    (spatial_scale, output_size, sampling_ratio, aligned) of a Detectron2 ROIAlign."""
+    scale, size, ratio, aligned = align
+    rois = torch.cat((torch.zeros_like(boxes[:, :1]), boxes), dim=1)
+    return torchvision.ops.roi_align(feature, rois, size, scale, ratio, aligned)
+
+
 def roi_align_levels(features, boxes, levels, aligns):
     """ROIPooler's multi-level ROIAlign, each box pooled on its level only: boxes grouped
-    by level, one RoiAlign per level. ``aligns``: (spatial_scale, output_size,
-    sampling_ratio, aligned) per level. Returns the pooled features in level order and
-    ``order``, the box index of each row (pooled row i is box ``order[i]``)."""
+    by level, one RoiAlign per level (``aligns``: one per level, as :func:`roi_align`).
+    Returns the pooled features in level order and ``order``, the box index of each row
+    (pooled row i is box ``order[i]``)."""
     pooled, order = [], []
-    for level, (x, (scale, size, ratio, aligned)) in enumerate(zip(features, aligns)):
+    for level, (x, align) in enumerate(zip(features, aligns)):
         (idx,) = torch.nonzero(levels == level, as_tuple=True)
-        rois = torch.cat((torch.zeros_like(boxes[idx, :1]), boxes[idx]), dim=1)
-        pooled.append(torchvision.ops.roi_align(x, rois, size, scale, ratio, aligned))
+        pooled.append(roi_align(x, boxes[idx], align))
         order.append(idx)
     return torch.cat(pooled), torch.cat(order)
 
