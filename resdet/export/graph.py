@@ -35,6 +35,7 @@ from torch import nn
 from ..errors import ConfigError
 from .dense import check_exportable
 from .graph_ops import (
+    ONNX_TRANSLATIONS,
     assign_levels,
     detections,
     grid_anchors,
@@ -339,6 +340,7 @@ def export_graph_onnx(
                 dynamic_shapes=shapes,
                 input_names=[GRAPH_INPUT],
                 output_names=list(GRAPH_OUTPUTS),
+                custom_translation_table=ONNX_TRANSLATIONS,
                 opset_version=opset,
                 optimize=True,
                 verbose=False,

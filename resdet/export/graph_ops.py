@@ -8,10 +8,15 @@ branch on a tensor's value (an export cannot hold one), masks applied unconditio
 where Detectron2 applies them only when something is masked (the same result).
 """
 
+import math
+
 import torch
 import torchvision
+from torch import Tensor
 
 __all__ = [
+    "ONNX_TRANSLATIONS",
+    "nms_per_group",
     "grid_anchors",
     "clip_boxes",
     "batched_nms",
@@ -55,16 +60,65 @@ def _finite_rows(t):
     return torch.isfinite(t).all(dim=1)
 
 
+# torchvision's batched_nms on the CPU: one NMS per group above this many boxes, one NMS
+# over boxes shifted apart by group at or below it (its `boxes.numel() > 4000`)
+VANILLA_ABOVE = 1000
+
+
+@torch.library.custom_op("resdet::nms_per_group", mutates_args=())
+def nms_per_group(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """torchvision's ``_batched_nms_vanilla`` as one op: NMS within each group, the kept
+    indices by score, highest first. One op, so that the export writes it as one ONNX
+    NonMaxSuppression (:func:`nms_per_group_onnx`) instead of a loop over the groups."""
+    from torchvision.ops.boxes import _batched_nms_vanilla
+
+    return _batched_nms_vanilla(boxes, scores, idxs, iou_threshold)
+
+
+@nms_per_group.register_fake
+def _(boxes, scores, idxs, iou_threshold):
+    return boxes.new_empty(torch.library.get_ctx().new_dynamic_size(), dtype=torch.int64)
+
+
+def nms_per_group_onnx(boxes, scores, idxs, iou_threshold: float):
+    """:func:`nms_per_group` in ONNX: NonMaxSuppression with one class per group, a box
+    scoring -inf in the groups not its own, below the score threshold that drops it (an
+    exact test either way: runtimes differ on > or >=). The runtime's IoU is torchvision's
+    arithmetic (ONNX Runtime's and OpenVINO's NMS suppress above the threshold, as it)."""
+    from onnxscript import opset18 as op
+
+    last = op.ReduceMax(op.Concat(idxs, op.Constant(value_ints=[0]), axis=0), keepdims=0)
+    groups = op.Range(op.Constant(value_int=0), op.Add(last, op.Constant(value_int=1)), 1)
+    member = op.Equal(op.Unsqueeze(groups, [1]), op.Unsqueeze(idxs, [0]))
+    per_group = op.Where(member, op.Unsqueeze(scores, [0]), op.Constant(value_float=-math.inf))
+    selected = op.NonMaxSuppression(
+        op.Unsqueeze(boxes, [0]),
+        op.Unsqueeze(per_group, [0]),
+        op.Shape(scores),  # no limit: as many as there are boxes
+        op.Constant(value_floats=[iou_threshold]),
+        op.Constant(value_floats=[-3.4e38]),
+    )
+    keep = op.Reshape(op.Slice(selected, [2], [3], [1]), [-1])
+    _, order = op.TopK(op.Gather(scores, keep), op.Shape(keep), largest=1, sorted=1)
+    return op.Gather(keep, order)
+
+
 def batched_nms(boxes, scores, idxs, iou_threshold):
-    """torchvision's ``batched_nms`` as it runs on up to 1000 CPU boxes (its coordinate
-    trick): each group's boxes shifted by ``idx * (max coordinate + 1)`` so that groups
-    never overlap, then one NMS. Its float rounding is theirs, so that NMS keeps the
-    same boxes near the IoU threshold. (Above 1000 boxes torchvision runs one NMS per
-    group, whose IoUs differ from these in the last bits.) The max over an empty tensor
-    has no value: the 0 beside it, as the boxes are clipped to >= 0."""
+    """torchvision's ``batched_nms`` on the CPU, where Detectron2 calls it: NMS within each
+    group of ``idxs``, the kept indices by score, highest first. Both of its strategies,
+    chosen as it chooses by the number of boxes, for their float rounding differs near the
+    IoU threshold: one NMS per group (:func:`nms_per_group`) above VANILLA_ABOVE boxes,
+    else one NMS over the boxes shifted by ``idx * (max coordinate + 1)``. Both run and
+    the count picks one: an export holds no branch on a value."""
+    # the max of no boxes has no value: the 0 beside it, as the boxes are clipped to >= 0
     max_coordinate = torch.cat((boxes.reshape(-1), boxes.new_zeros(1))).max()
     offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
-    return torchvision.ops.nms(boxes + offsets[:, None], scores, iou_threshold)
+    shifted = torchvision.ops.nms(boxes + offsets[:, None], scores, iou_threshold)
+    per_group = nms_per_group(boxes, scores, idxs, iou_threshold)
+    vanilla = torch.full((1,), boxes.shape[0]) > VANILLA_ABOVE
+    return torch.cat(
+        (per_group[vanilla.expand(per_group.shape[0])], shifted[~vanilla.expand(shifted.shape[0])])
+    )
 
 
 def top_proposals(
@@ -84,27 +138,24 @@ def top_proposals(
     test time. Per level (lists of ``anchors (K, 4)``, ``logits (K,)``, ``deltas (K, 4)``
     in RPN.forward's layout): the ``pre_nms_topk`` highest logits, their anchors
     decoded (only those: decoding is per anchor, so decoding all first as Detectron2
-    does gives the same boxes), non-finite boxes and scores dropped, boxes clipped to
-    ``height x width``, boxes not larger than ``min_box_size`` dropped, NMS. Then the
-    ``post_nms_topk`` best of all levels by logit. Detectron2's batched_nms over levels
-    runs one NMS per level above 1000 boxes, which an FPN's levels always hold at real
-    sizes; a single level (C4) is the same either way. Returns ``(boxes (R, 4), logits
-    (R,))`` sorted by logit, highest first."""
-    all_boxes, all_scores = [], []
-    for a, s, d in zip(anchors, logits, deltas):
+    does gives the same boxes). Then, over all levels: non-finite boxes and scores
+    dropped, boxes clipped to ``height x width``, boxes not larger than ``min_box_size``
+    dropped, NMS within each level (:func:`batched_nms`), the ``post_nms_topk`` best.
+    Returns ``(boxes (R, 4), logits (R,))`` sorted by logit, highest first."""
+    all_boxes, all_scores, all_levels = [], [], []
+    for level, (a, s, d) in enumerate(zip(anchors, logits, deltas)):
         s, idx = s.topk(torch.sym_min(s.shape[0], pre_nms_topk))
-        boxes = box2box_transform.apply_deltas(d[idx], a[idx])
-        valid = _finite_rows(boxes) & torch.isfinite(s)
-        boxes = clip_boxes(boxes, height, width)
-        # before NMS, as Detectron2: an empty box would also break OpenVINO's RoiAlign
-        keep = valid & _nonempty(boxes, min_box_size)
-        boxes, s = boxes[keep], s[keep]
-        keep = torchvision.ops.nms(boxes, s, nms_thresh)
-        all_boxes.append(boxes[keep])
-        all_scores.append(s[keep])
-    boxes, scores = torch.cat(all_boxes), torch.cat(all_scores)
-    scores, order = scores.topk(torch.sym_min(scores.shape[0], post_nms_topk))
-    return boxes[order], scores
+        all_boxes.append(box2box_transform.apply_deltas(d[idx], a[idx]))
+        all_scores.append(s)
+        all_levels.append(torch.full_like(idx, level))
+    boxes, scores, levels = torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_levels)
+    valid = _finite_rows(boxes) & torch.isfinite(scores)
+    boxes = clip_boxes(boxes, height, width)
+    # before NMS, as Detectron2: an empty box would also break OpenVINO's RoiAlign
+    keep = valid & _nonempty(boxes, min_box_size)
+    boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
+    keep = batched_nms(boxes, scores, levels, nms_thresh)[:post_nms_topk]
+    return boxes[keep], scores[keep]
 
 
 def assign_levels(boxes, min_level, max_level, canonical_box_size, canonical_level):
@@ -156,3 +207,7 @@ def detections(
     if topk_per_image >= 0:
         keep = keep[:topk_per_image]
     return boxes[keep], scores[keep], classes[keep]
+
+
+# the graph's own ops and their ONNX form, for torch.onnx.export's custom_translation_table
+ONNX_TRANSLATIONS = {torch.ops.resdet.nms_per_group.default: nms_per_group_onnx}
