@@ -314,10 +314,10 @@ def export_graph_onnx(
         "input": GRAPH_INPUT,
         "outputs": list(GRAPH_OUTPUTS),
     }
-    # any size from MIN_SIDE: the graph pads; the example's values do not matter (traced
-    # symbolically), its size must not be a multiple of the padding, nor H == W
-    d = graph.size_divisibility
-    side = _min_side(d)
+    # traced for every size from _min_side up (the graph pads); the example's values do
+    # not matter (traced symbolically), its size must not be a multiple of the padding,
+    # nor square, or the trace could take those for rules
+    side = _min_side(graph.size_divisibility)
     example = torch.zeros(1, 3, side + 2, side + 39)
     shapes = {GRAPH_INPUT: {2: Dim("height", min=side), 3: Dim("width", min=side)}}
     path = Path(path)
@@ -361,7 +361,7 @@ def export_graph_onnx(
         "metadata": metadata,
         "notes": [
             "input: float32 1x3xHxW, 0-255, channels in input_format, already resized "
-            "(ResizeShortestEdge to test_resize); any H, W",
+            f"(ResizeShortestEdge to test_resize); any H, W (traced from {side} px up)",
             "outputs: the input image's pixels; rescale to the original image yourself",
         ],
     }

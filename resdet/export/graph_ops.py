@@ -82,9 +82,10 @@ def _(boxes, scores, idxs, iou_threshold):
 
 def nms_per_group_onnx(boxes, scores, idxs, iou_threshold: float):
     """:func:`nms_per_group` in ONNX: NonMaxSuppression with one class per group, a box
-    scoring -inf in the groups not its own, below the score threshold that drops it (an
-    exact test either way: runtimes differ on > or >=). The runtime's IoU is torchvision's
-    arithmetic (ONNX Runtime's and OpenVINO's NMS suppress above the threshold, as it)."""
+    scoring -inf in the groups not its own, below the score threshold (about -FLT_MAX)
+    that drops it whether a runtime keeps scores > or >= the threshold. The runtimes'
+    IoU is torchvision's arithmetic, and they suppress above the IoU threshold as it
+    does."""
     from onnxscript import opset18 as op
 
     last = op.ReduceMax(op.Concat(idxs, op.Constant(value_ints=[0]), axis=0), keepdims=0)
