@@ -520,6 +520,7 @@ def test_graph_batched_nms_is_torchvision_batched_nms(tmp_path):
     for n, groups in ((0, 3), (7, 1), (VANILLA_ABOVE, 80), (VANILLA_ABOVE + 1, 80), (3000, 5)):
         boxes, scores, idxs = data(n, groups)
         want = torchvision.ops.batched_nms(boxes, scores, idxs, 0.5).numpy()
+        assert np.array_equal(Nms()(boxes, scores, idxs).numpy(), want), n  # eager: torchvision's
         for runtime, run in runs.items():
             (got,) = run(boxes.numpy(), scores.numpy(), idxs.numpy())
             assert sorted(got) == sorted(want), (runtime, n)
