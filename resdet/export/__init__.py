@@ -10,6 +10,7 @@ from .backends import PRECISIONS, RUNTIMES, load_dense  # noqa: F401
 from .dense import DenseRCNN, dense_outputs  # noqa: F401
 from .exporter import export_dense, export_model  # noqa: F401
 from .formats import FORMATS, read_export  # noqa: F401
+from .graph import GraphRCNN, export_graph_onnx, read_graph_metadata  # noqa: F401
 from .runtime import RuntimeRCNN, runtime_model  # noqa: F401
 
 __all__ = [
@@ -24,4 +25,7 @@ __all__ = [
     "RuntimeRCNN",
     "DenseRCNN",
     "dense_outputs",
+    "export_graph_onnx",
+    "read_graph_metadata",
+    "GraphRCNN",
 ]
