@@ -1,5 +1,6 @@
 """Detect objects with a resdet Faster R-CNN exported as one ONNX graph
-(``resdet.export.export_graph_onnx``), with nothing but onnxruntime, numpy and OpenCV:
+(``resdet export``, or ``resdet.export.export_graph_onnx``), with nothing but onnxruntime,
+numpy and OpenCV:
 
     python deploy_standalone.py model.onnx photo.jpg [more.jpg ...]
 

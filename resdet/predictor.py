@@ -1,7 +1,8 @@
-"""Detectron2's DefaultPredictor for many images at once, with resdet's model.
+"""Detectron2's DefaultPredictor for many images at once, with resdet's model or an export.
 
 predictor = resdet.Predictor("output/run/config.yaml", "output/run/model_final.pth")
 predictor = resdet.Predictor("output/run/model_final.pth")    # the config it carries
+predictor = resdet.Predictor("export/r50_fpn")                # an export: no rebuild
 outputs = predictor(["a.jpg", cv2.imread("b.jpg")])           # [{"instances": ...}, ...]
 Visualizer(image_rgb, predictor.metadata).draw_instance_predictions(...)  # class names
 """
@@ -18,12 +19,12 @@ from .data import model_input, read_image
 from .data.image import BAD_IMAGE_ERRORS
 from .engine import load
 from .errors import ConfigError, DatasetError, cwd_hint, one_line
-from .export import runtime_model
+from .export import find_export, load_export, runtime_model
 from .modeling import prepare_for_inference
 
 __all__ = ["Predictor", "RUNTIMES"]
 
-RUNTIMES = ("torch",)  # the others are resdet.export's (the deploy extra)
+RUNTIMES = ("torch", "onnxruntime", "openvino")  # but torch: the deploy extra
 _WEIGHT_SUFFIXES = (".pth", ".pkl", ".pt")
 
 
@@ -37,7 +38,9 @@ class Predictor:
 
     ``config``: a config (shipped name, path, CfgNode, LazyConfig), or None with weights
     that carry their config (a resdet detection run's checkpoint; ``Predictor(weights)``
-    works too). The weights are loaded under the inference policy (resdet.weights): every
+    works too), or an export (its folder, or its model file: ``model.onnx``, ``model.xml``,
+    ``model.pt2``), which runs as it is, with its recorded test resize, channel order and
+    class names. The weights are loaded under the inference policy (resdet.weights): every
     parameter must come from the file.
 
     Images: paths (read in the model's channel order), HWC uint8 NumPy arrays in
@@ -47,10 +50,13 @@ class Predictor:
     (padding is then the same as one at a time, so batching changes no detection).
 
     ``device``: the one device policy of resdet.engine (``auto``, ``cpu``, ``cuda[:N]``;
-    default the config's). ``runtime``: "torch", or a back-end of resdet.export
-    (onnxruntime, openvino; the extra ``deploy``). ``precision``: "fp32", "bf16" (openvino,
-    torch) or "int8" (onnxruntime, openvino; calibrated on ``int8_calibration``, a folder
-    of images like the ones to detect on).
+    default the config's). ``runtime``: "torch" (PyTorch: the model, or an export's .pt2),
+    "onnxruntime" or "openvino" (the extra ``deploy``); default the model in PyTorch, or
+    the export's own runtime. With a config and a runtime other than torch the model is
+    exported to a temporary folder first (``resdet export`` once, then
+    ``Predictor(folder)``, skips that). ``precision``: "fp32", "bf16" (openvino, torch) or
+    "int8" (an int8 export, or ``int8_calibration``: a folder of images like the ones to
+    detect on); default fp32, or an export's own.
     """
 
     def __init__(
@@ -60,8 +66,8 @@ class Predictor:
         *,
         input_format="BGR",
         device=None,
-        runtime="torch",
-        precision="fp32",
+        runtime=None,
+        precision=None,
         int8_calibration=None,
         overrides=None,
         batch_size=8,
@@ -74,11 +80,19 @@ class Predictor:
             or batch_size < 1
         ):
             raise ConfigError(f"batch_size {batch_size!r}: must be a whole number, at least 1")
+        self.input_format, self.batch_size = input_format, int(batch_size)
+        export = None
+        if weights is None and isinstance(config, (str, os.PathLike)):
+            export = find_export(config)  # Predictor("export/dir"), Predictor("model.onnx")
+        if export is not None:
+            self._from_export(config, export[1], runtime, precision, device, overrides)
+            return
         if weights is None and str(config).endswith(_WEIGHT_SUFFIXES):
             config, weights = None, config  # Predictor("model_final.pth")
         if weights is None and config is not None:
-            raise ConfigError("weights: give the trained detector's weights (.pth)")
-        self.input_format, self.batch_size = input_format, int(batch_size)
+            raise ConfigError(
+                "weights: give the trained detector's weights (.pth), or an export folder"
+            )
         self.setup = load(config, weights, overrides, device=device, kind="detection")
         self.cfg = self.setup.cfg
         model = self.setup.build_model(weights="inference")
@@ -86,16 +100,39 @@ class Predictor:
             model = prepare_for_inference(model)
         self.aug = self.setup.test_augmentation()
         self.class_names = self.setup.class_names
-        self.metadata = _metadata(self.setup, self.class_names)
+        self.metadata = _metadata(self.setup.dataset_names(), self.class_names)
         self.model_format = getattr(model, "input_format", self.setup.input_format)
         backbone = getattr(model, "backbone", None)
         self._divisibility = getattr(backbone, "size_divisibility", 0)
         self._square = (getattr(backbone, "padding_constraints", None) or {}).get("square_size", 0)
-        self.runtime = runtime
-        if runtime == "torch" and precision == "fp32":
+        self.runtime, precision = runtime or "torch", precision or "fp32"
+        if self.runtime == "torch" and precision == "fp32":
             self.model = model
-        else:
-            self.model = _runtime_model(model, self.setup, runtime, precision, int8_calibration)
+        else:  # exported whole to a temporary folder: export once and load it to skip this
+            self.model = runtime_model(
+                model, self.setup, self.runtime, precision, int8_calibration=int8_calibration
+            )
+
+    def _from_export(self, where, meta, runtime, precision, device, overrides):
+        """An export, run as it is: nothing rebuilt, nothing exported again."""
+        from detectron2.data import transforms as T
+
+        if overrides:
+            raise ConfigError(f"{where}: an export holds its settings; overrides do not apply")
+        if device not in (None, "cpu", "auto"):
+            raise ConfigError(f"device {device!r}: an export runs on the CPU")
+        self.setup = self.cfg = None
+        self.model = load_export(where, runtime, precision)
+        self.runtime = runtime or meta["format"]
+        resize = meta.get("test_resize") or {}
+        short = resize.get("min_size")
+        short = [short, short] if isinstance(short, int) else list(short or [0, 0])
+        self.aug = T.ResizeShortestEdge(short, resize.get("max_size") or 0)
+        self.class_names = meta.get("class_names")
+        self.metadata = _metadata([], self.class_names)
+        self.model_format = meta["input_format"]
+        self._divisibility = int(meta.get("size_divisibility") or 0)
+        self._square = 0
 
     @property
     def device(self):
@@ -163,20 +200,14 @@ class Predictor:
         return outputs[0] if single else outputs
 
 
-def _metadata(setup, class_names):
+def _metadata(dataset_names, class_names):
     """Detectron2 metadata for drawing (``Visualizer(image, predictor.metadata)``): the
     test set's (its colours) when its classes are the model's, else the class names."""
     from detectron2.data import MetadataCatalog
     from detectron2.data.catalog import Metadata
 
-    for name in setup.dataset_names():
+    for name in dataset_names:
         meta = MetadataCatalog.get(name)
         if class_names and meta.get("thing_classes") == class_names:
             return meta
     return Metadata(name="resdet_predictor", thing_classes=list(class_names or []))
-
-
-def _runtime_model(model, setup, runtime, precision="fp32", int8_calibration=None):
-    """The model run by another runtime (resdet.export; its runtime packages are the
-    ``deploy`` extra, imported when used: a missing one is a one-line ConfigError)."""
-    return runtime_model(model, setup, runtime, precision, int8_calibration=int8_calibration)

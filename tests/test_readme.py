@@ -4,6 +4,7 @@ install it; CI runs exactly the README's test command."""
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import REPO
 
@@ -64,6 +65,53 @@ def test_readme_python_api_examples_run(shared_data, tmp_path, monkeypatch, caps
     # one box of the image's 3 class-51 objects, right: AP50 over the image's classes is above 0
     assert 0 < scope["metrics"]["bbox"]["AP50"] < 100
     assert "torchvision 18" in capsys.readouterr().out
+    _deployment_examples(text, scope, shared_data)
+
+
+def _deployment_examples(text, scope, shared_data):
+    """The README's "Deployment" blocks, in the same folder: the export commands (as
+    ``python -m resdet``), loading the export, and the standalone script on a photo."""
+    import json
+
+    import numpy as np
+
+    blocks = re.findall(r"<!-- deploy-example[^>]*-->\s*```(\w+)\n(.*?)```", text, re.S)
+    assert [kind for kind, _ in blocks] == ["bash", "python", "bash"]
+    photo = str(shared_data / "coco128" / "train2017" / "000000000009.jpg")
+    for kind, block in blocks:
+        if kind == "python":
+            exec(compile(block, "README.md", "exec"), scope)
+            continue
+        for line in block.splitlines():
+            line = line.split("#")[0].strip()
+            if not line or line.startswith("pip "):
+                continue
+            argv = line.replace("photo.jpg", photo).split()
+            argv = [sys.executable, "-m", "resdet"] + argv[1:] if argv[0] == "resdet" else argv
+            argv = [sys.executable] + argv[1:] if argv[0] == "python" else argv
+            argv[
+                argv.index("docs/deploy_standalone.py")
+            ] if "docs/deploy_standalone.py" in argv else None
+            argv = [str(REPO / a) if a.startswith("docs/") else a for a in argv]
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+            assert r.returncode == 0, (line, r.stderr[-2000:])
+            if "deploy_standalone" in line:
+                standalone = json.loads(r.stdout.strip().splitlines()[-1])
+    assert sorted(p.name for p in Path("exported/coco128").iterdir()) == [
+        "export.json",
+        "model.onnx",
+    ]
+    assert Path("exported/coco128_ir/model.xml").is_file()
+    got = scope["outputs"][0]
+    assert got["class_names"] and len(got["class_names"]) == 80
+    # the standalone script finds what the Predictor finds (its resize is OpenCV's, not
+    # PIL's: close boxes, not equal), and names the classes as the export recorded them
+    boxes = np.array(standalone["boxes"]).reshape(-1, 4)
+    want = got["instances"].pred_boxes.tensor.numpy()
+    assert len(boxes) == len(want) or abs(len(boxes) - len(want)) <= max(2, len(want) // 5)
+    assert standalone.get("names", [])[:1] == [
+        got["class_names"][c] for c in standalone["classes"][:1]
+    ]
 
 
 def test_readme_lazyconfig_one_liner_puts_a_resdet_trunk_in_a_zoo_config():

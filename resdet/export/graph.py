@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .dense import check_exportable
+from .formats import read_graph_metadata  # noqa: F401  (re-exported)
 from .graph_ops import (
     ONNX_TRANSLATIONS,
     assign_levels,
@@ -52,7 +52,9 @@ __all__ = [
     "GraphRCNN",
     "check_graph_exportable",
     "export_graph_onnx",
+    "graph_metadata",
     "read_graph_metadata",
+    "trace_shapes",
 ]
 
 # RoiAlign's coordinate_transformation_mode (half_pixel: Detectron2's aligned=True) is
@@ -79,11 +81,22 @@ def check_graph_exportable(model) -> None:
     StandardROIHeads (one box head) or Res5ROIHeads pooling with ROIAlign, without masks
     or keypoints."""
     from detectron2.layers import ROIAlign
+    from detectron2.modeling import GeneralizedRCNN
     from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
+    from detectron2.modeling.proposal_generator import RPN
     from detectron2.modeling.roi_heads import Res5ROIHeads, StandardROIHeads
     from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 
-    check_exportable(model)
+    if not isinstance(model, GeneralizedRCNN):
+        raise ConfigError(
+            f"MODEL.META_ARCHITECTURE: only GeneralizedRCNN detectors export, "
+            f"got {type(model).__name__}"
+        )
+    if not isinstance(model.proposal_generator, RPN):
+        name = type(model.proposal_generator).__name__
+        raise ConfigError(
+            f"MODEL.PROPOSAL_GENERATOR.NAME: only the standard RPN exports, got {name}"
+        )
     rpn, heads = model.proposal_generator, model.roi_heads
     if not isinstance(rpn.anchor_generator, DefaultAnchorGenerator):
         name = type(rpn.anchor_generator).__name__
@@ -275,8 +288,40 @@ def _min_side(size_divisibility):
     return 2 * size_divisibility + 1 if size_divisibility > 1 else 32
 
 
+def trace_shapes(graph):
+    """``(example input, dynamic shapes)`` to export ``graph`` with: traced for every size
+    from :func:`_min_side` up (the graph pads). The example's values do not matter (traced
+    symbolically); its size must not be a multiple of the padding, nor square, or the trace
+    could take those for rules."""
+    from torch.export import Dim
+
+    side = _min_side(graph.size_divisibility)
+    example = torch.zeros(1, 3, side + 2, side + 39)
+    return example, {GRAPH_INPUT: {2: Dim("height", min=side), 3: Dim("width", min=side)}}
+
+
+def graph_metadata(graph, test_resize=None, class_names=None) -> dict:
+    """The basic metadata of a graph (:data:`METADATA_KEYS`), each key a JSON value."""
+    if class_names is not None and len(class_names) != graph.num_classes:
+        raise ConfigError(
+            f"class_names: {len(class_names)} names for a detector of {graph.num_classes} classes"
+        )
+    if isinstance(test_resize, (list, tuple)):
+        test_resize = {"min_size": test_resize[0], "max_size": test_resize[1]}
+    return {
+        "input_format": graph.input_format,
+        "pixel_mean": [float(v) for v in graph.pixel_mean.flatten()],
+        "pixel_std": [float(v) for v in graph.pixel_std.flatten()],
+        "size_divisibility": graph.size_divisibility,
+        "test_resize": test_resize,
+        "class_names": None if class_names is None else list(class_names),
+        "input": GRAPH_INPUT,
+        "outputs": list(GRAPH_OUTPUTS),
+    }
+
+
 def export_graph_onnx(
-    model, path, *, test_resize=None, class_names=None, opset=GRAPH_OPSET
+    model, path, *, test_resize=None, class_names=None, metadata=None, opset=GRAPH_OPSET
 ) -> dict:
     """Write ``model`` (a GeneralizedRCNN, weights loaded, on the CPU) as one ONNX graph to
     ``path`` (a temporary file beside it, renamed into place when complete).
@@ -284,9 +329,9 @@ def export_graph_onnx(
     ``test_resize``: ``(min_size, max_size)`` of the test-time ResizeShortestEdge the
     caller must apply (cfg.INPUT.MIN_SIZE_TEST, MAX_SIZE_TEST), written into the file's
     metadata for deployment code. ``class_names``: the names of the classes, likewise.
-    Returns what was written: path, input and output names, opset, metadata, notes."""
-    from torch.export import Dim
-
+    ``metadata``: more keys for the file's metadata_props (resdet.export writes its whole
+    export.json there). Returns what was written: path, input and output names, opset,
+    metadata, notes, and the ExportedProgram it was made from (``program``)."""
     from .formats import require
 
     require("onnxscript", "the ONNX graph export")
@@ -298,28 +343,9 @@ def export_graph_onnx(
     if next(model.parameters()).device.type != "cpu":
         raise ConfigError("MODEL.DEVICE: export runs on the CPU; set MODEL.DEVICE cpu")
     graph = GraphRCNN(model).eval()
-    if class_names is not None and len(class_names) != graph.num_classes:
-        raise ConfigError(
-            f"class_names: {len(class_names)} names for a detector of {graph.num_classes} classes"
-        )
-    metadata = {
-        "input_format": graph.input_format,
-        "pixel_mean": [float(v) for v in graph.pixel_mean.flatten()],
-        "pixel_std": [float(v) for v in graph.pixel_std.flatten()],
-        "size_divisibility": graph.size_divisibility,
-        "test_resize": None
-        if test_resize is None
-        else {"min_size": test_resize[0], "max_size": test_resize[1]},
-        "class_names": None if class_names is None else list(class_names),
-        "input": GRAPH_INPUT,
-        "outputs": list(GRAPH_OUTPUTS),
-    }
-    # traced for every size from _min_side up (the graph pads); the example's values do
-    # not matter (traced symbolically), its size must not be a multiple of the padding,
-    # nor square, or the trace could take those for rules
+    metadata = dict(graph_metadata(graph, test_resize, class_names), **(metadata or {}))
+    example, shapes = trace_shapes(graph)
     side = _min_side(graph.size_divisibility)
-    example = torch.zeros(1, 3, side + 2, side + 39)
-    shapes = {GRAPH_INPUT: {2: Dim("height", min=side), 3: Dim("width", min=side)}}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -359,6 +385,7 @@ def export_graph_onnx(
         "outputs": list(GRAPH_OUTPUTS),
         "opset": opset,
         "metadata": metadata,
+        "program": program.exported_program,
         "notes": [
             "input: float32 1x3xHxW, 0-255, channels in input_format, already resized "
             f"(ResizeShortestEdge to test_resize); any H, W (traced from {side} px up)",
@@ -380,11 +407,3 @@ def _check_dynamic(program):
         raise ConfigError(
             f"the export holds only input sizes {tuple(dims)}; the graph must take any size"
         )
-
-
-def read_graph_metadata(path) -> dict:
-    """The metadata_props of an ONNX graph written by :func:`export_graph_onnx`, decoded."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key: json.loads(p.value) for p in model.metadata_props}

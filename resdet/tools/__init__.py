@@ -22,7 +22,7 @@ COMMANDS = {
     "eval": ("train_det", ["--eval-only"], "evaluate a trained detector on its test set"),
     "predict": ("predict", [], "detect in images, folders, globs or videos; draw and save"),
     "evaluate": ("evaluate", [], "score a predictions file against ground truth, no model"),
-    "export": ("export", [], "export a detector for ONNX Runtime, OpenVINO, TorchScript"),
+    "export": ("export", [], "export the whole detector for ONNX Runtime, OpenVINO, torch.export"),
     "pretrain": ("pretrain_imagenet", [], "pretrain a ResNet classifier (ImageNet, CIFAR)"),
     "convert": ("convert_weights", [], "convert ResNet weights into a Detectron2 backbone"),
     "pipeline": ("pipeline", [], "data, pretrain, convert, detect, evaluate, report"),

@@ -1,24 +1,28 @@
-"""Export a trained resdet Faster R-CNN's dense part (backbone, FPN, RPN head) for
-deployment, with dynamic batch, height and width:
+"""Export a trained resdet Faster R-CNN whole, as one graph (image in, detections out),
+for deployment without resdet, Detectron2 or the .pth:
 
-    resdet export --config configs/coco_r50_fpn.yaml --weights model_final.pth \\
-        --format onnx --output export/r50_fpn_onnx [KEY VALUE ...]
-    resdet export --config configs/lazy/faster_rcnn_r50_fpn.py --weights W \\
-        --format openvino --output export/r50_fpn_ir [KEY=VALUE ...]
+    resdet export --weights output/run/model_final.pth --output export/r50_fpn
+    resdet export --config configs/coco_r50_fpn.yaml --weights model_final.pth \
+        --format openvino --output export/r50_fpn_ir [KEY VALUE ...]
+    resdet export --config configs/lazy/faster_rcnn_r50_fpn.py --weights W \
+        --format onnx --output export/lazy [KEY=VALUE ...]
 
-Formats: onnx (ONNX Runtime; also read by OpenVINO), openvino (IR .xml/.bin, fp32
-weights), torchscript. ``--int8 IMAGES`` quantizes the onnx or openvino graph to int8,
+Formats (resdet.export.FORMATS): onnx (ONNX Runtime, OpenVINO, any ONNX runtime),
+openvino (IR .xml/.bin, fp32 weights), pt2 (a torch.export ExportedProgram). ``--int8
+IMAGES`` quantizes the onnx or openvino graph's convolutions and linear layers to int8,
 calibrated on a folder of images like the ones to detect on. The folder gets the model
-and export.json (input format, normalisation, size divisibility, test resize, class
-names, outputs and their strides, precision, versions). Run it with
-resdet.export.runtime_model(...) or resdet.export.load_dense(DIR). The export is
-checked against PyTorch before it is written; errors are one line.
+and export.json: input name, channel order and range, test resize, class names, anchors,
+outputs, precision, versions; the same metadata is in the ONNX file's metadata_props and
+the IR's rt_info. Load it with resdet.Predictor(FOLDER), or with nothing but a runtime
+(docs/deploy_standalone.py). The export is checked against PyTorch before it is written;
+errors are one line.
 """
 
 import argparse
 import sys
 
 from .. import cli
+from ..export import FORMATS, export_model
 
 
 def parser():
@@ -26,10 +30,13 @@ def parser():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument(
-        "--config", required=True, help="the detector's config: YAML, or a LazyConfig .py"
+        "--config",
+        default=None,
+        help="the detector's config: YAML, or a LazyConfig .py (default: the one the weights "
+        "of a resdet run carry)",
     )
     ap.add_argument("--weights", required=True, help="its trained weights (.pth/.pkl)")
-    ap.add_argument("--format", required=True, help="onnx, openvino or torchscript")
+    ap.add_argument("--format", default="onnx", help=f"one of {', '.join(FORMATS)} (default onnx)")
     ap.add_argument(
         "--output", required=True, help="folder to write (an earlier export there is replaced)"
     )
@@ -57,8 +64,6 @@ def main(argv=None) -> int:
     args = cli.parse_args(parser(), argv)
 
     def export():
-        from ..export import export_model  # on use: it needs the deploy extra
-
         out = export_model(
             args.config,
             args.weights,
