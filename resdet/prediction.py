@@ -36,8 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import read_image
+from .data.image import BAD_IMAGE_ERRORS
 from .errors import ConfigError, DatasetError, OutputError
 from .io import atomic_write
+from .predictor import Predictor
+from .run_folder import remove_orphan_temp_files
 from .version import __version__
 
 __all__ = ["predict", "find_sources", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "RESULTS_FILE"]
@@ -182,8 +186,6 @@ def _check_output(out, items, overwrite):
 
 def _clear(out, earlier):
     """Remove an earlier predict's outputs and killed saves' temporary files from ``out``."""
-    from .run_folder import remove_orphan_temp_files
-
     if not out.is_dir():
         return
     remove_orphan_temp_files(out)
@@ -203,9 +205,6 @@ def _remove_empty_dirs(out, keep_root):
 
 
 def _read(item, fmt):
-    from .data import read_image
-    from .data.image import BAD_IMAGE_ERRORS
-
     try:
         return read_image(item.path, format=fmt)
     except DatasetError:
@@ -388,8 +387,6 @@ def _predictor(model, weights, options):
         if weights is not None or options:
             raise ConfigError("give either a predictor, or a config/weights with its options")
         return model
-    from .predictor import Predictor
-
     return Predictor(model, **options) if weights is None else Predictor(model, weights, **options)
 
 

@@ -35,7 +35,7 @@ import logging
 import platform
 from pathlib import Path
 
-from .config import get_resdet_cfg, is_lazy, merge_overrides, read_yaml
+from .config import flat_items, get_resdet_cfg, is_lazy, merge_overrides, read_yaml
 from .errors import CheckpointError, ConfigError
 from .io import load_checkpoint_file
 from .version import __version__
@@ -211,7 +211,7 @@ def legacy_fragment(path):
     fragment = Path(path).with_suffix(".yaml")
     if not fragment.is_file():
         return None
-    flat = dict(_flatten(read_yaml(fragment)))
+    flat = dict(flat_items(read_yaml(fragment)))
     merge_overrides(get_resdet_cfg(), flat, where=str(fragment))  # known keys, right types
     by_key = {key: name for name, key in _KEYS.items()}
     unknown = [k for k in flat if k not in by_key]
@@ -224,14 +224,6 @@ def legacy_fragment(path):
         fragment.name,
     )
     return dict({by_key[k]: v for k, v in flat.items()}, format="resdet-backbone", legacy=True)
-
-
-def _flatten(d, prefix=""):
-    for k, v in d.items():
-        if isinstance(v, dict):
-            yield from _flatten(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
 
 
 def config_settings(meta) -> dict:

@@ -60,3 +60,27 @@ def load_tool(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def give_detections(model, *, std, background, cls_seed=None):
+    """Untrained detector weights that detect: random frozen-BN statistics (so folding them
+    changes the convs) and a random box classifier biased to the background class, which
+    finds varied objects in photos and none in a flat image. ``cls_seed``: the classifier's
+    own generator (None: the one the statistics drew from)."""
+    from detectron2.layers import FrozenBatchNorm2d
+
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, FrozenBatchNorm2d):
+                n = m.weight.numel()
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+        cls = model.roi_heads.box_predictor.cls_score
+        own = torch.Generator().manual_seed(cls_seed) if cls_seed is not None else g
+        cls.weight.normal_(0, std, generator=own)
+        cls.bias.zero_()
+        cls.bias[-1] = background
+    return model

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, load_tool
+from conftest import REPO, give_detections, load_tool
 from test_train_det import _pretrained
 
 import resdet
@@ -61,25 +61,11 @@ def _detector_cfg():
 def detector(tmp_path_factory):
     """Detector weights with random frozen-BN statistics (so folding them changes the
     convs) and a box classifier that finds objects in photos but none in a grey image."""
-    from detectron2.layers import FrozenBatchNorm2d
     from detectron2.modeling import build_model
 
     torch.manual_seed(0)
     cfg = _detector_cfg()
-    model = build_model(cfg)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, FrozenBatchNorm2d):
-                n = m.weight.numel()
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-        cls = model.roi_heads.box_predictor.cls_score
-        cls.weight.normal_(0, 0.03, generator=torch.Generator().manual_seed(1))
-        cls.bias.zero_()
-        cls.bias[-1] = 3.0  # background
+    model = give_detections(build_model(cfg), std=0.03, background=3.0, cls_seed=1)
     path = tmp_path_factory.mktemp("det") / "detector.pth"
     torch.save({"model": model.state_dict()}, path)
     cfg.MODEL.WEIGHTS = str(path)

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, give_detections
 
 from resdet.export.graph_ops import VANILLA_ABOVE
 
@@ -92,7 +92,6 @@ def _detector(kind, *overrides):
     """A built detector with weights that give real detections (see the module doc);
     ``overrides``: more KEY, VALUE config pairs."""
     from detectron2.data import MetadataCatalog
-    from detectron2.layers import FrozenBatchNorm2d
     from detectron2.modeling import build_model
 
     from resdet.config import get_resdet_cfg
@@ -102,20 +101,7 @@ def _detector(kind, *overrides):
     cfg.merge_from_file(str(REPO / "configs" / config))
     cfg.merge_from_list(opts + list(overrides))
     torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, FrozenBatchNorm2d):
-                n = m.weight.numel()
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-        cls = model.roi_heads.box_predictor.cls_score
-        cls.weight.normal_(0, 0.05, generator=g)
-        cls.bias.zero_()
-        cls.bias[-1] = 3.5  # background
+    model = give_detections(build_model(cfg).eval(), std=0.05, background=3.5)
     names = MetadataCatalog.get(cfg.DATASETS.TEST[0]).thing_classes
     return cfg, model, names
 

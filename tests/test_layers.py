@@ -98,3 +98,25 @@ def test_the_table_names_every_module():
         assert _rank(name)[1] != "resdet" or name == "resdet" or name.startswith("resdet.tools"), (
             name
         )
+
+
+def test_no_function_local_imports_of_resdets_own_code():
+    """A function-local import of resdet's own code hides an import circle; none is needed
+    to keep ``import resdet`` light (what it costs is torch and Detectron2's import)."""
+    known = _modules()
+    local = []
+    for name, path in sorted(known.items()):
+        tree = ast.parse(path.read_text())
+        for func in ast.walk(tree):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                is_own = isinstance(node, ast.ImportFrom) and (
+                    node.level > 0 or (node.module or "").startswith("resdet")
+                )
+                is_own |= isinstance(node, ast.Import) and any(
+                    a.name.startswith("resdet") for a in node.names
+                )
+                if is_own:
+                    local.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert local == []

@@ -38,6 +38,13 @@ from ..engine.train import TRAIN_LOG
 from ..errors import ConfigError
 from ..io import atomic_write, safe_torch_load
 from ..model_zoo import get_config_file
+from ..pretrain import (
+    PretrainTrainer,
+    build_test_loader,
+    evaluate,
+    get_pretrain_cfg,
+    load_splits,
+)
 from .responses import run_layer_responses
 
 __all__ = [
@@ -82,8 +89,6 @@ def net_name(depth: int, residual: bool) -> str:
 
 def net_cfg(depth: int, residual: bool, data, output_dir, seed: int = 0, opts=()):
     """The paper's CIFAR recipe for one net of the study (before the iteration plan)."""
-    from ..pretrain import get_pretrain_cfg
-
     opts = list(opts)
     if len(opts) % 2:
         raise ConfigError(f"overrides must be KEY VALUE pairs, got {opts}")
@@ -117,8 +122,6 @@ def net_cfg(depth: int, residual: bool, data, output_dir, seed: int = 0, opts=()
 def calibrate(cfg, iters: int = 3) -> dict:
     """Seconds per training iteration (loader + step, after one warm-up step) and seconds
     per evaluation pass over the validation split, measured with the engine's own parts."""
-    from ..pretrain import PretrainTrainer, build_test_loader, evaluate
-
     trainer = PretrainTrainer(cfg)
     trainer.run_step()  # warm-up; each step draws the next batch from the training loader
     tick = time.perf_counter()
@@ -320,8 +323,6 @@ def run_study(
     write summary.json, curves.png, responses.png/json and verdict.json; return
     ``{"summary", "responses", "verdict", "plan"}``."""
     from detectron2.utils.logger import setup_logger
-
-    from ..pretrain import PretrainTrainer, load_splits
 
     setup_logger(name="detectron2")  # each net's progress lines (once: setup_logger is cached)
 

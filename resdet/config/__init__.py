@@ -22,6 +22,7 @@ from .load import (  # noqa: F401
     apply_lazy_overrides,
     check_solver,
     check_weights_path,
+    flat_items,
     is_lazy,
     kind_of,
     load_config,

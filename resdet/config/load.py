@@ -31,6 +31,7 @@ __all__ = [
     "merge_config_dict",
     "merge_overrides",
     "override_pairs",
+    "flat_items",
     "apply_lazy_overrides",
     "is_lazy",
     "kind_of",
@@ -464,7 +465,7 @@ def override_pairs(overrides, *, lazy=False, where="overrides") -> list:
     if isinstance(overrides, Mapping):
         if lazy:
             return [(str(k), v) for k, v in overrides.items()]
-        return [(k, v) for k, v in _flat_items(overrides)]
+        return [(k, v) for k, v in flat_items(overrides)]
     if isinstance(overrides, (str, bytes)):
         raise ConfigError(
             f"{where}: a list (['SOLVER.MAX_ITER', '100'] or ['train.max_iter=100']) or a "
@@ -491,10 +492,11 @@ def override_pairs(overrides, *, lazy=False, where="overrides") -> list:
     return [(str(k), v) for k, v in zip(items[0::2], items[1::2])]
 
 
-def _flat_items(d, prefix=""):
+def flat_items(d, prefix=""):
+    """``(dotted key, value)`` of a nested mapping (an empty mapping is a value)."""
     for k, v in d.items():
         if isinstance(v, Mapping) and v:
-            yield from _flat_items(v, f"{prefix}{k}.")
+            yield from flat_items(v, f"{prefix}{k}.")
         else:
             yield f"{prefix}{k}", v
 

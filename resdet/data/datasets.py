@@ -32,6 +32,7 @@ from collections import Counter
 from detectron2.structures import BoxMode
 
 from ..errors import DatasetError, cwd_hint, one_line  # DatasetError re-exported
+from .image import open_image
 
 __all__ = [
     "DatasetError",
@@ -170,8 +171,6 @@ def check_image_file(path, where):
     not an image, a decompression bomb), instead of inside a data-loader worker mid-run.
     Reads the header only."""
     from PIL import UnidentifiedImageError
-
-    from .image import open_image
 
     try:
         with open_image(path) as im:

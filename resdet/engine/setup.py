@@ -26,6 +26,7 @@ from ..checkpoint import load_weights
 from ..config import (
     check_solver,
     check_weights_path,
+    flat_items,
     get_resdet_cfg,
     load_config,
     merge_config_dict,
@@ -529,8 +530,8 @@ def check_resume(setup):
     if recorded and not setup.is_lazy:
         import yaml
 
-        theirs = dict(_flat(yaml.safe_load(recorded) or {}))
-        ours = dict(_flat(yaml.safe_load(setup.cfg.dump())))
+        theirs = dict(flat_items(yaml.safe_load(recorded) or {}))
+        ours = dict(flat_items(yaml.safe_load(setup.cfg.dump())))
         for key in sorted(set(theirs) | set(ours)):
             if not key.startswith(("MODEL.", "INPUT.", "DATASETS.", "RESDET.DATA.", "PRETRAIN.")):
                 continue
@@ -542,14 +543,6 @@ def check_resume(setup):
                     f"{last}; resume with the config the run started with, or start a new run"
                 )
     check_class_names(last, meta, setup.dataset_classes(), "this run's data")
-
-
-def _flat(d, prefix=""):
-    for k, v in d.items():
-        if isinstance(v, dict):
-            yield from _flat(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
 
 
 # ---------------------------------------------------------------------------- load
@@ -678,7 +671,7 @@ def _explicit_keys(path, pairs) -> set:
     """Keys the user set: in the config file (with its _BASE_ chain) or as overrides."""
     keys = {str(k) for k, _ in pairs}
     if path is not None and path.suffix != ".py":
-        keys.update(k for k, _ in _flat(read_yaml(path)))
+        keys.update(k for k, _ in flat_items(read_yaml(path)))
     return keys
 
 

@@ -33,7 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .formats import read_graph_metadata  # noqa: F401  (re-exported)
+from ..modeling import fold_frozen_batchnorm
+from .formats import (
+    read_graph_metadata,  # noqa: F401  (re-exported)
+    require,
+)
 from .graph_ops import (
     ONNX_TRANSLATIONS,
     assign_levels,
@@ -149,8 +153,6 @@ class GraphRCNN(nn.Module):
 
     def __init__(self, model):
         super().__init__()
-        from ..modeling import fold_frozen_batchnorm
-
         check_graph_exportable(model)
         rpn, heads = model.proposal_generator, model.roi_heads
         self.register_buffer("pixel_mean", model.pixel_mean.detach().cpu().clone(), False)
@@ -332,8 +334,6 @@ def export_graph_onnx(
     ``metadata``: more keys for the file's metadata_props (resdet.export writes its whole
     export.json there). Returns what was written: path, input and output names, opset,
     metadata, notes, and the ExportedProgram it was made from (``program``)."""
-    from .formats import require
-
     require("onnxscript", "the ONNX graph export")
     if opset < GRAPH_OPSET:
         raise ConfigError(

@@ -44,6 +44,7 @@ import sys as _sys  # noqa: E402
 import types as _types  # noqa: E402
 
 from ..config import add_pretrain_config, get_pretrain_cfg  # noqa: F401
+from . import run  # noqa: E402  (the call below)
 from .data import load_splits  # noqa: F401
 from .engine import (  # noqa: F401
     PretrainTrainer,
@@ -62,9 +63,7 @@ class _CallablePackage(_types.ModuleType):
     itself is the call."""
 
     def __call__(self, config, **kwargs):
-        from .run import pretrain
-
-        return pretrain(config, **kwargs)
+        return run.pretrain(config, **kwargs)
 
 
 _sys.modules[__name__].__class__ = _CallablePackage

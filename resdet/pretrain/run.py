@@ -5,6 +5,8 @@ import json
 
 from ..config import override_pairs
 from ..engine import launch, load
+from .data import load_splits
+from .engine import check_cfg, evaluate_checkpoint, train
 
 __all__ = ["pretrain"]
 
@@ -33,9 +35,6 @@ def pretrain(
     ...; with ``eval_only`` the evaluation of MODEL.WEIGHTS or OUTPUT_DIR/model_final.pth).
     Several processes (``num_gpus``) use gloo on a CPU; their result is what the run
     folder's metrics.json holds (``top1``, ``top5``, ``modes``)."""
-    from .data import load_splits
-    from .engine import check_cfg
-
     overrides = _overrides(data, overrides)
     setup = load(config, None, overrides, output_dir, kind="pretrain")
     check_cfg(setup.cfg)  # bad values and a bad dataset fail here, once, before any process
@@ -56,8 +55,6 @@ def pretrain(
 
 
 def _worker(config, overrides, output_dir, resume, overwrite, eval_only):
-    from .engine import evaluate_checkpoint, train
-
     # each process loads the config itself (a spawned process gets the arguments, not
     # the parent's Setup); train/evaluate_checkpoint run in setup.run, the run folder
     setup = load(config, None, overrides, output_dir, kind="pretrain")

@@ -14,6 +14,8 @@ import argparse
 import importlib
 import sys
 
+from ..version import __version__
+
 __all__ = ["COMMANDS", "main"]
 
 # command -> (module in resdet.tools, arguments put first, one line of help)
@@ -33,8 +35,6 @@ COMMANDS = {
 
 
 def parser():
-    from ..version import __version__
-
     width = max(map(len, COMMANDS))
     listing = "\n".join(f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items())
     ap = argparse.ArgumentParser(
