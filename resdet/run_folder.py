@@ -245,6 +245,9 @@ class RunFolder:
             what = {
                 "finished": "a finished run",
                 None: "the outputs of an earlier run",
+                "interrupted": "an interrupted run with checkpoints",
+                # its lock is free: the process that wrote "running" was killed
+                "running": "a killed run with checkpoints",
             }.get(status, f"a {status} run with checkpoints")
             raise ConfigError(
                 f"{self.path}: holds {what}; continue it with --resume (resume=True), replace "

@@ -46,6 +46,10 @@ def test_checked_merge_equals_detectron2_merge(pattern, base):
         (["MODEL", "3"], "MODEL is a group of keys"),
         (["MODEL.RESNETS.DEPTH", "'fifty'"], "MODEL.RESNETS.DEPTH must be a whole number"),
         (["NOPE.KEY", "1"], "unknown config key NOPE.KEY"),
+        # `resdet train --config c.yaml SOLVER.MAX_ITER 2 --eval-only`: argparse hands the
+        # flag to the overrides, where it read as "has no value" or as a key
+        (["SOLVER.MAX_ITER", "2", "--eval-only"], "'--eval-only' is an option.*before"),
+        (["SOLVER.MAX_ITER", "2", "--resume", "x"], "'--resume' is an option"),
     ],
 )
 def test_bad_overrides(opts, fragment):

@@ -472,6 +472,13 @@ def override_pairs(overrides, *, lazy=False, where="overrides") -> list:
             f"dict ({{'SOLVER.MAX_ITER': 100}}), not the string {overrides!r}"
         )
     items = list(overrides)
+    # argparse gives everything after the first override to the overrides, flags included
+    flag = next((o for o in items if isinstance(o, str) and o.startswith("--")), None)
+    if flag is not None:
+        raise ConfigError(
+            f"{where}: {flag!r} is an option, not a config key; put it before the overrides "
+            f"(options first, then KEY VALUE pairs)"
+        )
     # [(KEY, VALUE), ...]: what dict(...).items() and Setup.overrides give
     if items and all(isinstance(o, tuple) and len(o) == 2 and isinstance(o[0], str) for o in items):
         return [(k, v) for k, v in items]
