@@ -16,8 +16,16 @@ from torch import nn
 from ..errors import ConfigError
 from .formats import FORMATS, MODEL_FILES, PRECISIONS, RUNTIMES, find_export, require
 from .graph import GRAPH_INPUT, GRAPH_OUTPUTS
+from .graph_ops import nms_per_group  # noqa: F401  (registers the graph's NMS op)
 
-__all__ = ["load_graph", "ExportedDetector", "load_export", "check_choice"]
+__all__ = [
+    "load_graph",
+    "ExportedDetector",
+    "load_export",
+    "check_choice",
+    "OnnxRuntimeRunner",
+    "OpenVinoRunner",
+]
 
 
 def check_choice(runtime, precision, fmt=None):
@@ -34,8 +42,12 @@ def check_choice(runtime, precision, fmt=None):
         )
 
 
-class _OnnxRuntime:
-    def __init__(self, path, threads):
+class OnnxRuntimeRunner:
+    """A graph on ONNX Runtime's CPU provider: ``runner(array)`` feeds ``input_name`` and
+    returns the ``outputs`` arrays (the detector's, unless told otherwise: the benchmarks
+    run other graphs with the same session settings)."""
+
+    def __init__(self, path, threads, input_name=GRAPH_INPUT, outputs=GRAPH_OUTPUTS):
         ort = require("onnxruntime", "runtime onnxruntime")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -44,13 +56,17 @@ class _OnnxRuntime:
         # idle worker threads would otherwise spin and take the cores from the caller
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name, self.outputs = input_name, list(outputs)
 
     def __call__(self, image):
-        return self.session.run(list(GRAPH_OUTPUTS), {GRAPH_INPUT: image})
+        return self.session.run(self.outputs, {self.input_name: image})
 
 
-class _OpenVino:
-    def __init__(self, path, threads, precision):
+class OpenVinoRunner:
+    """A graph on OpenVINO's CPU plugin, at ``precision`` (fp32 or bf16), called as
+    :class:`OnnxRuntimeRunner`."""
+
+    def __init__(self, path, threads, precision, input_name=GRAPH_INPUT, outputs=GRAPH_OUTPUTS):
         ov = require("openvino", "runtime openvino")
         core = ov.Core()
         config = {
@@ -59,20 +75,23 @@ class _OpenVino:
             "INFERENCE_NUM_THREADS": threads,
             "PERFORMANCE_HINT": "LATENCY",
         }
-        compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
-        self.request = compiled.create_infer_request()
-        self.outputs = [compiled.output(name) for name in GRAPH_OUTPUTS]
+        # the core and the compiled model are kept for as long as the request and the output
+        # ports made from them: OpenVINO's Python objects expect their owners alive
+        # (openvinotoolkit/openvino#18388), and a garbage collection may free them in any order
+        self.core = core
+        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.input_name = input_name
+        self.outputs = [self.compiled.output(name) for name in outputs]
 
     def __call__(self, image):
-        self.request.infer({GRAPH_INPUT: image})
+        self.request.infer({self.input_name: image})
         # the request's buffers are reused by the next call: copy out
         return [self.request.get_tensor(o).data.copy() for o in self.outputs]
 
 
 class _PyTorch:
     def __init__(self, path, precision):
-        from .graph_ops import nms_per_group  # noqa: F401  (registers the graph's NMS op)
-
         self.module = torch.export.load(str(path)).module()
         self.bf16 = precision == "bf16"
 
@@ -102,10 +121,10 @@ def load_graph(export, runtime=None, precision=None, threads=None):
     path = where / MODEL_FILES[fmt] if where.is_dir() else where
     threads = threads or torch.get_num_threads()
     if runtime == "onnxruntime":
-        runner = _OnnxRuntime(path, threads)
+        runner = OnnxRuntimeRunner(path, threads)
     elif runtime == "openvino":
         # an int8 graph's quantized ops run in int8 whatever the hint; the rest in fp32
-        runner = _OpenVino(path, threads, "fp32" if precision == "int8" else precision)
+        runner = OpenVinoRunner(path, threads, "fp32" if precision == "int8" else precision)
     else:
         runner = _PyTorch(path, precision)
     return runner, meta
