@@ -1,16 +1,18 @@
 """Backbone inference: resdet R50 trunk (FrozenBN, eval) vs torchvision's resnet50 trunk.
 
 resdet's fp32 paths: ``prepare_for_inference(compile=True)`` (BN folded, channels_last,
-Inductor-compiled with frozen weights) and the trunk exported as resdet.export does it
-(dynamic batch and size) run on ONNX Runtime and OpenVINO; the fastest is the row
-``backbone_r50_fp32`` (each path's ratio beside it). torchvision runs as a user would
-(eval mode, default memory format). The eager PyTorch form is a reference row. bf16:
-torch autocast and OpenVINO's bf16 inference precision, the faster as the row, with
-feature error and top-1 agreement on real images; int8 (a reference row): the trunk
-quantized as resdet.export does it, calibrated on 32 real images, on ONNX Runtime and
-OpenVINO. A large fp32 GEMM in each library (PyTorch, ONNX Runtime, OpenVINO) is timed
-in the same interleaved loop; the best of them is the machine's peak, against which the
-fastest path's GFLOP/s is reported (``fraction_of_peak``).
+Inductor-compiled with frozen weights) and the trunk exported to ONNX (dynamic batch and
+size) on ONNX Runtime and OpenVINO with resdet.export's session settings; the fastest is
+the row ``backbone_r50_fp32`` (every path's ratio beside it). torchvision runs as a user
+would (eval mode, default memory format). The eager PyTorch form is a reference row.
+Reduced precision: bf16 (torch autocast, OpenVINO bf16) and int8 (the trunk quantized as
+resdet.export quantizes, calibrated on 32 real images, on ONNX Runtime and OpenVINO); the
+fastest of all is ``backbone_r50_lowp``, with its feature error and top-1 agreement on
+real images; the best of each kind is a reference row.
+
+The machine's peak is measured in the same interleaved loop: a GEMM and a 3x3 convolution
+in each library, fp32 and int8 (bench/common.peak_kernels); ``fraction_of_peak`` is the
+row's GFLOP/s (direct-convolution count) over the peak of its arithmetic.
 """
 
 import copy
@@ -24,75 +26,53 @@ import torchvision
 from fvcore.nn import FlopCountAnalysis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED_DATA, emit, interleaved, parser, result  # noqa: E402
+from common import (  # noqa: E402
+    SHARED_DATA,
+    emit,
+    export_onnx,
+    interleaved,
+    parser,
+    peak_kernels,
+    peaks,
+    result,
+)
 
 from resdet.convert import load_source  # noqa: E402
+from resdet.export.quantize import quantize_graph  # noqa: E402
+from resdet.export.runtimes import OnnxRuntimeRunner, OpenVinoRunner  # noqa: E402
 from resdet.modeling import build_resnet, prepare_for_inference  # noqa: E402
 
 
-def gemm_onnx(path, n):
-    """A one-node ONNX graph: (n, n) @ (n, n) in fp32, for the runtimes' own GEMMs."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    a, b, c = (helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "abc")
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", [a, b], [c])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # what every runtime here reads (onnx writes its newest)
-    onnx.save(model, str(path))
-
-
-def peak_gemms(device, tmp, threads, n=4096):
-    """A large fp32 GEMM in every library that runs the paths timed here: PyTorch's (MKL
-    on x86), ONNX Runtime's (MLAS) and OpenVINO's (oneDNN). Timed in the same interleaved
-    loop as the paths; the fastest library's best time is the machine's peak (the best,
-    not the median: the peak is what the cores can do; and one library's GEMM alone read
-    below the runtimes' trunks on some CPUs). Returns {name: fn}, GFLOP per call."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    out = {"gemm_torch": lambda: a @ b}
-    if device.type == "cpu":  # the runtimes are CPU back-ends, as in runtimes() below
-        from resdet.export.runtime import OpenVinoDense, OrtDense
-
-        path = Path(tmp) / "gemm.onnx"
-        gemm_onnx(path, n)
-        ort = OrtDense(path, ["c"], threads).session
-        ov = OpenVinoDense(path, ["c"], threads, "fp32").request
-        an, bn = a.numpy(), b.numpy()
-        out["gemm_onnxruntime"] = lambda: ort.run(None, {"a": an, "b": bn})
-        out["gemm_openvino"] = lambda: ov.infer({0: an, 1: bn})
-    return out, 2 * n**3 / 1e9
-
-
 class Trunk(torch.nn.Module):
-    """The trunk as an export sees it: images -> (res5,)."""
+    """The trunk as an export sees it: images -> res5."""
 
     def __init__(self, net):
         super().__init__()
         self.net = net
 
     def forward(self, images):
-        return (self.net(images)["res5"],)
+        return self.net(images)["res5"]
 
 
-def runtimes(trunk, tmp, calibration=None):
-    """The trunk on each inference runtime resdet ships (resdet.export), as exported:
-    dynamic batch and size, ONNX Runtime and OpenVINO with resdet's session settings; and
-    with ``calibration`` (real images), quantized to int8 as resdet.export does it."""
-    from resdet.export.exporter import INPUT_NAME, write_onnx
-    from resdet.export.quantize import quantize_onnx
-    from resdet.export.runtime import OpenVinoDense, OrtDense
-
-    write_onnx(Trunk(trunk), Path(tmp), ["res5"], 0, "trunk.onnx")
+def runtimes(trunk, tmp, example, calibration=None):
+    """The trunk on each inference runtime resdet ships, with resdet's session settings
+    (resdet.export.runtimes): exported with dynamic batch and size, on ONNX Runtime and on
+    OpenVINO at fp32 and bf16; with ``calibration`` (real images) also quantized to int8 as
+    resdet.export does (resdet.export.quantize), on both."""
     path, threads = Path(tmp) / "trunk.onnx", torch.get_num_threads()
-    out = {"onnxruntime": OrtDense(path, ["res5"], threads)}
+    export_onnx(Trunk(trunk), example, path, "images", ["res5"])
+    out = {"onnxruntime": OnnxRuntimeRunner(path, threads, "images", ["res5"])}
     for p in ("fp32", "bf16"):
-        out[f"openvino_{p}"] = OpenVinoDense(path, ["res5"], threads, p)
+        out[f"openvino_{p}"] = OpenVinoRunner(path, threads, p, "images", ["res5"])
     if calibration is not None:
         int8 = Path(tmp) / "trunk_int8.onnx"
-        quantize_onnx(path, int8, [c[None].numpy() for c in calibration], INPUT_NAME)
-        out["onnxruntime_int8"] = OrtDense(int8, ["res5"], threads)
-        out["openvino_int8"] = OpenVinoDense(int8, ["res5"], threads, "fp32")
-    return {k: (lambda r: lambda x: r(x)["res5"])(r) for k, r in out.items()}
+        quantize_graph(path, int8, [c[None].numpy() for c in calibration], "images")
+        out["onnxruntime_int8"] = OnnxRuntimeRunner(int8, threads, "images", ["res5"])
+        out["openvino_int8"] = OpenVinoRunner(int8, threads, "fp32", "images", ["res5"])
+    return {
+        k: (lambda r: lambda x: torch.from_numpy(r(x.contiguous().numpy())[0]))(r)
+        for k, r in out.items()
+    }
 
 
 def real_images(n=8, size=224, uint8=False, skip=0):
@@ -130,96 +110,100 @@ def main(argv=None):
     ours = prepare_for_inference(ours.to(dev))
     x = torch.randn(8, 3, 224, 224, device=dev)
     x_cl = x.contiguous(memory_format=torch.channels_last)
+    flops = FlopCountAnalysis(tv_trunk, x)
+    flops.unsupported_ops_warnings(False)
+    gflop = 2 * flops.total() / 1e9  # fvcore counts multiply-adds
     with torch.no_grad(), tempfile.TemporaryDirectory() as tmp:
         eager = lambda inp: ours(inp)["res5"]  # noqa: E731
         compiled_net = prepare_for_inference(copy.deepcopy(ours), compile=True)
-        paths = {"compiled": lambda inp: compiled_net(inp)["res5"]}
-        # the runtimes are CPU back-ends (the CUDA path is PyTorch's own)
-        # int8 calibrated on 32 real images other than the 8 its agreement is measured on
-        rt = runtimes(ours, tmp, real_images(32, skip=8)) if dev.type == "cpu" else {}
-        paths.update({k: v for k, v in rt.items() if k in ("onnxruntime", "openvino_fp32")})
-        ref = eager(x_cl)
-        diffs = {k: float((f(x_cl) - ref).abs().max()) for k, f in paths.items()}  # also compiles
-        gemms, gemm_gflop = peak_gemms(dev, tmp, torch.get_num_threads())
-        fns = {k: (lambda f: lambda: f(x_cl))(f) for k, f in paths.items()}
-        fns.update({"eager": lambda: eager(x_cl), "torchvision": lambda: tv_trunk(x), **gemms})
-        times = interleaved(fns, args.repeats, dev, stat=list)
-        t = {k: statistics.median(v) for k, v in times.items()}
-        peaks = {f"{k}_gflops": round(gemm_gflop / min(times[k]), 1) for k in gemms}
-        peak = max(peaks.values())
-        flops = FlopCountAnalysis(tv_trunk, x)
-        flops.unsupported_ops_warnings(False)
-        gflop = 2 * flops.total() / 1e9  # fvcore counts multiply-adds
-        best = min(paths, key=t.get)
-        ratios = {f"ratio_{k}": round(t["torchvision"] / t[k], 3) for k in paths}
-        rows = [
-            result(
-                "backbone_r50_fp32",
-                t[best],
-                t["torchvision"],
-                2.0,
-                "torchvision resnet50",
-                path=best,
-                **ratios,
-                resdet_gflops=round(gflop / t[best], 1),
-                peak_gflops=peak,
-                **peaks,
-                fraction_of_peak=round(gflop / t[best] / peak, 3),
-                max_abs_diff_vs_eager=round(diffs[best], 6),
-                rel_diff_vs_eager=float(f"{diffs[best] / float(ref.abs().max()):.2g}"),
-            ),
-            result(
-                "backbone_r50_fp32_eager",
-                t["eager"],
-                t["torchvision"],
-                None,
-                "torchvision resnet50",
-                note="reference: resdet's PyTorch path without torch.compile "
-                "(BN folded, channels_last)",
-            ),
-        ]
 
         def autocast(inp):
             with torch.autocast(dev.type, dtype=torch.bfloat16):
                 return eager(inp).float()
 
-        low_sets = (
-            ("backbone_r50_bf16_autocast", ["autocast", "openvino_bf16"], 4.0),
-            ("backbone_r50_int8", ["onnxruntime_int8", "openvino_int8"], None),
-        )
+        # the runtimes are CPU back-ends (the CUDA path is PyTorch's own); int8 calibrated
+        # on 32 real images other than the 8 its agreement is measured on
+        rt = runtimes(ours, tmp, x, real_images(32, skip=8)) if dev.type == "cpu" else {}
+        paths = {"compiled": lambda inp: compiled_net(inp)["res5"], "autocast_bf16": autocast}
+        paths.update({k if "_" in k else f"{k}_fp32": v for k, v in rt.items()})
+        precision = {k: k.rsplit("_", 1)[-1] if "_" in k else "fp32" for k in paths}
+        ref = eager(x_cl)
+        outs = {k: f(x_cl) for k, f in paths.items()}  # also compiles
+        kernels = peak_kernels(dev, tmp, torch.get_num_threads())
+        fns = {k: (lambda f: lambda: f(x_cl))(f) for k, f in paths.items()}
+        fns.update({"eager": lambda: eager(x_cl), "torchvision": lambda: tv_trunk(x)})
+        fns.update({k: fn for k, (fn, _, _) in kernels.items()})
+        times = interleaved(fns, args.repeats, dev, stat=list)
+        t = {k: statistics.median(v) for k, v in times.items()}
+        peak, rates = peaks(kernels, times)
+        # top-1 agreement with fp32 on real images (the random classifier's argmax)
         imgs = real_images()
-        options = {"autocast": autocast, **rt}
-        for name, candidates, goal in low_sets:
-            low_paths = {k: options[k] for k in candidates if k in options}
-            if not low_paths:
-                continue
-            fns = {k: (lambda f: lambda: f(x_cl))(f) for k, f in low_paths.items()}
-            fns["torchvision"] = lambda: tv_trunk(x)
-            tb = interleaved(fns, args.repeats, dev)
-            best = min(low_paths, key=tb.get)
-            low = low_paths[best](x_cl)
-            agree = None
-            if imgs is not None:
-                real = imgs.to(dev).contiguous(memory_format=torch.channels_last)
-                p32 = tv.fc(eager(real).mean((2, 3))).argmax(1)
-                p_low = tv.fc(low_paths[best](real).mean((2, 3))).argmax(1)
-                agree = float((p32 == p_low).float().mean())
-            rows.append(
-                result(
-                    name,
-                    tb[best],
-                    tb["torchvision"],
-                    goal,
-                    "torchvision resnet50 fp32",
-                    path=best,
-                    **{f"ratio_{k}": round(tb["torchvision"] / tb[k], 3) for k in low_paths},
-                    max_abs_feature_diff=round(float((ref - low).abs().max()), 4),
-                    rel_feature_diff=round(float((ref - low).abs().max() / ref.abs().max()), 4),
-                    rel_l2_feature_diff=round(float((ref - low).norm() / ref.norm()), 4),
-                    top1_agreement_real_images=agree,
-                    note="random weights: top-1 agreement of the untrained classifier's argmax",
-                )
+        agree = {}
+        if imgs is not None:
+            real = imgs.to(dev).contiguous(memory_format=torch.channels_last)
+            classify = lambda f: tv.fc(f(real).mean((2, 3))).argmax(1)  # noqa: E731
+            p32 = classify(eager)
+            agree = {k: float((classify(f) == p32).float().mean()) for k, f in paths.items()}
+
+    def row(name, candidates, goal, **extra):
+        best = min(candidates, key=t.get)
+        out, kind = outs[best], precision[best]
+        rate = gflop / t[best]
+        return result(
+            name,
+            t[best],
+            t["torchvision"],
+            goal,
+            "torchvision resnet50 fp32",
+            path=best,
+            **{f"ratio_{k}": round(t["torchvision"] / t[k], 3) for k in candidates},
+            resdet_gflops=round(rate, 1),
+            **{f"peak_{k}_gflops": v for k, v in peak.items()},
+            # against the peak of the path's own arithmetic
+            fraction_of_peak=round(rate / peak[kind], 3) if kind in peak else None,
+            rel_feature_diff=float(f"{float((out - ref).abs().max() / ref.abs().max()):.2g}"),
+            rel_l2_feature_diff=float(f"{float((out - ref).norm() / ref.norm()):.2g}"),
+            top1_agreement=agree.get(best),
+            **extra,
+        )
+
+    fp32 = [k for k in paths if precision[k] == "fp32"]
+    bf16 = [k for k in paths if precision[k] == "bf16"]
+    int8 = [k for k in paths if precision[k] == "int8"]
+    note = "top-1 agreement with fp32 of the random-weight classifier's argmax, 8 real images"
+    rows = [
+        row("backbone_r50_fp32", fp32, 2.0, **rates),
+        result(
+            "backbone_r50_fp32_eager",
+            t["eager"],
+            t["torchvision"],
+            None,
+            "torchvision resnet50",
+            note="reference: resdet's PyTorch path without torch.compile "
+            "(BN folded, channels_last)",
+        ),
+        row(
+            "backbone_r50_lowp",
+            bf16 + int8,
+            8.0,
+            note=note,
+        ),
+        row(
+            "backbone_r50_bf16",
+            bf16,
+            None,
+            note=note,
+        ),
+    ]
+    if int8:
+        rows.append(
+            row(
+                "backbone_r50_int8",
+                int8,
+                None,
+                note=note,
             )
+        )
     emit(rows, args.output)
 
 

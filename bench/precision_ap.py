@@ -1,11 +1,14 @@
-"""AP of a trained detector on each inference path: PyTorch fp32 (prepared), ONNX Runtime
-fp32 / int8 and OpenVINO fp32 / bf16 / int8 hybrids (resdet.export.runtime_model), on the
-run's own test set, so the change a reduced-precision path costs is measured, not
-assumed. int8 is calibrated on the first 32 images of the run's training set.
+"""AP of a trained detector on each inference path: PyTorch fp32 (prepared), and the
+whole-detector exports of resdet.export on ONNX Runtime fp32 / int8 and OpenVINO fp32 /
+bf16 / int8, loaded as ``resdet.Predictor(folder)`` loads them, on the run's own test set,
+so the change a reduced-precision path costs is measured, not assumed. int8 is
+calibrated on the first 32 images of the run's training set.
 
     python bench/precision_ap.py output/demo/detect        # after `make demo`
 
-Not part of `make bench`: it needs a trained run folder (config.yaml + model_final.pth).
+Writes bench/precision_ap.json (bench_detection.py reports its dAP beside the
+reduced-precision rows). Not part of `make bench`: it needs a trained run folder
+(config.yaml + model_final.pth).
 """
 
 import argparse
@@ -16,8 +19,11 @@ from pathlib import Path
 
 import resdet  # noqa: F401  (registers the backbones)
 from resdet.engine import load
-from resdet.export import runtime_model
+from resdet.export.exporter import export_detector
+from resdet.export.runtimes import load_export
 from resdet.modeling import prepare_for_inference
+
+RECORDED = Path(__file__).resolve().parent / "precision_ap.json"
 
 PATHS = [
     ("torch_fp32", None, "fp32"),
@@ -32,7 +38,7 @@ PATHS = [
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", help="a detection run folder (config.yaml, model_final.pth)")
-    ap.add_argument("--output", default=None, help="write the table as JSON here")
+    ap.add_argument("--output", default=str(RECORDED), help="write the table as JSON here")
     args = ap.parse_args(argv)
     run = Path(args.run)
     tmp = Path(tempfile.mkdtemp(prefix="resdet-precision-"))
@@ -51,16 +57,16 @@ def main(argv=None) -> int:
     train_images = [d["file_name"] for d in DatasetCatalog.get(setup.cfg.DATASETS.TRAIN[0])]
     rows = {}
     for name, runtime, precision in PATHS:
-        model = prepare_for_inference(setup.build_model(weights="inference").eval())
-        if runtime is not None:
-            model = runtime_model(
-                model,
-                setup,
-                runtime,
-                precision,
-                export_dir=tmp / (runtime + ("_int8" if precision == "int8" else "")),
-                int8_calibration=train_images if precision == "int8" else None,
-            )
+        model = setup.build_model(weights="inference").eval()
+        if runtime is None:
+            model = prepare_for_inference(model)
+        else:
+            fmt = "onnx" if runtime == "onnxruntime" else "openvino"
+            folder = tmp / (fmt + ("_int8" if precision == "int8" else ""))
+            if not folder.exists():
+                calibration = train_images if precision == "int8" else None
+                export_detector(model, setup, fmt, folder, int8_calibration=calibration)
+            model = load_export(folder, runtime, precision)
         rows[name] = setup.evaluate(model)["bbox"]
         print(name, {k: round(v, 2) for k, v in rows[name].items() if "-" not in k}, flush=True)
     ref = rows["torch_fp32"]
@@ -70,8 +76,7 @@ def main(argv=None) -> int:
         if "AP" in r
     }
     print(json.dumps(table, indent=1))
-    if args.output:
-        Path(args.output).write_text(json.dumps(table, indent=1))
+    Path(args.output).write_text(json.dumps(table, indent=1))
     return 0
 
 

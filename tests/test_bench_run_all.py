@@ -68,3 +68,26 @@ def test_quick_run_writes_results_and_table(tmp_path, shared_data):
         assert r["met"] is (None if r["goal"] is None else r["ratio"] >= r["goal"])
     table = out.with_suffix(".md").read_text()
     assert all(f"| {name} |" in table for name in rows)
+
+
+def test_peak_is_the_best_rate_of_each_arithmetic():
+    """The peak is each arithmetic's fastest kernel (best time, not median), so that no
+    path is measured against a peak that a kernel of its own kind beat."""
+    from common import peaks
+
+    kernels = {"a": (None, 10.0, "fp32"), "b": (None, 20.0, "fp32"), "c": (None, 40.0, "int8")}
+    peak, rates = peaks(kernels, {"a": [0.1, 0.2], "b": [0.4, 0.25], "c": [0.2, 0.1]})
+    assert peak == {"fp32": 100.0, "int8": 400.0}
+    assert rates == {"a_gflops": 100.0, "b_gflops": 80.0, "c_gflops": 400.0}
+
+
+def test_every_benchmark_loads_against_the_current_api():
+    """The benchmarks import resdet at the top: a name the library no longer has (the
+    dense export's OrtDense, export_dense) fails here, not in the next `make bench`."""
+    import importlib
+
+    from run_all import BENCHMARKS
+
+    for script in [s for s, _, _ in BENCHMARKS] + ["precision_ap.py"]:
+        module = importlib.import_module(script.removesuffix(".py"))
+        assert callable(module.main), script
