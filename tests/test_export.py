@@ -334,3 +334,44 @@ def test_a_config_and_weights_run_on_a_runtime(runs, pytorch):
     predictor = resdet.Predictor(config, weights, runtime="onnxruntime")
     _assert_same(want["C4"], predictor(paths), "C4 config on onnxruntime")
     assert np.all([o["class_names"] for o in want["C4"]])
+
+
+_SIGNAL_AFTER_TWO_MODELS = """
+import gc, os, signal, sys
+import onnx
+from onnx import TensorProto, helper
+from resdet.export.runtimes import OpenVinoRunner
+
+graph = helper.make_graph(
+    [helper.make_node("Relu", ["x"], ["y"])], "relu",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+)
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+model.ir_version = 8
+onnx.save(model, sys.argv[1])
+first = OpenVinoRunner(sys.argv[1], 1, "fp32", "x", ["y"])
+second = OpenVinoRunner(sys.argv[1], 1, "fp32", "x", ["y"])
+del first  # freed in the order they were made, as a garbage collection may
+gc.collect()
+del second
+gc.collect()
+signal.signal(signal.SIGUSR1, lambda *_: print("handled"))
+os.kill(os.getpid(), signal.SIGUSR1)
+"""
+
+
+def test_a_signal_after_two_openvino_models_are_freed_is_handled(tmp_path):
+    """OpenVINO's CPU plugin leaves the thread on a freed signal stack when two models are
+    freed first-made-first; the next Python signal handler (Ctrl-C, a DataLoader's SIGCHLD)
+    then died with SIGSEGV: the full test run crashed so in test_resume."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_AFTER_TWO_MODELS, str(tmp_path / "relu.onnx")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "handled", (
+        proc.returncode,
+        proc.stderr[-2000:],
+    )

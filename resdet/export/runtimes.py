@@ -9,6 +9,10 @@ an fp32 model in bf16); bf16 is asked for by name (``precision="bf16"``, OpenVIN
 PyTorch), int8 is an export of its own.
 """
 
+import contextlib
+import ctypes
+import sys
+
 import numpy as np
 import torch
 from torch import nn
@@ -62,6 +66,39 @@ class OnnxRuntimeRunner:
         return self.session.run(self.outputs, {self.input_name: image})
 
 
+class _StackT(ctypes.Structure):
+    _fields_ = [
+        ("ss_sp", ctypes.c_void_p),
+        ("ss_flags", ctypes.c_int),
+        ("ss_size", ctypes.c_size_t),
+    ]
+
+
+@contextlib.contextmanager
+def _keep_signal_stack():
+    """Give the calling thread back its alternate signal stack after the block.
+
+    OpenVINO's CPU plugin installs a signal stack of its own on the thread that compiles a
+    model and, when the model is freed, puts back the one it found. Two models freed in the
+    order they were made (as a garbage collection may) leave the thread on the first one's
+    freed stack; the next signal with a Python handler (Ctrl-C; SIGCHLD under a DataLoader
+    with workers) then kills the process with SIGSEGV instead of being handled. Restoring
+    the caller's stack at once makes every model put back a stack that is still there."""
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    old = _StackT()
+    if libc.sigaltstack(None, ctypes.byref(old)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        old.ss_flags &= ~1  # SS_ONSTACK is reported, never set
+        libc.sigaltstack(ctypes.byref(old), None)
+
+
 class OpenVinoRunner:
     """A graph on OpenVINO's CPU plugin, at ``precision`` (fp32 or bf16), called as
     :class:`OnnxRuntimeRunner`."""
@@ -75,11 +112,11 @@ class OpenVinoRunner:
             "INFERENCE_NUM_THREADS": threads,
             "PERFORMANCE_HINT": "LATENCY",
         }
-        # the core and the compiled model are kept for as long as the request and the output
-        # ports made from them: OpenVINO's Python objects expect their owners alive
-        # (openvinotoolkit/openvino#18388), and a garbage collection may free them in any order
+        # the core and the compiled model live as long as the request and the output ports
+        # made from them (OpenVINO's Python objects expect their owners alive)
         self.core = core
-        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        with _keep_signal_stack():
+            self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.input_name = input_name
         self.outputs = [self.compiled.output(name) for name in outputs]
