@@ -28,6 +28,7 @@ import torch
 from conftest import REPO, give_detections
 
 from resdet.export.graph_ops import VANILLA_ABOVE
+from resdet.export.runtimes import _keep_signal_stack
 
 IMAGES = (  # tall, tall, landscape, landscape, wide, very wide, landscape, portrait
     "000000000415.jpg",
@@ -165,8 +166,10 @@ def _session(path, runtime, inputs=("image",)):
         return lambda *x: session.run(None, dict(zip(inputs, x)))
     import openvino as ov
 
-    # without the hint this CPU (bf16 dot products) would run the fp32 graph in bf16
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    # without the hint this CPU (bf16 dot products) would run the fp32 graph in bf16; the
+    # signal stack kept as resdet's runner keeps it (OpenVINO leaves a freed one behind)
+    with _keep_signal_stack():
+        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
     def run(*x):
         out = compiled(dict(zip(inputs, x)))
@@ -459,9 +462,10 @@ def test_runtime_roi_align_is_torchvision_roi_align(runtime, tmp_path):
             else:
                 import openvino as ov
 
-                compiled = ov.Core().compile_model(
-                    str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
-                )
+                with _keep_signal_stack():
+                    compiled = ov.Core().compile_model(
+                        str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+                    )
                 got = compiled(feed)[0]
             want = torchvision.ops.roi_align(x, [boxes], (7, 5), 0.25, ratio, aligned).numpy()
             tol = 0 if runtime == "onnxruntime" else 1e-5  # ORT: the same arithmetic
