@@ -147,12 +147,16 @@ def peak_kernels(device, tmp, threads, int8=True):
     out = {}
     for name, (path, x, w, gflop) in _kernel_graphs(tmp).items():
         xt, w = torch.from_numpy(x).to(device), torch.from_numpy(w).to(device)
-        if name == "gemm":
-            out[f"{name}_torch"] = ((lambda a, b: lambda: a @ b)(xt, w), gflop, "fp32")
-        else:
-            xt = xt.contiguous(memory_format=torch.channels_last)
-            fn = (lambda a, b: lambda: torch.nn.functional.conv2d(a, b, padding=1))(xt, w)
-            out[f"{name}_torch"] = (fn, gflop, "fp32")
+        # PyTorch's kernels in fp32 and in bf16 (oneDNN's bf16 convolutions can beat
+        # OpenVINO's on some shapes: a bf16 path ran above a peak of OpenVINO's alone)
+        for dtype, precision in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+            a, b = xt.to(dtype), w.to(dtype)
+            if name == "gemm":
+                fn = (lambda a, b: lambda: a @ b)(a, b)
+            else:
+                a = a.contiguous(memory_format=torch.channels_last)
+                fn = (lambda a, b: lambda: torch.nn.functional.conv2d(a, b, padding=1))(a, b)
+            out[f"{name}_torch_{precision}"] = (fn, gflop, precision)
         if torch.device(device).type != "cpu":  # the runtimes are CPU back-ends
             continue
         runners = {
