@@ -7,55 +7,38 @@ resdet/pretrain/__init__.py for what a run writes.
 The work is resdet.pretrain (resdet/api.py).
 """
 
-import argparse
 import sys
 
 from .. import cli
 from ..pretrain.run import pretrain
+from .train_det import training_parser
 
 
 def parser():
-    p = argparse.ArgumentParser(
-        description="Pretrain a resdet ResNet classifier (ImageNet, CIFAR, any class folders)."
-    )
-    p.add_argument(
-        "--config",
-        required=True,
-        metavar="FILE",
-        help="configs/imagenet/*.yaml or configs/cifar/*.yaml",
+    # Detectron2's train_net flags (--config, --resume, --eval-only, --num-gpus,
+    # --num-machines, --machine-rank, --dist-url, KEY VALUE overrides), as for detection
+    p = training_parser(
+        "Pretrain a resdet ResNet classifier (ImageNet, CIFAR, any class folders). --config: "
+        "configs/imagenet/*.yaml or configs/cifar/*.yaml; --eval-only evaluates MODEL.WEIGHTS "
+        "or OUTPUT_DIR/model_final.pth."
     )
     p.add_argument(
         "--data",
         help="dataset root holding <train>/<class>/ and <val>/<class>/ (PRETRAIN.DATA.ROOT)",
     )
     p.add_argument("--output", help="output folder (OUTPUT_DIR)")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace a finished run in OUTPUT_DIR (its outputs are removed first)",
-    )
-    p.add_argument(
-        "--eval-only",
-        action="store_true",
-        help="evaluate MODEL.WEIGHTS or OUTPUT_DIR/model_final.pth",
-    )
-    p.add_argument(
-        "--num-gpus", type=int, default=1, help="processes on this machine (gloo on CPU)"
-    )
-    p.add_argument("--num-machines", type=int, default=1)
-    p.add_argument("--machine-rank", type=int, default=0)
-    p.add_argument("--dist-url", default="auto", help="tcp://HOST:PORT for several machines")
-    p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides")
     return cli.add_debug_flag(p)
 
 
 def main(argv=None) -> int:
-    args = cli.parse_args(parser(), argv)
+    p = parser()
+    args = cli.parse_args(p, argv)
+    if not args.config_file:
+        p.error("the following arguments are required: --config")
 
     def work():
         result = pretrain(
-            args.config,
+            args.config_file,
             data=args.data,
             output_dir=args.output,
             resume=args.resume,

@@ -18,8 +18,11 @@ from .. import cli
 from ..detection.run import evaluate_detector, train_detector
 
 
-def parser():
+def training_parser(description=None):
+    """Detectron2's train_net arguments with resdet's run-folder flag: the parser of every
+    resdet command that trains (detection here, pretraining in pretrain_imagenet)."""
     ap = default_argument_parser()
+    ap.description = description
     # Detectron2's default is a fixed local port: with --num-machines above 1 a missing
     # --dist-url would then wait for machines that never come; "auto" makes it required
     ap.set_defaults(dist_url="auto")
@@ -28,7 +31,11 @@ def parser():
         action="store_true",
         help="replace a finished run in OUTPUT_DIR (its outputs are removed first)",
     )
-    return cli.add_debug_flag(ap)
+    return ap
+
+
+def parser():
+    return cli.add_debug_flag(training_parser(__doc__.split("\n")[0]))
 
 
 def main(argv=None) -> int:
