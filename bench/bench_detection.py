@@ -44,7 +44,7 @@ from common import (  # noqa: E402
 import resdet  # noqa: E402
 from resdet.engine import load  # noqa: E402
 from resdet.export.exporter import export_detector  # noqa: E402
-from resdet.export.runtimes import load_export  # noqa: E402
+from resdet.export.runtimes import OnnxRuntimeRunner, load_export  # noqa: E402
 from resdet.modeling import prepare_for_inference  # noqa: E402
 
 H, W, PROPOSALS, DETECTIONS, SCORE_THRESH = 480, 640, 1000, 100, 0.05
@@ -341,20 +341,11 @@ def ort_profile(path, inputs, runs=3, top=10):
     profiler, resdet's session settings), the ``top`` largest: where the time goes."""
     import json
 
-    import onnxruntime as ort
-
-    from resdet.export.graph import GRAPH_INPUT
-
-    options = ort.SessionOptions()
-    options.enable_profiling = True
-    options.profile_file_prefix = str(Path(path).parent / "profile")
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    runner = OnnxRuntimeRunner(path, torch.get_num_threads(), profile=Path(path).parent / "p")
     image = inputs[0]["image"].float()[None].numpy()
     for _ in range(runs + 1):  # the first run allocates: not counted
-        session.run(None, {GRAPH_INPUT: image})
-    events = json.loads(Path(session.end_profiling()).read_text())
+        runner(image)
+    events = json.loads(Path(runner.session.end_profiling()).read_text())
     starts = sorted(e["ts"] for e in events if e["name"] == "model_run")
     per_op = {}
     for e in events:

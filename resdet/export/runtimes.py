@@ -49,11 +49,15 @@ def check_choice(runtime, precision, fmt=None):
 class OnnxRuntimeRunner:
     """A graph on ONNX Runtime's CPU provider: ``runner(array)`` feeds ``input_name`` and
     returns the ``outputs`` arrays (the detector's, unless told otherwise: the benchmarks
-    run other graphs with the same session settings)."""
+    run other graphs with the same session settings). ``profile``: a file prefix for ONNX
+    Runtime's profile (``runner.session.end_profiling()`` writes it)."""
 
-    def __init__(self, path, threads, input_name=GRAPH_INPUT, outputs=GRAPH_OUTPUTS):
+    def __init__(self, path, threads, input_name=GRAPH_INPUT, outputs=GRAPH_OUTPUTS, profile=None):
         ort = require("onnxruntime", "runtime onnxruntime")
         options = ort.SessionOptions()
+        if profile is not None:  # ONNX Runtime's own profiler: time per node, to this prefix
+            options.enable_profiling = True
+            options.profile_file_prefix = str(profile)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
