@@ -60,7 +60,7 @@ def runtimes(trunk, tmp, example, calibration=None):
     OpenVINO at fp32 and bf16; with ``calibration`` (real images) also quantized to int8 as
     resdet.export does (resdet.export.quantize), on both."""
     path, threads = Path(tmp) / "trunk.onnx", torch.get_num_threads()
-    export_onnx(Trunk(trunk), example, path, "images", ["res5"])
+    export_onnx(Trunk(trunk).eval(), example, path, "images", ["res5"])
     out = {"onnxruntime": OnnxRuntimeRunner(path, threads, "images", ["res5"])}
     for p in ("fp32", "bf16"):
         out[f"openvino_{p}"] = OpenVinoRunner(path, threads, p, "images", ["res5"])
